@@ -1,0 +1,386 @@
+//! Typed configuration, read from the environment once at start and validated.
+//!
+//! A missing or invalid variable stops the function before it serves anything,
+//! with one line naming the variable, so a bad deploy fails its canary instead
+//! of answering 500s (the seed's hand-edited `.env`, designed away).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use crate::host::HostPattern;
+
+/// A configuration problem, always naming the variable it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            variable,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A secret value: its `Debug` and `Display` never show it, so it cannot reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+/// How upstream (GCGC) SSO tokens are verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SsoKeys {
+    Secret(Secret),
+    JwksUrl(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app_env: AppEnv,
+    /// `JWT_SECRET`; required by the functions that issue or check API tokens.
+    pub jwt_secret: Option<Secret>,
+    pub jwt_expiration: Duration,
+    pub allowed_origins: Vec<HeaderValue>,
+    pub allowed_hosts: Vec<HostPattern>,
+    pub sso_keys: Option<SsoKeys>,
+    pub sso_issuer: Option<String>,
+    pub sso_audience: Option<String>,
+    pub redis_url: Option<Secret>,
+    pub redis_key_prefix: String,
+    pub database_url: Option<Secret>,
+    pub max_body_bytes: usize,
+}
+
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+const DEFAULT_ORIGINS: &str = "http://localhost:3000";
+const DEFAULT_HOSTS: &str = "localhost,127.0.0.1";
+const DEFAULT_EXPIRATION_HOURS: u64 = 720;
+const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+const DEFAULT_REDIS_KEY_PREFIX: &str = "tms:";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads a given set of variables: the same rules as [`Config::from_env`],
+    /// for tests and tools that must not touch the process environment.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        // An empty value is treated as unset: templates often pass "" for "not configured".
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+
+        let app_env = match get("APP_ENV").unwrap_or("development") {
+            "development" | "dev" | "local" | "staging" | "test" => AppEnv::Development,
+            "production" | "prod" => AppEnv::Production,
+            other => {
+                return Err(ConfigError::new(
+                    "APP_ENV",
+                    format!("expected `development` or `production`, got `{other}`"),
+                ));
+            }
+        };
+
+        let jwt_secret = match get("JWT_SECRET") {
+            Some(s) if s.len() < MIN_JWT_SECRET_BYTES => {
+                return Err(ConfigError::new(
+                    "JWT_SECRET",
+                    format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+                ));
+            }
+            other => other.map(Secret::new),
+        };
+
+        let hours: u64 = match get("JWT_EXPIRATION_HOURS") {
+            None => DEFAULT_EXPIRATION_HOURS,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|h| (1..=24 * 366).contains(h))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "JWT_EXPIRATION_HOURS",
+                        format!("expected a whole number of hours from 1 to 8784, got `{v}`"),
+                    )
+                })?,
+        };
+
+        let allowed_origins = parse_origins(get("ALLOWED_ORIGINS").unwrap_or(DEFAULT_ORIGINS))?;
+        let allowed_hosts = parse_list(get("ALLOWED_HOSTS").unwrap_or(DEFAULT_HOSTS))
+            .map(|h| HostPattern::parse(h).map_err(|p| ConfigError::new("ALLOWED_HOSTS", p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if allowed_hosts.is_empty() {
+            return Err(ConfigError::new(
+                "ALLOWED_HOSTS",
+                "must list at least one host",
+            ));
+        }
+
+        let sso_keys = match (get("SSO_JWT_SECRET"), get("SSO_JWKS_URL")) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "SSO_JWKS_URL",
+                    "set either SSO_JWT_SECRET or SSO_JWKS_URL, not both",
+                ));
+            }
+            (Some(s), None) if s.len() < MIN_JWT_SECRET_BYTES => {
+                return Err(ConfigError::new(
+                    "SSO_JWT_SECRET",
+                    format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+                ));
+            }
+            (Some(s), None) => Some(SsoKeys::Secret(Secret::new(s))),
+            (None, Some(url)) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(ConfigError::new(
+                        "SSO_JWKS_URL",
+                        "must be an http(s):// URL",
+                    ));
+                }
+                Some(SsoKeys::JwksUrl(url.to_owned()))
+            }
+            (None, None) => None,
+        };
+
+        let redis_url = match get("REDIS_URL") {
+            Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => {
+                return Err(ConfigError::new(
+                    "REDIS_URL",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+            other => other.map(Secret::new),
+        };
+
+        let database_url = match get("DATABASE_URL") {
+            Some(u)
+                if !(u.starts_with("postgres://")
+                    || u.starts_with("postgresql://")
+                    || u.starts_with("sqlite:")) =>
+            {
+                return Err(ConfigError::new(
+                    "DATABASE_URL",
+                    "must start with postgres://, postgresql:// or sqlite:",
+                ));
+            }
+            other => other.map(Secret::new),
+        };
+
+        if app_env == AppEnv::Production {
+            if redis_url.is_none() {
+                return Err(ConfigError::new(
+                    "REDIS_URL",
+                    "required when APP_ENV=production (the in-process replay store protects one instance only)",
+                ));
+            }
+            if database_url
+                .as_ref()
+                .is_none_or(|u| u.expose().starts_with("sqlite:"))
+            {
+                return Err(ConfigError::new(
+                    "DATABASE_URL",
+                    "a postgres:// URL is required when APP_ENV=production",
+                ));
+            }
+        }
+
+        let max_body_bytes = match get("MAX_BODY_BYTES") {
+            None => DEFAULT_MAX_BODY_BYTES,
+            Some(v) => v.parse().ok().filter(|n| *n >= 1024).ok_or_else(|| {
+                ConfigError::new(
+                    "MAX_BODY_BYTES",
+                    format!("expected a number of bytes, at least 1024, got `{v}`"),
+                )
+            })?,
+        };
+
+        Ok(Self {
+            app_env,
+            jwt_secret,
+            jwt_expiration: Duration::from_secs(hours * 3600),
+            allowed_origins,
+            allowed_hosts,
+            sso_keys,
+            sso_issuer: get("SSO_ISSUER").map(str::to_owned),
+            sso_audience: get("SSO_AUDIENCE").map(str::to_owned),
+            redis_url,
+            redis_key_prefix: get("REDIS_KEY_PREFIX")
+                .unwrap_or(DEFAULT_REDIS_KEY_PREFIX)
+                .to_owned(),
+            database_url,
+            max_body_bytes,
+        })
+    }
+
+    /// `JWT_SECRET`, for the functions that issue or check API tokens.
+    pub fn require_jwt_secret(&self) -> Result<&Secret, ConfigError> {
+        self.jwt_secret
+            .as_ref()
+            .ok_or_else(|| ConfigError::new("JWT_SECRET", "required (at least 32 bytes)"))
+    }
+
+    /// How GCGC tokens are verified, for sso-login.
+    pub fn require_sso_keys(&self) -> Result<&SsoKeys, ConfigError> {
+        self.sso_keys.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                "SSO_JWT_SECRET",
+                "SSO_JWT_SECRET or SSO_JWKS_URL is required",
+            )
+        })
+    }
+}
+
+fn parse_list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_origins(value: &str) -> Result<Vec<HeaderValue>, ConfigError> {
+    let err = |problem: String| ConfigError::new("ALLOWED_ORIGINS", problem);
+    let mut origins = Vec::new();
+    for origin in parse_list(value) {
+        if origin == "*" {
+            return Err(err(
+                "`*` cannot be used: credentials are allowed, so origins must be listed".into(),
+            ));
+        }
+        let Some((scheme, rest)) = origin.split_once("://") else {
+            return Err(err(format!(
+                "`{origin}` is not an origin like https://example.com"
+            )));
+        };
+        if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains('/') {
+            return Err(err(format!(
+                "`{origin}` is not an origin like https://example.com (no path, no trailing slash)"
+            )));
+        }
+        origins.push(
+            HeaderValue::from_str(origin)
+                .map_err(|_| err(format!("`{origin}` is not a valid header value")))?,
+        );
+    }
+    if origins.is_empty() {
+        return Err(err("must list at least one origin".into()));
+    }
+    Ok(origins)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(c.app_env, AppEnv::Development);
+        assert_eq!(c.jwt_expiration, Duration::from_secs(720 * 3600));
+        assert_eq!(
+            c.allowed_origins,
+            vec![HeaderValue::from_static("http://localhost:3000")]
+        );
+        assert_eq!(c.allowed_hosts.len(), 2);
+        assert_eq!(c.max_body_bytes, 64 * 1024);
+        assert!(c.redis_url.is_none() && c.database_url.is_none());
+        assert_eq!(c.require_jwt_secret().unwrap_err().variable, "JWT_SECRET");
+        assert_eq!(c.require_sso_keys().unwrap_err().variable, "SSO_JWT_SECRET");
+    }
+
+    #[test]
+    fn each_bad_variable_is_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("JWT_SECRET", "short")], "JWT_SECRET"),
+            (&[("JWT_EXPIRATION_HOURS", "abc")], "JWT_EXPIRATION_HOURS"),
+            (&[("JWT_EXPIRATION_HOURS", "0")], "JWT_EXPIRATION_HOURS"),
+            (&[("ALLOWED_ORIGINS", "*")], "ALLOWED_ORIGINS"),
+            (&[("ALLOWED_ORIGINS", "example.com")], "ALLOWED_ORIGINS"),
+            (
+                &[("ALLOWED_ORIGINS", "https://example.com/")],
+                "ALLOWED_ORIGINS",
+            ),
+            (&[("ALLOWED_HOSTS", "bad host")], "ALLOWED_HOSTS"),
+            (&[("ALLOWED_HOSTS", "a.*.com")], "ALLOWED_HOSTS"),
+            (&[("APP_ENV", "prdo")], "APP_ENV"),
+            (&[("REDIS_URL", "http://x")], "REDIS_URL"),
+            (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+            (&[("SSO_JWT_SECRET", "short")], "SSO_JWT_SECRET"),
+            (&[("SSO_JWKS_URL", "ftp://x")], "SSO_JWKS_URL"),
+            (&[("MAX_BODY_BYTES", "ten")], "MAX_BODY_BYTES"),
+        ];
+        for (pairs, variable) in cases {
+            let err = Config::from_vars(&vars(pairs)).unwrap_err();
+            assert_eq!(err.variable, *variable, "{pairs:?}");
+            assert!(err.to_string().contains(variable), "{err}");
+        }
+    }
+
+    #[test]
+    fn production_requires_redis_and_postgres() {
+        let err = Config::from_vars(&vars(&[("APP_ENV", "production")])).unwrap_err();
+        assert_eq!(err.variable, "REDIS_URL");
+        let err = Config::from_vars(&vars(&[
+            ("APP_ENV", "production"),
+            ("REDIS_URL", "rediss://cache:6380"),
+            ("DATABASE_URL", "sqlite://x.db"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        let ok = Config::from_vars(&vars(&[
+            ("APP_ENV", "production"),
+            ("REDIS_URL", "rediss://cache:6380"),
+            ("DATABASE_URL", "postgres://db/tms?sslmode=require"),
+            ("JWT_SECRET", SECRET),
+        ]));
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn lists_are_trimmed_and_secrets_never_print() {
+        let c = Config::from_vars(&vars(&[
+            (
+                "ALLOWED_ORIGINS",
+                " https://a.example.com, https://b.example.com ,",
+            ),
+            ("JWT_SECRET", SECRET),
+            ("JWT_EXPIRATION_HOURS", "24"),
+        ]))
+        .unwrap();
+        assert_eq!(c.allowed_origins.len(), 2);
+        assert_eq!(c.jwt_expiration, Duration::from_secs(24 * 3600));
+        assert!(!format!("{c:?}").contains(SECRET));
+    }
+}

@@ -1,0 +1,16 @@
+//! What every TMS chat function stands on. Each concern lives here once:
+//! configuration, the error type, the HTTP layers, the host check, probes and
+//! the runtime that serves a function on Lambda, on FC and locally.
+
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod http;
+pub mod probe;
+pub mod runtime;
+
+pub use config::{Config, ConfigError};
+pub use error::{ApiError, ApiJson};
+pub use http::{App, app};
+pub use runtime::StartError;
+pub use tracing;

@@ -1,0 +1,139 @@
+//! One entry point for every function: the same binary runs on AWS Lambda
+//! (through `lambda_http`) and, when no Lambda runtime API is present, as plain
+//! HTTP for Alibaba Function Compute's custom runtime and for local runs.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use axum::ServiceExt;
+use axum::extract::Request;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigError};
+use crate::http::App;
+
+/// FC's custom runtime tells the function its port in this variable.
+pub const FC_PORT_VAR: &str = "FC_CUSTOM_LISTEN_PORT";
+pub const DEFAULT_PORT: u16 = 9000;
+
+/// Why a function could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// JSON log lines on stderr, `RUST_LOG` to filter (default `info`). Set up once.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    // A panic's message is logged as JSON too; its response is the catch-panic layer's.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "panic");
+    }));
+}
+
+/// The whole of a function's `main`: read the config, build the routes, serve.
+/// A start-up error is one line on stderr naming its cause, and exit code 1.
+pub async fn start<F, Fut>(build: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: Future<Output = Result<App, StartError>>,
+{
+    init_tracing();
+    let result = async {
+        let config = Config::from_env()?;
+        let app = build(config).await?;
+        serve(app).await.map_err(StartError::Other)
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            tracing::error!(error = %e, "function stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves through the Lambda runtime API when `AWS_LAMBDA_RUNTIME_API` is set,
+/// else as plain HTTP on `$PORT`, `$FC_CUSTOM_LISTEN_PORT` or 9000, on all
+/// interfaces (FC needs that) unless `LISTEN_HOST` names one.
+pub async fn serve(app: App) -> anyhow::Result<()> {
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        tracing::info!("serving through the Lambda runtime API");
+        return lambda_http::run(app)
+            .await
+            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
+    }
+    let addr = listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    serve_http(listener, app).await
+}
+
+/// Plain HTTP on a bound listener until SIGTERM or Ctrl-C, finishing in-flight requests.
+pub async fn serve_http(listener: TcpListener, app: App) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn listen_addr() -> Result<SocketAddr, ConfigError> {
+    let ip = match std::env::var("LISTEN_HOST") {
+        Ok(value) => value.trim().parse().map_err(|_| {
+            ConfigError::new(
+                "LISTEN_HOST",
+                format!("expected an IP address, got `{value}`"),
+            )
+        })?,
+        Err(_) => std::net::IpAddr::from([0, 0, 0, 0]),
+    };
+    for var in ["PORT", FC_PORT_VAR] {
+        if let Ok(value) = std::env::var(var) {
+            let port = value.trim().parse().map_err(|_| {
+                ConfigError::new(var, format!("expected a port number, got `{value}`"))
+            })?;
+            return Ok(SocketAddr::new(ip, port));
+        }
+    }
+    Ok(SocketAddr::new(ip, DEFAULT_PORT))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

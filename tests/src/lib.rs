@@ -1,0 +1,178 @@
+//! Test support: spawn the real application on a random port (zero2prod's
+//! `spawn_app`), run the function binaries as processes, and drive them through
+//! a Lambda runtime API emulator.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use axum::Router;
+use shared::Config;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+pub mod lambda;
+
+pub const TEST_JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
+pub const ALLOWED_ORIGIN: &str = "http://localhost:3000";
+pub const OTHER_ALLOWED_ORIGIN: &str = "https://tms-chat.example.com";
+pub const DISALLOWED_ORIGIN: &str = "https://evil.example";
+
+/// The variables every test starts from; `extra` adds to or overrides them.
+pub fn test_vars(extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = [
+        ("JWT_SECRET", TEST_JWT_SECRET),
+        ("ALLOWED_ORIGINS", "http://localhost:3000,https://tms-chat.example.com"),
+        (
+            "ALLOWED_HOSTS",
+            "localhost,127.0.0.1,tms-chat.example.com,*.execute-api.us-east-1.amazonaws.com,*.lambda-url.us-east-1.on.aws",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (k, v) in extra {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    vars
+}
+
+pub fn test_config(extra: &[(&str, &str)]) -> Config {
+    Config::from_vars(&test_vars(extra)).expect("test configuration is valid")
+}
+
+/// The application served in-process on a random port.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+}
+
+/// A client that never follows redirects: a redirect is a bug here.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// Serves `routes` inside the shared layers, as a function would.
+pub async fn spawn_app(routes: Router, config: &Config) -> TestApp {
+    let app = shared::app(routes, config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(shared::runtime::serve_http(listener, app));
+    TestApp {
+        address: format!("http://{addr}"),
+        client: client(),
+    }
+}
+
+/// A workspace binary, built by `cargo build --workspace --bins` (`make test` does).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test binary>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as `make test` does)",
+        path.display()
+    );
+    path
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process that is killed when dropped.
+pub struct Process {
+    pub child: Child,
+}
+
+impl Process {
+    /// Starts a workspace binary with exactly these variables (plus `PATH`).
+    pub fn start(name: &str, vars: &HashMap<String, String>) -> Self {
+        let mut command = Command::new(workspace_bin(name));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(vars)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = command.spawn().expect("spawn function binary");
+        Self { child }
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL) and returns what it wrote to stderr.
+    pub async fn stop(mut self) -> String {
+        use tokio::io::AsyncReadExt;
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr).await;
+        }
+        stderr
+    }
+
+    /// Waits for the process to exit by itself; returns its code and stderr.
+    pub async fn exit(mut self) -> (Option<i32>, String) {
+        use tokio::io::AsyncReadExt;
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("process exits")
+            .expect("wait");
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr).await;
+        }
+        (status.code(), stderr)
+    }
+}
+
+/// Waits until something accepts connections on `addr`.
+pub async fn wait_for_port(addr: SocketAddr) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nothing listens on {addr} after 5 s");
+}
+
+/// Starts a function binary serving plain HTTP on a free port, as on FC.
+pub async fn start_function(name: &str, extra: &[(&str, &str)]) -> (Process, String) {
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut vars = test_vars(extra);
+    vars.insert("FC_CUSTOM_LISTEN_PORT".into(), port_s);
+    let process = Process::start(name, &vars);
+    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    (process, format!("http://127.0.0.1:{port}"))
+}

@@ -1,0 +1,10 @@
+//! Programs for developers and operators, beside the functions.
+
+use axum::Router;
+use shared::{Config, StartError};
+
+/// Every function's routes on one router: what `make run` serves locally.
+pub async fn all_routes(config: &Config) -> Result<Router, StartError> {
+    let health = health::build(config).await?;
+    Ok(health)
+}
