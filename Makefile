@@ -5,7 +5,7 @@ SHELL := /bin/bash
 LISTEN_HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test fmt lint check
+.PHONY: run test fmt lint check migrate token
 
 ## run: every function on one port (127.0.0.1:8000), embedded defaults, no external service
 run:
@@ -14,6 +14,15 @@ run:
 ## test: the whole suite (unit, HTTP, Lambda path, real Redis and PostgreSQL)
 test:
 	@scripts/test.sh
+
+## migrate: apply the migrations to DATABASE_URL (safe in a pipeline, safe when two run at once)
+migrate:
+	cargo run --quiet --release -p tools --bin tms-migrate
+
+## token: create (or update) a local user and print an API token for it (USER_ID=alice)
+USER_ID ?= local-user
+token:
+	@source scripts/local-env.sh && cargo run --quiet -p tools --bin tms-token -- user "$(USER_ID)"
 
 fmt:
 	cargo fmt --all

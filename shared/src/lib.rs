@@ -3,11 +3,13 @@
 //! the runtime that serves a function on Lambda, on FC and locally.
 
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod host;
 pub mod http;
 pub mod probe;
 pub mod runtime;
+pub mod tokens;
 
 pub use config::{Config, ConfigError};
 pub use error::{ApiError, ApiJson};

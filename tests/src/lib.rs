@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
 pub mod lambda;
+pub mod services;
 
 pub const TEST_JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
 pub const ALLOWED_ORIGIN: &str = "http://localhost:3000";
@@ -24,6 +25,8 @@ pub const DISALLOWED_ORIGIN: &str = "https://evil.example";
 pub fn test_vars(extra: &[(&str, &str)]) -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = [
         ("JWT_SECRET", TEST_JWT_SECRET),
+        // Nothing on disk, nothing shared between tests.
+        ("DATABASE_URL", "sqlite::memory:"),
         ("ALLOWED_ORIGINS", "http://localhost:3000,https://tms-chat.example.com"),
         (
             "ALLOWED_HOSTS",

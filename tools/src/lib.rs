@@ -5,6 +5,7 @@ use shared::{Config, StartError};
 
 /// Every function's routes on one router: what `make run` serves locally.
 pub async fn all_routes(config: &Config) -> Result<Router, StartError> {
-    let health = health::build(config).await?;
-    Ok(health)
+    Ok(health::build(config)
+        .await?
+        .merge(conversations::build(config).await?))
 }

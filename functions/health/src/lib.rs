@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use shared::db::{Database, DatabaseProbe};
 use shared::probe::{Probe, check_all};
 use shared::{Config, StartError};
 
@@ -30,8 +31,9 @@ pub fn routes(probes: Vec<Arc<dyn Probe>>) -> Router {
 /// The function's routes for its configuration: a probe for each external
 /// dependency that the configuration names.
 pub async fn build(config: &Config) -> Result<Router, StartError> {
-    let _ = config;
-    Ok(routes(Vec::new()))
+    let db = Database::open(config).await?;
+    let probes: Vec<Arc<dyn Probe>> = vec![Arc::new(DatabaseProbe(db))];
+    Ok(routes(probes))
 }
 
 async fn live() -> Json<serde_json::Value> {

@@ -1,0 +1,531 @@
+//! The conversations function: one behavioural suite, run on both backends
+//! (PostgreSQL through a real connection, and the embedded SQLite file).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::StatusCode;
+use serde_json::{Value, json};
+use shared::db::{Database, User};
+use shared::tokens::ApiTokens;
+use tests::services::{PgServer, TestDb};
+use tests::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+struct Fixture {
+    app: TestApp,
+    db: Database,
+    tokens: ApiTokens,
+    _db_guard: TestDb,
+}
+
+impl Fixture {
+    async fn new(backend: Backend) -> Self {
+        let guard = match backend {
+            Backend::Postgres => TestDb::postgres().await,
+            Backend::Sqlite => TestDb::sqlite(),
+        };
+        let config = test_config(&[("DATABASE_URL", &guard.url)]);
+        let routes = conversations::build(&config).await.expect("build");
+        let app = spawn_app(routes, &config).await;
+        let db = Database::open(&config).await.expect("open");
+        Self {
+            app,
+            db,
+            tokens: ApiTokens::from_config(&config).unwrap(),
+            _db_guard: guard,
+        }
+    }
+
+    async fn user(&self, name: &str) -> (User, String) {
+        let user = self
+            .db
+            .upsert_user(
+                &format!("ext-{name}-{}", tests::services::uuid_simple()),
+                Some(&format!("{name}@example.com")),
+                Some(name),
+            )
+            .await
+            .unwrap();
+        let token = self.tokens.issue(user.id).unwrap().token;
+        (user, token)
+    }
+
+    async fn create(&self, token: &str, title: &str, members: &[i64]) -> reqwest::Response {
+        self.app
+            .client
+            .post(self.app.url("/api/v1/conversations/"))
+            .bearer_auth(token)
+            .json(&json!({ "title": title, "member_ids": members }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.app
+            .client
+            .get(self.app.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+async fn json_of(r: reqwest::Response) -> Value {
+    r.json().await.expect("JSON body")
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+    };
+}
+
+on_both_backends!(
+    create_then_fetch_with_location,
+    members_only_see_their_conversations,
+    list_is_newest_first_with_limits,
+    pages_have_no_duplicates_or_gaps_while_rows_are_added,
+    bad_create_bodies_are_rejected_clearly,
+    malformed_and_unknown_ids_are_404,
+);
+
+async fn create_then_fetch_with_location(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let (alice, token) = f.user("alice").await;
+    let (bob, _) = f.user("bob").await;
+    let r = f.create(&token, "  Release planning  ", &[bob.id]).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let created = json_of(r).await;
+    assert_eq!(created["title"], "Release planning");
+    assert_eq!(created["created_by"], alice.id);
+    let mut members: Vec<i64> = created["member_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    members.sort();
+    assert_eq!(members, {
+        let mut m = vec![alice.id, bob.id];
+        m.sort();
+        m
+    });
+    assert_eq!(location, format!("/api/v1/conversations/{}", created["id"]));
+    assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let r = f.get(&token, &location).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(json_of(r).await, created);
+    // Without the trailing slash too, and no redirect.
+    let r = f.get(&token, "/api/v1/conversations").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(json_of(r).await["items"][0]["id"], created["id"]);
+}
+
+async fn members_only_see_their_conversations(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let (_alice, alice_token) = f.user("alice").await;
+    let (bob, bob_token) = f.user("bob").await;
+    let (_carol, carol_token) = f.user("carol").await;
+    let shared = json_of(f.create(&alice_token, "alice+bob", &[bob.id]).await).await;
+    let private = json_of(f.create(&alice_token, "alice only", &[]).await).await;
+
+    let carol_list = json_of(f.get(&carol_token, "/api/v1/conversations/").await).await;
+    assert_eq!(carol_list["items"], json!([]));
+    assert_eq!(carol_list["next_cursor"], Value::Null);
+    for c in [&shared, &private] {
+        let r = f
+            .get(&carol_token, &format!("/api/v1/conversations/{}", c["id"]))
+            .await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "no leaking of ids");
+        assert_eq!(json_of(r).await["detail"], "Not Found");
+    }
+    let bob_list = json_of(f.get(&bob_token, "/api/v1/conversations/").await).await;
+    let ids: Vec<&Value> = bob_list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["id"])
+        .collect();
+    assert_eq!(ids, vec![&shared["id"]]);
+    let r = f
+        .get(
+            &bob_token,
+            &format!("/api/v1/conversations/{}", private["id"]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+async fn list_is_newest_first_with_limits(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let (_, token) = f.user("alice").await;
+    let mut created = Vec::new();
+    for i in 0..25 {
+        created.push(
+            json_of(f.create(&token, &format!("c{i}"), &[]).await).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let page = json_of(f.get(&token, "/api/v1/conversations/").await).await;
+    let ids: Vec<i64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 20, "default limit");
+    let newest_first: Vec<i64> = created.iter().rev().take(20).copied().collect();
+    assert_eq!(ids, newest_first);
+    assert!(page["next_cursor"].is_string());
+
+    let r = f.get(&token, "/api/v1/conversations/?limit=100").await;
+    assert_eq!(json_of(r).await["items"].as_array().unwrap().len(), 25);
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=-1",
+        "limit=abc",
+        "cursor=%21%21",
+        &format!("cursor={}", URL_SAFE_NO_PAD.encode("x:y")),
+    ] {
+        let r = f
+            .get(&token, &format!("/api/v1/conversations/?{bad}"))
+            .await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert!(json_of(r).await["detail"].is_string());
+    }
+}
+
+async fn pages_have_no_duplicates_or_gaps_while_rows_are_added(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let (_, token) = f.user("alice").await;
+    let mut original = Vec::new();
+    for i in 0..23 {
+        original.push(
+            json_of(f.create(&token, &format!("c{i}"), &[]).await).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/conversations/?limit=5&cursor={c}"),
+            None => "/api/v1/conversations/?limit=5".to_owned(),
+        };
+        let page = json_of(f.get(&token, &path).await).await;
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_i64().unwrap()),
+        );
+        // Someone adds conversations between two page loads.
+        f.create(&token, "added while paging", &[]).await;
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let unique: HashSet<i64> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "no duplicates: {seen:?}");
+    let expected: Vec<i64> = original.iter().rev().copied().collect();
+    assert_eq!(seen, expected, "no gaps, newest first");
+}
+
+async fn bad_create_bodies_are_rejected_clearly(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let (_, token) = f.user("alice").await;
+    let long = "x".repeat(201);
+    for (body, status) in [
+        (json!({ "title": "" }), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({ "title": "   " }), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({ "title": long }), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({ "title": "x", "member_ids": [987654321] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!({ "title": 5 }), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({ "member_ids": [] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({ "title": "x", "member_ids": ["a"] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({ "title": "x", "member_ids": (0..101).collect::<Vec<i64>>() }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let r = f
+            .app
+            .client
+            .post(f.app.url("/api/v1/conversations"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        assert!(json_of(r).await["detail"].as_str().unwrap().len() > 3);
+    }
+    let r = f
+        .app
+        .client
+        .post(f.app.url("/api/v1/conversations"))
+        .bearer_auth(&token)
+        .body("{\"title\":\"x\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = f
+        .app
+        .client
+        .post(f.app.url("/api/v1/conversations"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{\"title\":")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Nothing was half-written.
+    let list = json_of(f.get(&token, "/api/v1/conversations/").await).await;
+    assert_eq!(list["items"], json!([]));
+}
+
+async fn malformed_and_unknown_ids_are_404(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let (_, token) = f.user("alice").await;
+    for id in [
+        "abc",
+        "99999999999999999999999",
+        "-1",
+        "0",
+        "123456",
+        "1.5",
+        "%00",
+    ] {
+        let r = f.get(&token, &format!("/api/v1/conversations/{id}")).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{id}");
+        assert_eq!(json_of(r).await["detail"], "Not Found");
+    }
+}
+
+fn encode_hs256(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn every_authentication_failure_is_401_with_www_authenticate() {
+    let f = Fixture::new(Backend::Sqlite).await;
+    let (user, good) = f.user("alice").await;
+    let now = shared::tokens::now_secs();
+    let claims = |exp: u64, iss: &str, aud: &str| json!({ "sub": user.id.to_string(), "exp": exp, "iat": now, "iss": iss, "aud": aud, "jti": "j" });
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims(now + 3600, "tms-chat", "tms-chat-api"))
+    );
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no header", None),
+        ("wrong scheme", Some(format!("Basic {good}"))),
+        ("empty token", Some("Bearer ".into())),
+        ("garbage", Some("Bearer invalid_token".into())),
+        (
+            "bad signature",
+            Some(format!(
+                "Bearer {}",
+                encode_hs256(
+                    &claims(now + 3600, "tms-chat", "tms-chat-api"),
+                    "another-secret-0123456789abcdef0123"
+                )
+            )),
+        ),
+        (
+            "expired",
+            Some(format!(
+                "Bearer {}",
+                encode_hs256(
+                    &claims(now - 3600, "tms-chat", "tms-chat-api"),
+                    TEST_JWT_SECRET
+                )
+            )),
+        ),
+        (
+            "wrong audience",
+            Some(format!(
+                "Bearer {}",
+                encode_hs256(&claims(now + 3600, "tms-chat", "other"), TEST_JWT_SECRET)
+            )),
+        ),
+        ("alg none", Some(format!("Bearer {alg_none}"))),
+        (
+            "not utf-8 sub",
+            Some(format!(
+                "Bearer {}",
+                encode_hs256(
+                    &json!({ "sub": "not-a-number", "exp": now + 3600, "iss": "tms-chat", "aud": "tms-chat-api" }),
+                    TEST_JWT_SECRET
+                )
+            )),
+        ),
+    ];
+    for path in ["/api/v1/conversations/", "/api/v1/conversations/1"] {
+        for (name, header) in &cases {
+            let mut request = f
+                .app
+                .client
+                .get(f.app.url(path))
+                .header("Origin", ALLOWED_ORIGIN);
+            if let Some(h) = header {
+                request = request.header("Authorization", h);
+            }
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{name} on {path}");
+            assert_eq!(r.headers()["www-authenticate"], "Bearer", "{name}");
+            assert_eq!(
+                r.headers()["access-control-allow-origin"],
+                ALLOWED_ORIGIN,
+                "{name}"
+            );
+            let detail = json_of(r).await["detail"].as_str().unwrap().to_owned();
+            assert!(!detail.is_empty());
+            if *name == "expired" {
+                assert_eq!(detail, "Token has expired");
+            }
+        }
+    }
+    let r = f
+        .app
+        .client
+        .post(f.app.url("/api/v1/conversations/"))
+        .json(&json!({"title": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = f.get(&good, "/api/v1/conversations/").await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// A PostgreSQL that the test itself started, then stops and hangs: 503 fast,
+/// never a hang or a 500, and recovery without a restart of the function.
+#[tokio::test]
+async fn a_database_down_or_hung_is_a_fast_503_then_recovers() {
+    let mut pg = PgServer::start();
+    let url = pg.url();
+    Database::open_postgres(&url)
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    let config = test_config(&[("DATABASE_URL", &url)]);
+    let app = spawn_app(conversations::build(&config).await.unwrap(), &config).await;
+    let db = Database::open(&config).await.unwrap();
+    let user = db.upsert_user("ext-fault", None, None).await.unwrap();
+    let token = ApiTokens::from_config(&config)
+        .unwrap()
+        .issue(user.id)
+        .unwrap()
+        .token;
+    let list = || async {
+        let started = Instant::now();
+        let r = app
+            .client
+            .get(app.url("/api/v1/conversations/"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status(),
+            r.headers().get("retry-after").is_some(),
+            started.elapsed(),
+        )
+    };
+    assert_eq!(list().await.0, StatusCode::OK);
+
+    pg.stop();
+    for _ in 0..3 {
+        let (status, retry_after, took) = list().await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(retry_after);
+        // A bound against hangs, not a speed target (the benchmark measures speed).
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+    }
+
+    pg.resume_serving();
+    assert_eq!(list().await.0, StatusCode::OK, "recovers without a restart");
+
+    pg.hang();
+    let (status, _, took) = list().await;
+    pg.unhang();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let mut recovered = false;
+    for _ in 0..20 {
+        if list().await.0 == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "recovers once the database answers again");
+}
+
+/// `make migrate` in a deploy pipeline: two runs at once both succeed.
+#[tokio::test]
+async fn two_migrations_at_once_both_succeed() {
+    let target = TestDb::postgres_unmigrated().await;
+    let vars = test_vars(&[("DATABASE_URL", &target.url)]);
+    let first = Process::start("tms-migrate", &vars);
+    let second = Process::start("tms-migrate", &vars);
+    for run in [first, second] {
+        let (code, stderr) = run.exit().await;
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+    let db = Database::open_postgres(&target.url).unwrap();
+    let user = db
+        .upsert_user("ext-after-migrate", None, None)
+        .await
+        .unwrap();
+    assert!(
+        db.list_conversations(user.id, None, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    if let Database::Postgres(pool) = db {
+        pool.close().await;
+    }
+}
