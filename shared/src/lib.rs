@@ -8,7 +8,9 @@ pub mod error;
 pub mod host;
 pub mod http;
 pub mod probe;
+pub mod replay;
 pub mod runtime;
+pub mod sso;
 pub mod tokens;
 
 pub use config::{Config, ConfigError};

@@ -7,5 +7,6 @@ use shared::{Config, StartError};
 pub async fn all_routes(config: &Config) -> Result<Router, StartError> {
     Ok(health::build(config)
         .await?
-        .merge(conversations::build(config).await?))
+        .merge(conversations::build(config).await?)
+        .merge(sso_login::build(config).await?))
 }

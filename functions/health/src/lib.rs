@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use shared::db::{Database, DatabaseProbe};
 use shared::probe::{Probe, check_all};
+use shared::replay::{RedisProbe, ReplayStore};
 use shared::{Config, StartError};
 
 /// How long one dependency may take to answer a readiness ping.
@@ -32,7 +33,10 @@ pub fn routes(probes: Vec<Arc<dyn Probe>>) -> Router {
 /// dependency that the configuration names.
 pub async fn build(config: &Config) -> Result<Router, StartError> {
     let db = Database::open(config).await?;
-    let probes: Vec<Arc<dyn Probe>> = vec![Arc::new(DatabaseProbe(db))];
+    let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(DatabaseProbe(db))];
+    if let ReplayStore::Redis(redis) = ReplayStore::from_config(config)? {
+        probes.push(Arc::new(RedisProbe(redis)));
+    }
     Ok(routes(probes))
 }
 

@@ -4,3 +4,4 @@ mod conversations;
 mod function_binaries;
 mod lambda_events;
 mod layers;
+mod sso;

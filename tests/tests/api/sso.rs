@@ -1,0 +1,615 @@
+//! SSO login with single-use GCGC tokens, against real Redis: races, faults,
+//! two instances, JWKS, and the seed's checklist end to end.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::StatusCode;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use shared::db::Database;
+use shared::tokens::{ApiTokens, now_secs};
+use tests::services::{PgServer, RedisServer, TestDb, uuid_simple};
+use tests::*;
+use tokio::sync::RwLock;
+
+const SSO_SECRET: &str = "test-sso-secret-0123456789abcdef0123456789";
+const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+
+fn gcgc_with(claims: &Value, alg: Algorithm, key: &EncodingKey, kid: Option<&str>) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+fn claims(sub: &str) -> Value {
+    let now = now_secs();
+    json!({ "sub": sub, "email": format!("{sub}@example.com"), "name": "Test User",
+            "iat": now, "exp": now + 3600, "jti": uuid_simple() })
+}
+
+fn gcgc(claims: &Value) -> String {
+    gcgc_with(
+        claims,
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SSO_SECRET.as_bytes()),
+        None,
+    )
+}
+
+/// An sso-login (and conversations) app on a random port, with its own key
+/// prefix on the given Redis and its own database.
+struct Sso {
+    app: TestApp,
+    prefix: String,
+    redis_url: String,
+    _db: TestDb,
+}
+
+impl Sso {
+    async fn start(redis_url: &str, db: TestDb, extra: &[(&str, &str)]) -> Self {
+        let prefix = format!("tms-test-{}:", uuid_simple());
+        let mut vars = vec![
+            ("SSO_JWT_SECRET", SSO_SECRET),
+            ("REDIS_URL", redis_url),
+            ("REDIS_KEY_PREFIX", prefix.as_str()),
+            ("DATABASE_URL", db.url.as_str()),
+        ];
+        vars.extend_from_slice(extra);
+        let config = test_config(&vars);
+        let routes = sso_login::build(&config)
+            .await
+            .unwrap()
+            .merge(conversations::build(&config).await.unwrap());
+        let app = spawn_app(routes, &config).await;
+        Self {
+            app,
+            prefix,
+            redis_url: redis_url.to_owned(),
+            _db: db,
+        }
+    }
+
+    async fn shared(extra: &[(&str, &str)]) -> Self {
+        Self::start(SHARED_REDIS, TestDb::sqlite(), extra).await
+    }
+
+    async fn login(&self, token: &str) -> reqwest::Response {
+        login_at(&self.app.client, &self.app.address, token).await
+    }
+
+    async fn keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    async fn ttl(&self, key: &str) -> i64 {
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+}
+
+async fn login_at(client: &reqwest::Client, base: &str, token: &str) -> reqwest::Response {
+    client
+        .post(format!("{base}/api/v1/auth/login/sso"))
+        .header("Origin", ALLOWED_ORIGIN)
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn detail(r: reqwest::Response) -> String {
+    r.json::<Value>().await.unwrap()["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Retries a login until it answers 200, for a few seconds at most.
+async fn logs_in_eventually(sso: &Sso, token: &str) -> (StatusCode, String) {
+    let mut last = (StatusCode::IM_A_TEAPOT, String::new());
+    for _ in 0..40 {
+        let r = sso.login(token).await;
+        let status = r.status();
+        last = (status, r.text().await.unwrap_or_default());
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn a_token_logs_in_once_and_the_replay_is_401() {
+    let sso = Sso::shared(&[]).await;
+    let c = claims("user-1");
+    let token = gcgc(&c);
+    let r = sso.login(&token).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["access-control-allow-origin"], ALLOWED_ORIGIN);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 720 * 3600);
+    assert_eq!(body["user"]["email"], "user-1@example.com");
+    assert_eq!(body["user"]["name"], "Test User");
+    let api = ApiTokens::new(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(720 * 3600));
+    let api_claims = api.verify(body["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(api_claims.sub, body["user"]["id"].to_string());
+    assert_eq!(api_claims.exp - api_claims.iat, 720 * 3600, "720 hours");
+
+    let r = sso.login(&token).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(detail(r).await, "Token has already been used");
+
+    // The same user logging in again with a new token is the same user, updated.
+    let mut again = claims("user-1");
+    again["name"] = "Renamed".into();
+    let body: Value = sso.login(&gcgc(&again)).await.json().await.unwrap();
+    assert_eq!(body["user"]["name"], "Renamed");
+}
+
+#[tokio::test]
+async fn of_fifty_concurrent_logins_with_one_token_exactly_one_wins() {
+    let sso = Sso::shared(&[]).await;
+    let token = gcgc(&claims("racer"));
+    let requests = (0..50).map(|_| sso.login(&token));
+    let responses = futures_util::future::join_all(requests).await;
+    let mut ok = 0;
+    for r in responses {
+        match r.status() {
+            StatusCode::OK => ok += 1,
+            StatusCode::UNAUTHORIZED => assert_eq!(detail(r).await, "Token has already been used"),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+#[tokio::test]
+async fn the_mark_is_a_hashed_key_that_expires_with_the_token() {
+    let sso = Sso::shared(&[]).await;
+    let mut c = claims("ttl");
+    c["exp"] = (now_secs() + 7200).into();
+    let token = gcgc(&c);
+    assert_eq!(sso.login(&token).await.status(), StatusCode::OK);
+    let keys = sso.keys().await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = &keys[0];
+    assert!(key.starts_with(&format!("{}sso:jti:", sso.prefix)), "{key}");
+    assert!(!key.contains(c["jti"].as_str().unwrap()) && !key.contains(&token));
+    let ttl = sso.ttl(key).await;
+    assert!((7200 - 10..=7200 + 30 + 5).contains(&ttl), "TTL {ttl}");
+
+    // Without a jti, the key comes from a hash of the whole token.
+    let mut no_jti = claims("no-jti");
+    no_jti.as_object_mut().unwrap().remove("jti");
+    assert_eq!(sso.login(&gcgc(&no_jti)).await.status(), StatusCode::OK);
+    let keys = sso.keys().await;
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("{}sso:token:", sso.prefix))),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_tokens_and_bodies_are_refused_and_burn_nothing() {
+    let sso = Sso::shared(&[
+        ("SSO_ISSUER", "https://gcgc.example.com"),
+        ("SSO_AUDIENCE", "tms-chat"),
+    ])
+    .await;
+    let now = now_secs();
+    let good = |sub: &str| {
+        let mut c = claims(sub);
+        c["iss"] = "https://gcgc.example.com".into();
+        c["aud"] = "tms-chat".into();
+        c
+    };
+    let with = |key: &str, value: Value| {
+        let mut c = good("u");
+        c[key] = value;
+        c
+    };
+    let without = |key: &str| {
+        let mut c = good("u");
+        c.as_object_mut().unwrap().remove(key);
+        c
+    };
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let hs = |c: &Value| gcgc(c);
+    let cases: Vec<(&str, String)> = vec![
+        ("expired", hs(&with("exp", (now - 3600).into()))),
+        ("not yet valid", hs(&with("nbf", (now + 3600).into()))),
+        (
+            "issued in the future",
+            hs(&with("iat", (now + 3600).into())),
+        ),
+        (
+            "lives too long",
+            hs(&with("exp", (now + 90 * 24 * 3600).into())),
+        ),
+        (
+            "wrong issuer",
+            hs(&with("iss", "https://evil.example".into())),
+        ),
+        ("wrong audience", hs(&with("aud", "other".into()))),
+        ("no exp", hs(&without("exp"))),
+        ("no sub", hs(&without("sub"))),
+        (
+            "bad signature",
+            gcgc_with(
+                &good("u"),
+                Algorithm::HS256,
+                &EncodingKey::from_secret(b"another-secret-0123456789abcdef01234"),
+                None,
+            ),
+        ),
+        (
+            "HS512 is not expected",
+            gcgc_with(
+                &good("u"),
+                Algorithm::HS512,
+                &EncodingKey::from_secret(SSO_SECRET.as_bytes()),
+                None,
+            ),
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none", "typ": "JWT"})),
+                b64(&good("u"))
+            ),
+        ),
+        ("garbage", "not-a-jwt".into()),
+        ("empty", "".into()),
+    ];
+    for (name, token) in &cases {
+        let r = sso.login(token).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{name}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        assert!(!detail(r).await.is_empty());
+    }
+    for (body, content_type, status) in [
+        ("{}", "application/json", StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "{\"token\": 5}",
+            "application/json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "{\"token\": ",
+            "application/json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "token=abc",
+            "application/x-www-form-urlencoded",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ] {
+        let r = sso
+            .app
+            .client
+            .post(sso.app.url("/api/v1/auth/login/sso"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        assert!(!detail(r).await.is_empty());
+    }
+    assert_eq!(sso.keys().await, Vec::<String>::new(), "nothing was marked");
+    // And a valid token still works.
+    assert_eq!(sso.login(&hs(&good("u"))).await.status(), StatusCode::OK);
+}
+
+/// The serverless case: two instances, one Redis, one database.
+#[tokio::test]
+async fn a_replay_on_another_instance_is_blocked() {
+    let db = TestDb::postgres().await;
+    let prefix = format!("tms-test-{}:", uuid_simple());
+    let vars = [
+        ("SSO_JWT_SECRET", SSO_SECRET),
+        ("REDIS_URL", SHARED_REDIS),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("DATABASE_URL", db.url.as_str()),
+    ];
+    let (first, first_url) = start_function("sso-login", &vars).await;
+    let (second, second_url) = start_function("sso-login", &vars).await;
+    let token = gcgc(&claims("two-instances"));
+    let c = client();
+    assert_eq!(
+        login_at(&c, &first_url, &token).await.status(),
+        StatusCode::OK
+    );
+    let r = login_at(&c, &second_url, &token).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(detail(r).await, "Token has already been used");
+    first.stop().await;
+    let logs = second.stop().await;
+    assert!(!logs.contains(&token), "the token reached a log");
+}
+
+#[tokio::test]
+async fn a_stopped_redis_is_a_fast_503_and_the_token_works_once_it_is_back() {
+    let mut redis = RedisServer::start();
+    let sso = Sso::start(&redis.url(), TestDb::sqlite(), &[]).await;
+    let token = gcgc(&claims("redis-down"));
+    redis.stop();
+    let started = Instant::now();
+    let r = sso.login(&token).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a bound against hangs: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(
+        r.json::<Value>()
+            .await
+            .unwrap()
+            .get("access_token")
+            .is_none()
+    );
+
+    redis.resume_serving();
+    let (status, body) = logs_in_eventually(&sso, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(sso.login(&token).await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_hung_redis_is_a_fast_503_and_its_late_claim_is_released() {
+    let redis = RedisServer::start();
+    let sso = Sso::start(&redis.url(), TestDb::sqlite(), &[]).await;
+    // A first login opens the connection while Redis is healthy.
+    assert_eq!(
+        sso.login(&gcgc(&claims("warm"))).await.status(),
+        StatusCode::OK
+    );
+    let token = gcgc(&claims("redis-hung"));
+    redis.hang();
+    let started = Instant::now();
+    let r = sso.login(&token).await;
+    let took = started.elapsed();
+    redis.unhang();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        took < Duration::from_secs(5),
+        "a bound against hangs: {took:?}"
+    );
+
+    // Redis woke up and may have applied the queued SET: the refused user is not locked out.
+    let (status, body) = logs_in_eventually(&sso, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r = sso.login(&token).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "and it is single-use again"
+    );
+}
+
+#[tokio::test]
+async fn a_database_failure_after_the_claim_releases_it() {
+    let mut pg = PgServer::start();
+    Database::open_postgres(&pg.url())
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    let prefix = format!("tms-test-{}:", uuid_simple());
+    let config = test_config(&[
+        ("SSO_JWT_SECRET", SSO_SECRET),
+        ("REDIS_URL", SHARED_REDIS),
+        ("REDIS_KEY_PREFIX", &prefix),
+        ("DATABASE_URL", &pg.url()),
+    ]);
+    let app = spawn_app(sso_login::build(&config).await.unwrap(), &config).await;
+    let token = gcgc(&claims("db-down"));
+    pg.stop();
+    let r = login_at(&app.client, &app.address, &token).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    pg.resume_serving();
+    let r = login_at(&app.client, &app.address, &token).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "the claim was released: {}",
+        r.text().await.unwrap()
+    );
+    let r = login_at(&app.client, &app.address, &token).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// The seed's checklist over HTTP: SSO login → API token → conversations load
+/// → the same SSO token again → 401.
+#[tokio::test]
+async fn sso_login_then_conversations_then_replay() {
+    let sso = Sso::shared(&[]).await;
+    let token = gcgc(&claims("e2e"));
+    let body: Value = sso.login(&token).await.json().await.unwrap();
+    let access = body["access_token"].as_str().unwrap();
+    let r = sso
+        .app
+        .client
+        .post(sso.app.url("/api/v1/conversations/"))
+        .bearer_auth(access)
+        .json(&json!({"title": "first"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = sso
+        .app
+        .client
+        .get(sso.app.url("/api/v1/conversations/"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["items"][0]["title"],
+        "first"
+    );
+    let r = sso
+        .app
+        .client
+        .get(sso.app.url("/api/v1/conversations/"))
+        .bearer_auth("invalid_token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = sso.login(&token).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A JWKS document served by the test, which it can rotate.
+struct Jwks {
+    url: String,
+    keys: Arc<RwLock<Vec<Value>>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+fn jwk(name: &str) -> Value {
+    let all: Value = serde_json::from_str(include_str!("../../fixtures/keys/jwks.json")).unwrap();
+    all[name].clone()
+}
+
+impl Jwks {
+    async fn serve(initial: Vec<Value>) -> Self {
+        let keys = Arc::new(RwLock::new(initial));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let router = Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get({
+                let (keys, fetches) = (keys.clone(), fetches.clone());
+                move || async move {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(json!({ "keys": *keys.read().await }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self { url, keys, fetches }
+    }
+}
+
+#[tokio::test]
+async fn jwks_keys_verify_rs256_and_es256_rotate_and_refuse_confusion() {
+    let jwks = Jwks::serve(vec![jwk("rsa1"), jwk("ec1")]).await;
+    let sso = Sso::shared(&[("SSO_JWKS_URL", &jwks.url), ("SSO_JWT_SECRET", "")]).await;
+    let rsa1 = EncodingKey::from_rsa_pem(include_bytes!("../../fixtures/keys/rsa1.pem")).unwrap();
+    let rsa2 = EncodingKey::from_rsa_pem(include_bytes!("../../fixtures/keys/rsa2.pem")).unwrap();
+    let ec1 = EncodingKey::from_ec_pem(include_bytes!("../../fixtures/keys/ec1.pem")).unwrap();
+
+    let r = sso
+        .login(&gcgc_with(
+            &claims("rs"),
+            Algorithm::RS256,
+            &rsa1,
+            Some("rsa-2026-01"),
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let r = sso
+        .login(&gcgc_with(
+            &claims("es"),
+            Algorithm::ES256,
+            &ec1,
+            Some("ec-2026-01"),
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+
+    // Algorithm confusion: HS256 keyed with the RSA public key, and algorithm swaps.
+    let public_pem = include_bytes!("../../fixtures/keys/rsa1.pub.pem");
+    let confused = gcgc_with(
+        &claims("hs"),
+        Algorithm::HS256,
+        &EncodingKey::from_secret(public_pem),
+        Some("rsa-2026-01"),
+    );
+    assert_eq!(
+        sso.login(&confused).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let swapped = gcgc_with(&claims("swap"), Algorithm::RS256, &rsa1, Some("ec-2026-01"));
+    assert_eq!(sso.login(&swapped).await.status(), StatusCode::UNAUTHORIZED);
+    let no_kid = gcgc_with(&claims("nokid"), Algorithm::RS256, &rsa1, None);
+    assert_eq!(sso.login(&no_kid).await.status(), StatusCode::UNAUTHORIZED);
+
+    // Rotation: a new key is published; a token signed with it is accepted
+    // once the cache may refetch, and unknown kids do not hammer the server.
+    let fetches_before = jwks.fetches.load(Ordering::SeqCst);
+    let rotated = gcgc_with(
+        &claims("rotated"),
+        Algorithm::RS256,
+        &rsa2,
+        Some("rsa-2026-02"),
+    );
+    for _ in 0..5 {
+        let r = sso
+            .login(&gcgc_with(
+                &claims("unknown"),
+                Algorithm::RS256,
+                &rsa2,
+                Some("rsa-2026-02"),
+            ))
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert!(
+        jwks.fetches.load(Ordering::SeqCst) - fetches_before <= 1,
+        "refetches are rate-limited"
+    );
+    jwks.keys.write().await.push(jwk("rsa2"));
+    tokio::time::sleep(shared::sso::JWKS_MIN_REFRESH + Duration::from_millis(200)).await;
+    let r = sso.login(&rotated).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn an_unreachable_jwks_is_503_not_401() {
+    let dead = format!("http://127.0.0.1:{}/jwks.json", free_port());
+    let sso = Sso::shared(&[("SSO_JWKS_URL", &dead), ("SSO_JWT_SECRET", "")]).await;
+    let rsa1 = EncodingKey::from_rsa_pem(include_bytes!("../../fixtures/keys/rsa1.pem")).unwrap();
+    let r = sso
+        .login(&gcgc_with(
+            &claims("rs"),
+            Algorithm::RS256,
+            &rsa1,
+            Some("rsa-2026-01"),
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(sso.keys().await, Vec::<String>::new());
+}
