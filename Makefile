@@ -5,7 +5,7 @@ SHELL := /bin/bash
 LISTEN_HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test fmt lint check migrate token
+.PHONY: run test fmt lint check migrate token watch verify check-watch bench
 
 ## run: every function on one port (127.0.0.1:8000), embedded defaults, no external service
 run:
@@ -24,6 +24,26 @@ USER_ID ?= local-user
 token:
 	@source scripts/local-env.sh && cargo run --quiet -p tools --bin tms-token -- user "$(USER_ID)"
 
+## watch: every function under `cargo lambda watch` (the Lambda emulator, on :9000), with the
+## local settings from [workspace.metadata.lambda.env] in Cargo.toml; e.g.
+## curl localhost:9000/lambda-url/health/health (needs cargo-lambda: pip install cargo-lambda)
+watch:
+	@mkdir -p .data
+	cargo lambda watch --disable-cors
+
+## check-watch: a request through `cargo lambda watch` per function (CI runs this)
+check-watch:
+	@scripts/check-watch.sh
+
+## verify: the seed's checklist against a deployment: make verify BASE_URL=https://...
+## (or HEALTH_URL, SSO_URL, CONV_URL; SSO_JWT_SECRET on staging or SSO_TEST_TOKEN)
+verify:
+	@cargo run --quiet -p tools --bin tms-verify
+
+## bench: binary sizes, start-up time, latencies (prints its figures; never a pass/fail)
+bench:
+	@scripts/bench.sh
+
 fmt:
 	cargo fmt --all
 
@@ -33,3 +53,5 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 check: lint test
+
+include deploy.mk

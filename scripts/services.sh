@@ -26,6 +26,16 @@ _svc_ensure() {
   fi
   if ! command -v pkill >/dev/null; then _svc_apt_install procps || return 1; fi
 
+  # A local AWS Secrets Manager for the secrets tests: moto's server, from PyPI.
+  if ! command -v python3 >/dev/null; then _svc_apt_install python3 python3-pip || return 1; fi
+  if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
+    echo "services: installing moto[server] from PyPI" >&2
+    python3 -m pip install --quiet 'moto[server]' 2>/dev/null ||
+      python3 -m pip install --quiet --break-system-packages 'moto[server]' ||
+      { _svc_apt_install python3-pip && python3 -m pip install --quiet --break-system-packages 'moto[server]'; } ||
+      _svc_fail "cannot install moto[server] (python3 -m pip install 'moto[server]')" || return 1
+  fi
+
   # Redis on 127.0.0.1:6379 (a test that kills or hangs Redis starts its own).
   if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
     echo "services: starting redis-server on 127.0.0.1:6379" >&2

@@ -86,12 +86,15 @@ const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 const DEFAULT_REDIS_KEY_PREFIX: &str = "tms:";
 
 impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(&std::env::vars().collect())
+    /// Reads the process environment, and the secrets its `*_SECRET_ARN`
+    /// variables name from AWS Secrets Manager.
+    pub async fn load() -> Result<Self, ConfigError> {
+        let mut vars: HashMap<String, String> = std::env::vars().collect();
+        crate::secrets::resolve(&mut vars).await?;
+        Self::from_vars(&vars)
     }
 
-    /// Reads a given set of variables: the same rules as [`Config::from_env`],
+    /// Reads a given set of variables: the same rules as [`Config::load`] (without its secrets),
     /// for tests and tools that must not touch the process environment.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         // An empty value is treated as unset: templates often pass "" for "not configured".

@@ -10,6 +10,7 @@ pub mod http;
 pub mod probe;
 pub mod replay;
 pub mod runtime;
+pub mod secrets;
 pub mod sso;
 pub mod tokens;
 

@@ -53,7 +53,7 @@ where
 {
     init_tracing();
     let result = async {
-        let config = Config::from_env()?;
+        let config = Config::load().await?;
         let app = build(config).await?;
         serve(app).await.map_err(StartError::Other)
     }

@@ -406,3 +406,65 @@ fn wait_for_tcp(port: u16, limit: Duration) {
     }
     panic!("nothing listens on 127.0.0.1:{port} after {limit:?}");
 }
+
+/// A local AWS Secrets Manager (moto's server, from PyPI), on a free port.
+pub struct SecretsManager {
+    pub endpoint: String,
+    child: Child,
+}
+
+impl SecretsManager {
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is needed for the Secrets Manager tests (scripts/services.sh installs moto)");
+        wait_for_tcp(port, Duration::from_secs(30));
+        Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+
+    /// The variables that point aws-config at this server.
+    pub fn aws_vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ]
+    }
+
+    /// Creates a secret; returns its ARN.
+    pub async fn create(&self, name: &str, value: &str) -> String {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .load()
+            .await;
+        aws_sdk_secretsmanager::Client::new(&config)
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .expect("create secret")
+            .arn()
+            .expect("arn")
+            .to_owned()
+    }
+}
+
+impl Drop for SecretsManager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,5 +1,7 @@
 //! Programs for developers and operators, beside the functions.
 
+pub mod verify;
+
 use axum::Router;
 use shared::{Config, StartError};
 

@@ -4,4 +4,5 @@ mod conversations;
 mod function_binaries;
 mod lambda_events;
 mod layers;
+mod secrets_and_verify;
 mod sso;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let result = async {
-        let config = shared::Config::from_env()?;
+        let config = shared::Config::load().await?;
         let db = shared::db::Database::open(&config).await?;
         db.migrate().await?;
         Ok::<_, anyhow::Error>(db.backend())

@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: &[String]) -> anyhow::Result<String> {
-    let config = shared::Config::from_env()?;
+    let config = shared::Config::load().await?;
     let tokens = shared::tokens::ApiTokens::from_config(&config)?;
     match args {
         [kind, id] if kind == "api" => {

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# `make bench`: builds the functions in release and prints sizes, start-up time
+# and latencies against the machine's PostgreSQL and Redis. Figures only: the
+# machine is shared and noisy, so nothing here passes or fails on a number.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck disable=SC1091
+source scripts/services.sh
+cargo build --release --quiet -p health -p sso-login -p conversations
+cargo run --quiet -p tools --bin tms-bench

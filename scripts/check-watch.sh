@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# CI's check of the `cargo lambda watch` path: the Lambda emulator runs the
+# functions as Lambda would and answers real requests. Installs cargo-lambda
+# (prebuilt, from PyPI) when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! cargo lambda --version >/dev/null 2>&1; then
+  echo "check-watch: installing cargo-lambda from PyPI" >&2
+  python3 -m pip install --quiet cargo-lambda ||
+    python3 -m pip install --quiet --break-system-packages cargo-lambda ||
+    { echo "check-watch: cannot install cargo-lambda (pip install cargo-lambda)" >&2; exit 1; }
+fi
+# The same build as `make test`'s, so the emulator starts the functions at once.
+cargo build --workspace --bins --quiet
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p .data
+log=$(mktemp)
+cargo lambda watch --quiet --disable-cors --ignore-changes -A 127.0.0.1 -P "$port" >"$log" 2>&1 &
+watch_pid=$!
+trap 'kill "$watch_pid" 2>/dev/null; pkill -P "$watch_pid" 2>/dev/null; rm -f "$log"' EXIT
+base="http://127.0.0.1:$port/lambda-url"
+status() { curl -s -o /dev/null -m 120 -w '%{http_code}' "$@" || true; }
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.3; done
+failed=0
+check() { # name expected actual
+  if [ "$2" = "$3" ]; then echo "check-watch: $1: $3 as expected"; else echo "check-watch: $1: got $3, expected $2" >&2; failed=1; fi
+}
+check "health through the emulator" 200 "$(status "$base/health/health")"
+check "an invalid API token" 401 "$(status -H 'Authorization: Bearer invalid_token' "$base/conversations/api/v1/conversations/")"
+check "a malformed SSO body" 422 "$(status -X POST -H 'Content-Type: application/json' -d '{}' "$base/sso-login/api/v1/auth/login/sso")"
+if [ "$failed" != 0 ]; then tail -n 30 "$log" >&2; exit 1; fi

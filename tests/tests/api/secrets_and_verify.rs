@@ -1,0 +1,203 @@
+//! Operations: secrets read from AWS Secrets Manager at start (against moto's
+//! server, a real Secrets-Manager-compatible endpoint), and `verify`, the
+//! seed's checklist as a program, against local runs healthy and broken.
+
+use std::collections::HashMap;
+
+use http::StatusCode;
+use serde_json::{Value, json};
+use shared::tokens::{ApiTokens, now_secs};
+use tests::services::{RedisServer, SecretsManager, TestDb, uuid_simple};
+use tests::*;
+
+const SM_JWT_SECRET: &str = "jwt-secret-from-secrets-manager-0123456789";
+const SM_SSO_SECRET: &str = "sso-secret-from-secrets-manager-0123456789";
+
+fn gcgc(secret: &str, sub: &str) -> String {
+    let now = now_secs();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "sub": sub, "iat": now, "exp": now + 600, "jti": uuid_simple() }),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn secrets_come_from_secrets_manager_at_start_and_never_reach_a_log() {
+    let sm = SecretsManager::start();
+    let jwt_arn = sm
+        .create(&format!("tms/jwt-{}", uuid_simple()), SM_JWT_SECRET)
+        .await;
+    let sso_arn = sm
+        .create(&format!("tms/sso-{}", uuid_simple()), SM_SSO_SECRET)
+        .await;
+    let aws: Vec<(&str, String)> = sm.aws_vars();
+    let mut vars: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    vars.extend([
+        ("JWT_SECRET", ""),
+        ("JWT_SECRET_ARN", jwt_arn.as_str()),
+        ("SSO_JWT_SECRET_ARN", sso_arn.as_str()),
+    ]);
+    let (process, base) = start_function("sso-login", &vars).await;
+
+    let r = client()
+        .post(format!("{base}/api/v1/auth/login/sso"))
+        .json(&json!({ "token": gcgc(SM_SSO_SECRET, "sm-user") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    let issued_with = ApiTokens::new(
+        SM_JWT_SECRET.as_bytes(),
+        std::time::Duration::from_secs(3600),
+    );
+    assert!(
+        issued_with
+            .verify(body["access_token"].as_str().unwrap())
+            .is_ok(),
+        "signed with the secret from Secrets Manager"
+    );
+    let logs = process.stop().await;
+    assert!(
+        !logs.contains(SM_JWT_SECRET) && !logs.contains(SM_SSO_SECRET),
+        "{logs}"
+    );
+
+    // A secret that cannot be read stops the function, naming the variable.
+    let mut bad = test_vars(&vars);
+    bad.insert(
+        "JWT_SECRET_ARN".into(),
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf".into(),
+    );
+    bad.insert("FC_CUSTOM_LISTEN_PORT".into(), free_port().to_string());
+    let (code, stderr) = Process::start("sso-login", &bad).exit().await;
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("invalid configuration: JWT_SECRET_ARN")),
+        "{stderr}"
+    );
+}
+
+async fn run_verify(vars: &[(&str, &str)]) -> (Option<i32>, String) {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let mut process = Process::start("tms-verify", &vars);
+    let status = process.child.wait().await.unwrap();
+    let mut out = String::new();
+    use tokio::io::AsyncReadExt;
+    process
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    (status.code(), out)
+}
+
+#[tokio::test]
+async fn verify_passes_the_whole_checklist_against_a_local_run() {
+    let db = TestDb::sqlite();
+    let prefix = format!("tms-test-{}:", uuid_simple());
+    let port = free_port().to_string();
+    let mut vars = test_vars(&[
+        ("SSO_JWT_SECRET", SM_SSO_SECRET),
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("REDIS_KEY_PREFIX", &prefix),
+        ("DATABASE_URL", &db.url),
+        ("LISTEN_HOST", "127.0.0.1"),
+        ("PORT", &port),
+    ]);
+    vars.remove("FC_CUSTOM_LISTEN_PORT");
+    let local = Process::start("tms-local", &vars);
+    wait_for_port(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let (code, out) = run_verify(&[
+        ("BASE_URL", &base),
+        ("SSO_JWT_SECRET", SM_SSO_SECRET),
+        ("VERIFY_ORIGIN", ALLOWED_ORIGIN),
+    ])
+    .await;
+    local.stop().await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("[x]")).count(),
+        6,
+        "{out}"
+    );
+    assert!(out.contains("Replay attack protection works"));
+}
+
+#[tokio::test]
+async fn verify_fails_the_right_items_when_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let db = TestDb::sqlite();
+    let redis_url = redis.url();
+    let common = [
+        ("SSO_JWT_SECRET", SM_SSO_SECRET),
+        ("REDIS_URL", redis_url.as_str()),
+        ("DATABASE_URL", db.url.as_str()),
+    ];
+    // One URL per function, as separately deployed functions have.
+    let (health, health_url) = start_function("health", &common).await;
+    let (sso, sso_url) = start_function("sso-login", &common).await;
+    let (conv, conv_url) = start_function("conversations", &common).await;
+    redis.stop();
+    let (code, out) = run_verify(&[
+        ("HEALTH_URL", &health_url),
+        ("SSO_URL", &sso_url),
+        ("CONV_URL", &conv_url),
+        ("SSO_JWT_SECRET", SM_SSO_SECRET),
+        ("VERIFY_ORIGIN", ALLOWED_ORIGIN),
+    ])
+    .await;
+    for p in [health, sso, conv] {
+        p.stop().await;
+    }
+    assert_eq!(code, Some(1), "{out}");
+    let line = |start: &str| {
+        out.lines()
+            .find(|l| l.contains(start))
+            .unwrap_or_else(|| panic!("{start}: {out}"))
+            .to_owned()
+    };
+    assert!(line("Health endpoint").starts_with("[x]"), "{out}");
+    assert!(line("401 errors").starts_with("[x]"), "{out}");
+    assert!(
+        line("SSO authentication").starts_with("[ ]") && line("SSO authentication").contains("503"),
+        "{out}"
+    );
+    assert!(line("Conversations load").starts_with("[ ]"), "{out}");
+    assert!(line("Replay attack").starts_with("[ ]"), "{out}");
+    assert!(line("No CORS errors").starts_with("[x]"), "{out}");
+}
+
+#[tokio::test]
+async fn a_login_through_the_lambda_runtime_api_keeps_its_status() {
+    let runtime = tests::lambda::LambdaRuntime::start().await;
+    let process = runtime.start_function("sso-login", &[("SSO_JWT_SECRET", SM_SSO_SECRET)]);
+    let mut event: Value =
+        serde_json::from_str(include_str!("../../fixtures/apigw-http-v2.json")).unwrap();
+    event["rawPath"] = "/api/v1/auth/login/sso".into();
+    event["requestContext"]["http"]["path"] = "/api/v1/auth/login/sso".into();
+    event["requestContext"]["http"]["method"] = "POST".into();
+    event["headers"]["content-type"] = "application/json".into();
+    let token = gcgc(SM_SSO_SECRET, "lambda-user");
+    let body = json!({ "token": token }).to_string();
+    event["headers"]["content-length"] = body.len().to_string().into();
+    event["body"] = body.into();
+    let (first, _) = runtime.invoke(event.clone()).await;
+    let (second, _) = runtime.invoke(event).await;
+    process.stop().await;
+    assert_eq!(first["statusCode"], 200, "{first}");
+    assert_eq!(second["statusCode"], 401, "{second}");
+    let body: Value = serde_json::from_str(second["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["detail"], "Token has already been used");
+}
