@@ -5,7 +5,7 @@ SHELL := /bin/bash
 LISTEN_HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test fmt lint check migrate token watch verify check-watch bench
+.PHONY: run test fmt lint check migrate token sso-token watch verify check-watch bench
 
 ## run: every function on one port (127.0.0.1:8000), embedded defaults, no external service
 run:
@@ -43,6 +43,11 @@ verify:
 ## bench: binary sizes, start-up time, latencies (prints its figures; never a pass/fail)
 bench:
 	@scripts/bench.sh
+
+## sso-token: a GCGC token as the identity provider would issue it, signed with the local SSO_JWT_SECRET
+SSO_SUB ?= local-user
+sso-token:
+	@source scripts/local-env.sh && cargo run --quiet -p tools --bin tms-token -- sso "$(SSO_SUB)" "$(SSO_SUB)@example.com" "Local User"
 
 fmt:
 	cargo fmt --all

@@ -72,6 +72,22 @@ macro_rules! on_pool {
     };
 }
 
+/// A conversation as [`member_conversations!`] selects it; members come separately.
+type ConversationRow = (i64, String, i64, i64, i64);
+
+/// Conversations joined with their memberships, filtered by `$conditions`.
+macro_rules! member_conversations {
+    ($conditions:literal) => {
+        concat!(
+            "SELECT c.id, c.title, c.created_by, c.created_at, c.last_activity_at \
+             FROM conversations c \
+             JOIN conversation_members m ON m.conversation_id = c.id \
+             WHERE ",
+            $conditions
+        )
+    };
+}
+
 pub fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -294,17 +310,14 @@ impl Database {
             last_activity_at: i64::MAX,
             id: i64::MAX,
         });
-        let rows: Vec<(i64, String, i64, i64, i64)> = bounded(async {
+        let rows: Vec<ConversationRow> = bounded(async {
             on_pool!(self, pool => {
-                sqlx::query_as(
-                    "SELECT c.id, c.title, c.created_by, c.created_at, c.last_activity_at \
-                     FROM conversations c \
-                     JOIN conversation_members m ON m.conversation_id = c.id \
-                     WHERE m.user_id = $1 \
-                       AND (c.last_activity_at < $2 OR (c.last_activity_at = $2 AND c.id < $3)) \
+                sqlx::query_as(member_conversations!(
+                    "m.user_id = $1 \
+                     AND (c.last_activity_at < $2 OR (c.last_activity_at = $2 AND c.id < $3)) \
                      ORDER BY c.last_activity_at DESC, c.id DESC \
-                     LIMIT $4",
-                )
+                     LIMIT $4"
+                ))
                 .bind(user)
                 .bind(after.last_activity_at)
                 .bind(after.id)
@@ -323,14 +336,9 @@ impl Database {
         user: i64,
         id: i64,
     ) -> Result<Option<Conversation>, ApiError> {
-        let rows: Vec<(i64, String, i64, i64, i64)> = bounded(async {
+        let rows: Vec<ConversationRow> = bounded(async {
             on_pool!(self, pool => {
-                sqlx::query_as(
-                    "SELECT c.id, c.title, c.created_by, c.created_at, c.last_activity_at \
-                     FROM conversations c \
-                     JOIN conversation_members m ON m.conversation_id = c.id \
-                     WHERE c.id = $1 AND m.user_id = $2",
-                )
+                sqlx::query_as(member_conversations!("c.id = $1 AND m.user_id = $2"))
                 .bind(id)
                 .bind(user)
                 .fetch_all(pool)
@@ -343,7 +351,7 @@ impl Database {
 
     async fn with_members(
         &self,
-        rows: Vec<(i64, String, i64, i64, i64)>,
+        rows: Vec<ConversationRow>,
     ) -> Result<Vec<Conversation>, ApiError> {
         if rows.is_empty() {
             return Ok(Vec::new());

@@ -186,6 +186,16 @@ pub struct PgServer {
 
 impl PgServer {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A server that also speaks TLS, with a self-signed certificate, as
+    /// managed databases do (`sslmode=require`).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let dirs = postgres_bin_dirs();
         let initdb = find_binary("initdb", &dirs);
         let bin = find_binary("postgres", &dirs);
@@ -208,6 +218,49 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if tls {
+            let data = dir.join("data");
+            let out = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-keyout",
+                ])
+                .arg(data.join("server.key"))
+                .arg("-out")
+                .arg(data.join("server.crt"))
+                .output()
+                .expect("openssl is needed for the TLS test");
+            assert!(
+                out.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for file in ["server.key", "server.crt"] {
+                let path = data.join(file);
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .expect("chmod");
+                if let Some((uid, gid)) = user {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown key");
+                }
+            }
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+            text.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            std::fs::write(&conf, text).expect("write postgresql.conf");
+        }
         let mut server = Self {
             port: free_port(),
             dir,
@@ -223,12 +276,9 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// The postmaster's PID. Only while it runs: signalling "0" would reach our own group.
+    /// The postmaster's PID.
     pub fn pid(&self) -> i32 {
-        self.child
-            .as_ref()
-            .map(|c| c.id() as i32)
-            .expect("the server is running")
+        running_pid(&self.child)
     }
 
     /// Starts (again) on the same port and data.
@@ -310,6 +360,15 @@ impl Drop for PgServer {
     }
 }
 
+/// The PID of a server that runs. Only while it runs: signalling "0" would
+/// reach the test's own process group.
+fn running_pid(child: &Option<Child>) -> i32 {
+    child
+        .as_ref()
+        .map(|c| c.id() as i32)
+        .expect("the server is running")
+}
+
 fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) {
     if let Some((uid, gid)) = user {
         std::os::unix::process::CommandExt::uid(cmd, uid);
@@ -341,10 +400,7 @@ impl RedisServer {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child
-            .as_ref()
-            .map(|c| c.id() as i32)
-            .expect("the server is running")
+        running_pid(&self.child)
     }
 
     /// Starts (again) on the same port, empty (it keeps nothing on disk).

@@ -529,3 +529,28 @@ async fn two_migrations_at_once_both_succeed() {
         pool.close().await;
     }
 }
+
+/// Managed databases (RDS, ApsaraDB) want TLS: `sslmode=require` connects
+/// over TLS, and the connection really is encrypted.
+#[tokio::test]
+async fn postgres_over_tls_with_sslmode_require() {
+    let pg = PgServer::start_tls();
+    let db = Database::open_postgres(&format!("{}?sslmode=require", pg.url())).unwrap();
+    db.migrate().await.unwrap();
+    let Database::Postgres(pool) = &db else {
+        unreachable!()
+    };
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(encrypted, "the connection is TLS");
+    let user = db.upsert_user("ext-tls", None, None).await.unwrap();
+    assert!(
+        db.list_conversations(user.id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -78,6 +78,11 @@ impl Sso {
         Self::start(SHARED_REDIS, TestDb::sqlite(), extra).await
     }
 
+    /// Verifying GCGC tokens with the keys of a JWKS document, and no secret.
+    async fn with_jwks(url: &str) -> Self {
+        Self::shared(&[("SSO_JWKS_URL", url), ("SSO_JWT_SECRET", "")]).await
+    }
+
     async fn login(&self, token: &str) -> reqwest::Response {
         login_at(&self.app.client, &self.app.address, token).await
     }
@@ -494,6 +499,10 @@ struct Jwks {
     fetches: Arc<AtomicUsize>,
 }
 
+fn rsa1_key() -> EncodingKey {
+    EncodingKey::from_rsa_pem(include_bytes!("../../fixtures/keys/rsa1.pem")).unwrap()
+}
+
 fn jwk(name: &str) -> Value {
     let all: Value = serde_json::from_str(include_str!("../../fixtures/keys/jwks.json")).unwrap();
     all[name].clone()
@@ -526,8 +535,8 @@ impl Jwks {
 #[tokio::test]
 async fn jwks_keys_verify_rs256_and_es256_rotate_and_refuse_confusion() {
     let jwks = Jwks::serve(vec![jwk("rsa1"), jwk("ec1")]).await;
-    let sso = Sso::shared(&[("SSO_JWKS_URL", &jwks.url), ("SSO_JWT_SECRET", "")]).await;
-    let rsa1 = EncodingKey::from_rsa_pem(include_bytes!("../../fixtures/keys/rsa1.pem")).unwrap();
+    let sso = Sso::with_jwks(&jwks.url).await;
+    let rsa1 = rsa1_key();
     let rsa2 = EncodingKey::from_rsa_pem(include_bytes!("../../fixtures/keys/rsa2.pem")).unwrap();
     let ec1 = EncodingKey::from_ec_pem(include_bytes!("../../fixtures/keys/ec1.pem")).unwrap();
 
@@ -600,8 +609,8 @@ async fn jwks_keys_verify_rs256_and_es256_rotate_and_refuse_confusion() {
 #[tokio::test]
 async fn an_unreachable_jwks_is_503_not_401() {
     let dead = format!("http://127.0.0.1:{}/jwks.json", free_port());
-    let sso = Sso::shared(&[("SSO_JWKS_URL", &dead), ("SSO_JWT_SECRET", "")]).await;
-    let rsa1 = EncodingKey::from_rsa_pem(include_bytes!("../../fixtures/keys/rsa1.pem")).unwrap();
+    let sso = Sso::with_jwks(&dead).await;
+    let rsa1 = rsa1_key();
     let r = sso
         .login(&gcgc_with(
             &claims("rs"),
