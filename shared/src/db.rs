@@ -11,7 +11,6 @@
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -30,7 +29,7 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(1000);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(800);
 const EMBEDDED_FILE: &str = "tms-chat.sqlite3";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: i64,
     pub external_id: String,

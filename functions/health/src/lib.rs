@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use shared::db::{Database, DatabaseProbe};
 use shared::probe::{Probe, check_all};
-use shared::replay::{RedisProbe, ReplayStore};
+use shared::replay::{RedisProbe, RedisStore};
 use shared::{Config, StartError};
 
 /// How long one dependency may take to answer a readiness ping.
@@ -34,8 +34,10 @@ pub fn routes(probes: Vec<Arc<dyn Probe>>) -> Router {
 pub async fn build(config: &Config) -> Result<Router, StartError> {
     let db = Database::open(config).await?;
     let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(DatabaseProbe(db))];
-    if let ReplayStore::Redis(redis) = ReplayStore::from_config(config)? {
-        probes.push(Arc::new(RedisProbe(redis)));
+    if let Some(url) = &config.redis_url {
+        probes.push(Arc::new(RedisProbe(Arc::new(RedisStore::new(
+            url.expose(),
+        )?))));
     }
     Ok(routes(probes))
 }

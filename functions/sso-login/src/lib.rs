@@ -57,7 +57,25 @@ pub struct LoginResponse {
     access_token: String,
     token_type: &'static str,
     expires_in: u64,
-    user: User,
+    user: UserBody,
+}
+
+/// The user as the web app reads it (the upstream id stays inside).
+#[derive(Debug, Serialize)]
+pub struct UserBody {
+    id: i64,
+    email: Option<String>,
+    name: Option<String>,
+}
+
+impl From<User> for UserBody {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email,
+            name: user.name,
+        }
+    }
 }
 
 async fn login(
@@ -85,7 +103,7 @@ async fn login(
             access_token: issued.token,
             token_type: "bearer",
             expires_in: issued.expires_in,
-            user,
+            user: user.into(),
         })
     }
     .await;

@@ -153,6 +153,13 @@ async fn a_token_logs_in_once_and_the_replay_is_401() {
     assert_eq!(body["expires_in"], 720 * 3600);
     assert_eq!(body["user"]["email"], "user-1@example.com");
     assert_eq!(body["user"]["name"], "Test User");
+    let mut fields: Vec<&String> = body["user"].as_object().unwrap().keys().collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        ["email", "id", "name"],
+        "the user as the contract gives it"
+    );
     let api = ApiTokens::new(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(720 * 3600));
     let api_claims = api.verify(body["access_token"].as_str().unwrap()).unwrap();
     assert_eq!(api_claims.sub, body["user"]["id"].to_string());
