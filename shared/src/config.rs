@@ -214,6 +214,25 @@ impl Config {
             }
         }
 
+        if let Some(SsoKeys::JwksUrl(url)) = &sso_keys
+            && app_env == AppEnv::Production
+            && !url.starts_with("https://")
+        {
+            return Err(ConfigError::new(
+                "SSO_JWKS_URL",
+                "must be https:// when APP_ENV=production (the keys decide who logs in)",
+            ));
+        }
+        if let (Some(SsoKeys::Secret(sso)), Some(api)) = (&sso_keys, &jwt_secret)
+            && sso == api
+        {
+            // Else an API token would pass for a GCGC token at login.
+            return Err(ConfigError::new(
+                "SSO_JWT_SECRET",
+                "must differ from JWT_SECRET",
+            ));
+        }
+
         let max_body_bytes = match get("MAX_BODY_BYTES") {
             None => DEFAULT_MAX_BODY_BYTES,
             Some(v) => v.parse().ok().filter(|n| *n >= 1024).ok_or_else(|| {
@@ -343,6 +362,19 @@ mod tests {
             (&[("SSO_JWT_SECRET", "short")], "SSO_JWT_SECRET"),
             (&[("SSO_JWKS_URL", "ftp://x")], "SSO_JWKS_URL"),
             (&[("MAX_BODY_BYTES", "ten")], "MAX_BODY_BYTES"),
+            (
+                &[("JWT_SECRET", SECRET), ("SSO_JWT_SECRET", SECRET)],
+                "SSO_JWT_SECRET",
+            ),
+            (
+                &[
+                    ("APP_ENV", "production"),
+                    ("REDIS_URL", "rediss://cache:6380"),
+                    ("DATABASE_URL", "postgres://db/tms"),
+                    ("SSO_JWKS_URL", "http://idp.example.com/jwks.json"),
+                ],
+                "SSO_JWKS_URL",
+            ),
         ];
         for (pairs, variable) in cases {
             let err = Config::from_vars(&vars(pairs)).unwrap_err();

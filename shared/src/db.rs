@@ -131,8 +131,11 @@ impl Database {
             .application_name("tms-chat")
             // The server gives up on a statement the function has stopped waiting for.
             .options([("statement_timeout", "5000")]);
+        // One connection serves an instance (Lambda sends it one request at
+        // a time); a second may open only while the first is busy or being
+        // checked after a cancelled query, so a stuck one cannot block all.
         let pool = PgPoolOptions::new()
-            .max_connections(1)
+            .max_connections(2)
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(true)

@@ -2,10 +2,15 @@
 //! exact name, `*.example.com` for its subdomains (not the apex), or `*`. The port
 //! is ignored and names compare case-insensitively.
 
-use axum::extract::Request;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::header::HOST;
+use http::HeaderValue;
+use http::header::{
+    ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_ORIGIN, HOST, ORIGIN, VARY,
+};
 
 use crate::error::ApiError;
 
@@ -79,23 +84,40 @@ pub fn is_allowed(patterns: &[HostPattern], host_header: Option<&str>) -> bool {
     patterns.iter().any(|p| p.matches(&host))
 }
 
+/// What the host check needs: the allowed hosts, and the allowed origins for
+/// the CORS headers of its own 400 (it runs before the CORS layer, so that a
+/// preflight with another `Host` is refused too).
+#[derive(Clone)]
+pub struct HostCheck {
+    pub hosts: Arc<[HostPattern]>,
+    pub origins: Arc<[HeaderValue]>,
+}
+
 /// Middleware: any other `Host` gets 400 "Invalid host header".
-pub async fn check_host(
-    axum::extract::State(patterns): axum::extract::State<std::sync::Arc<[HostPattern]>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn check_host(State(check): State<HostCheck>, request: Request, next: Next) -> Response {
     let host = request
         .headers()
         .get(HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| request.uri().authority().map(|a| a.to_string()));
-    if is_allowed(&patterns, host.as_deref()) {
-        next.run(request).await
-    } else {
-        ApiError::BadRequest("Invalid host header".into()).into_response()
+    if is_allowed(&check.hosts, host.as_deref()) {
+        return next.run(request).await;
     }
+    let mut response = ApiError::BadRequest("Invalid host header".into()).into_response();
+    // An error without CORS headers shows in the browser as a "CORS error".
+    if let Some(origin) = request.headers().get(ORIGIN)
+        && check.origins.contains(origin)
+    {
+        let headers = response.headers_mut();
+        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        headers.insert(
+            ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.insert(VARY, HeaderValue::from_static("origin"));
+    }
+    response
 }
 
 #[cfg(test)]

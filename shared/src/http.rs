@@ -3,7 +3,6 @@
 //! body limit, JSON 404/405 and trailing-slash tolerance.
 
 use std::any::Any;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -22,7 +21,7 @@ use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 use crate::config::Config;
 use crate::error::{ApiError, INTERNAL_DETAIL, InternalCause, detail_response};
-use crate::host::{HostPattern, check_host};
+use crate::host::{HostCheck, check_host};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Alibaba Function Compute passes its request id in this header.
@@ -41,15 +40,18 @@ pub struct RequestId(pub String);
 /// matched route; trailing slashes are trimmed before routing, without a
 /// redirect (a redirect breaks CORS preflights).
 pub fn app(routes: Router, config: &Config) -> App {
-    let hosts: Arc<[HostPattern]> = config.allowed_hosts.clone().into();
+    let host_check = HostCheck {
+        hosts: config.allowed_hosts.clone().into(),
+        origins: config.allowed_origins.clone().into(),
+    };
     // Listed innermost first: the request meets them bottom to top.
     let router = routes
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn_with_state(hosts, check_host))
         .layer(cors(&config.allowed_origins))
+        .layer(middleware::from_fn_with_state(host_check, check_host))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(observe));
     NormalizePathLayer::trim_trailing_slash().layer(router)

@@ -25,9 +25,11 @@ use crate::probe::{PingFuture, Probe};
 /// Connecting and each command: well under a second, so a down or hung Redis
 /// is a 503 within about a second.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(400);
-/// How long after an unknown outcome a late `SET` may still land: a pending
-/// release keeps trying (on later requests) for this long.
+/// How long, once Redis answers again, a late `SET` may still take to land: a
+/// pending release keeps trying (on later requests) for this long.
 const LATE_WRITE_WINDOW: Duration = Duration::from_secs(30);
+/// Pending releases retried per login, so a backlog does not slow one login down.
+const RELEASES_PER_REQUEST: usize = 8;
 /// At most this many unknown claims are remembered.
 const MAX_PENDING: usize = 1024;
 
@@ -62,8 +64,9 @@ impl From<ClaimError> for ApiError {
     }
 }
 
-/// The replay key of a token: from `jti` when present, else from the whole
-/// token; hashed either way, so neither a raw token nor an unbounded id is stored.
+/// The replay key of a token: from `jti` when present, else from the token's
+/// signed part; hashed either way, so neither a raw token nor an unbounded id
+/// is stored.
 pub fn replay_key(prefix: &str, jti: Option<&str>, token: &str) -> String {
     let hex = |bytes: &[u8]| {
         Sha256::digest(bytes)
@@ -73,7 +76,12 @@ pub fn replay_key(prefix: &str, jti: Option<&str>, token: &str) -> String {
     };
     match jti.filter(|j| !j.is_empty()) {
         Some(jti) => format!("{prefix}sso:jti:{}", hex(jti.as_bytes())),
-        None => format!("{prefix}sso:token:{}", hex(token.as_bytes())),
+        // Header and payload only: an (EC)DSA signature can be rewritten into
+        // another valid one, which must not make a used token look new.
+        None => {
+            let signed_part = token.rsplit_once('.').map_or(token, |(signed, _)| signed);
+            format!("{prefix}sso:token:{}", hex(signed_part.as_bytes()))
+        }
     }
 }
 
@@ -118,13 +126,20 @@ impl ReplayStore {
     }
 }
 
+/// A claim whose outcome is unknown, waiting to be released.
+struct Pending {
+    claim: Claim,
+    /// When Redis first answered a release attempt that found nothing to delete.
+    answered_since: Option<Instant>,
+}
+
 /// Redis, through one multiplexed connection that is opened lazily, reused
 /// across invocations, and reopened after any failure.
 pub struct RedisStore {
     client: redis::Client,
     connection: Mutex<Option<redis::aio::MultiplexedConnection>>,
     script: redis::Script,
-    pending: StdMutex<Vec<(Claim, Instant)>>,
+    pending: StdMutex<Vec<Pending>>,
 }
 
 impl RedisStore {
@@ -140,7 +155,13 @@ impl RedisStore {
     }
 
     async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, redis::RedisError> {
-        let mut slot = self.connection.lock().await;
+        // Concurrent requests wait for one connect at most as long as they
+        // would wait for Redis itself, never in a queue of connects.
+        let timed_out =
+            || redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        let mut slot = tokio::time::timeout(REDIS_TIMEOUT, self.connection.lock())
+            .await
+            .map_err(|_| timed_out())?;
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
@@ -160,6 +181,29 @@ impl RedisStore {
         *self.connection.lock().await = None;
     }
 
+    /// `SET key value NX EX ttl`: true if this claim holds the key now. A
+    /// repeat of the same claim (same unique value) is recognised as its own.
+    async fn try_claim(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        claim: &Claim,
+        ttl: Duration,
+    ) -> Result<bool, redis::RedisError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&claim.key)
+            .arg(&claim.value)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl.as_secs())
+            .query_async(conn)
+            .await?;
+        if set.is_some() {
+            return Ok(true);
+        }
+        let holder: Option<String> = redis::cmd("GET").arg(&claim.key).query_async(conn).await?;
+        Ok(holder.as_deref() == Some(claim.value.as_str()))
+    }
+
     async fn claim(&self, claim: Claim, ttl: Duration) -> Result<Claim, ClaimError> {
         let mut conn = match self.connection().await {
             Ok(conn) => conn,
@@ -170,17 +214,20 @@ impl RedisStore {
             }
         };
         self.release_pending(&mut conn).await;
-        let result: Result<Option<String>, _> = redis::cmd("SET")
-            .arg(&claim.key)
-            .arg(&claim.value)
-            .arg("NX")
-            .arg("EX")
-            .arg(ttl.as_secs())
-            .query_async(&mut conn)
-            .await;
+        let mut result = self.try_claim(&mut conn, &claim, ttl).await;
+        if let Err(e) = &result
+            && !e.is_timeout()
+        {
+            // A connection that died while the instance was idle or frozen:
+            // once more on a fresh one. The same value makes the retry safe.
+            self.forget_connection().await;
+            if let Ok(mut fresh) = self.connection().await {
+                result = self.try_claim(&mut fresh, &claim, ttl).await;
+            }
+        }
         match result {
-            Ok(Some(_)) => Ok(claim),
-            Ok(None) => Err(ClaimError::AlreadyUsed),
+            Ok(true) => Ok(claim),
+            Ok(false) => Err(ClaimError::AlreadyUsed),
             Err(e) => {
                 // The SET may have been applied, or may be applied later.
                 tracing::warn!(error = %e, "replay claim outcome unknown; will release it");
@@ -215,40 +262,51 @@ impl RedisStore {
             .await
     }
 
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn remember(&self, claim: Claim) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending();
         if pending.len() >= MAX_PENDING {
             pending.remove(0);
         }
-        pending.push((claim, Instant::now()));
+        pending.push(Pending {
+            claim,
+            answered_since: None,
+        });
     }
 
-    /// Releases the claims whose outcome was unknown. One is done once it
-    /// deleted its own mark, or once no late write can land any more.
+    /// Releases claims whose outcome was unknown, a few per request. One is
+    /// done once it deleted its own mark, or once Redis has been answering
+    /// for longer than a late write could take to land.
     async fn release_pending(&self, conn: &mut redis::aio::MultiplexedConnection) {
-        let due: Vec<(Claim, Instant)> = {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            std::mem::take(&mut *pending)
+        let due: Vec<Pending> = {
+            let mut pending = self.pending();
+            let n = pending.len().min(RELEASES_PER_REQUEST);
+            pending.drain(..n).collect()
         };
-        for (claim, since) in due {
-            match self.compare_and_delete(conn, &claim).await {
-                Ok(deleted) if deleted > 0 || since.elapsed() > LATE_WRITE_WINDOW => {
-                    tracing::info!(deleted, "released a replay claim of unknown outcome");
+        let mut keep = Vec::new();
+        let mut due = due.into_iter();
+        while let Some(mut entry) = due.next() {
+            match self.compare_and_delete(conn, &entry.claim).await {
+                Ok(deleted) if deleted > 0 => {
+                    tracing::info!("released a replay claim of unknown outcome");
                 }
-                Ok(_) => self.pending_push(claim, since),
+                Ok(_) => {
+                    let since = *entry.answered_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < LATE_WRITE_WINDOW {
+                        keep.push(entry);
+                    }
+                }
                 Err(_) => {
-                    self.pending_push(claim, since);
-                    return;
+                    // Redis is failing again: keep this one and all the rest.
+                    keep.push(entry);
+                    keep.extend(due.by_ref());
                 }
             }
         }
-    }
-
-    fn pending_push(&self, claim: Claim, since: Instant) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((claim, since));
+        self.pending().extend(keep);
     }
 
     pub async fn ping(&self) -> Result<(), String> {
@@ -323,6 +381,11 @@ mod tests {
         assert!(by_token.starts_with("tms:sso:token:"));
         assert!(!by_jti.contains("abc-123") && !by_token.contains("payload"));
         assert_eq!(replay_key("tms:", Some(""), token), by_token);
+        // Another signature over the same header and payload is the same token.
+        assert_eq!(
+            replay_key("tms:", None, "eyJhbGciOiJIUzI1NiJ9.payload.other"),
+            by_token
+        );
     }
 
     #[tokio::test]

@@ -26,6 +26,9 @@ pub const LEEWAY_SECS: u64 = 30;
 pub const MAX_LIFETIME_SECS: u64 = 31 * 24 * 3600;
 /// An unknown `kid` refetches the key set at most this often.
 pub const JWKS_MIN_REFRESH: Duration = Duration::from_secs(5);
+/// Keys are refetched when older than this, so a key the provider withdrew
+/// stops being trusted.
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(600);
 const JWKS_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The claims a login reads from a verified GCGC token.
@@ -95,15 +98,24 @@ impl SsoVerifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must be in the token, not merely
+        // match when present.
+        let mut required = vec!["exp", "sub"];
         match &self.0.issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
             None => validation.iss = None,
         }
         match &self.0.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         let claims = jsonwebtoken::decode::<SsoClaims>(token, &key, &validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => ApiError::unauthorized("Token has expired"),
@@ -130,7 +142,14 @@ struct JwksCache {
     url: String,
     client: reqwest::Client,
     keys: RwLock<HashMap<String, (Algorithm, DecodingKey)>>,
-    last_fetch: Mutex<Option<Instant>>,
+    state: Mutex<FetchState>,
+}
+
+#[derive(Default)]
+struct FetchState {
+    /// The last fetch attempt, and whether it succeeded.
+    last_attempt: Option<(Instant, bool)>,
+    last_success: Option<Instant>,
 }
 
 impl JwksCache {
@@ -144,25 +163,50 @@ impl JwksCache {
             url,
             client,
             keys: RwLock::default(),
-            last_fetch: Mutex::default(),
+            state: Mutex::default(),
         }
     }
 
     async fn key(&self, kid: &str) -> Result<(Algorithm, DecodingKey), ApiError> {
-        if let Some(found) = self.keys.read().await.get(kid) {
-            return Ok(found.clone());
-        }
+        let stale = |state: &FetchState| {
+            state
+                .last_success
+                .is_none_or(|t| t.elapsed() >= JWKS_MAX_AGE)
+        };
+        if let Some(found) = self.keys.read().await.get(kid).cloned()
+            && !stale(&*self.state.lock().await)
         {
-            // One refetch at a time, and not more often than JWKS_MIN_REFRESH.
-            let mut last = self.last_fetch.lock().await;
-            if let Some(found) = self.keys.read().await.get(kid) {
-                return Ok(found.clone());
+            return Ok(found);
+        }
+        // An unknown kid (a rotation) or an old key set: fetch again, one
+        // request at a time and at most every JWKS_MIN_REFRESH.
+        let mut state = self.state.lock().await;
+        let known = self.keys.read().await.get(kid).cloned();
+        if known.is_some() && !stale(&state) {
+            return known.ok_or_else(invalid);
+        }
+        let may_fetch = state
+            .last_attempt
+            .is_none_or(|(t, _)| t.elapsed() >= JWKS_MIN_REFRESH);
+        if may_fetch {
+            match self.fetch().await {
+                Ok(keys) => {
+                    *self.keys.write().await = keys;
+                    state.last_attempt = Some((Instant::now(), true));
+                    state.last_success = Some(Instant::now());
+                }
+                Err(e) => {
+                    state.last_attempt = Some((Instant::now(), false));
+                    // A stale but known key still verifies while the server is away.
+                    if let Some(found) = known {
+                        return Ok(found);
+                    }
+                    return Err(e);
+                }
             }
-            if last.is_none_or(|t| t.elapsed() >= JWKS_MIN_REFRESH) {
-                *last = Some(Instant::now());
-                let fetched = self.fetch().await?;
-                *self.keys.write().await = fetched;
-            }
+        } else if let Some((_, false)) = state.last_attempt {
+            // The key server failed a moment ago: say so, not "unknown key".
+            return known.ok_or_else(|| ApiError::unavailable("Identity provider keys"));
         }
         self.keys
             .read()

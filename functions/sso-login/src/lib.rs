@@ -12,7 +12,7 @@ use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use shared::db::{Database, User};
 use shared::replay::{ReplayStore, replay_key};
-use shared::sso::{LEEWAY_SECS, SsoVerifier};
+use shared::sso::{LEEWAY_SECS, SsoClaims, SsoVerifier};
 use shared::tokens::{ApiTokens, now_secs};
 use shared::{ApiError, ApiJson, Config, StartError};
 
@@ -88,6 +88,20 @@ async fn login(
     }
     // An invalid token burns nothing: verification comes first.
     let claims = state.verifier.verify(token).await?;
+    // From the claim on, the login runs to its end even if the client goes
+    // away: a dropped request must not leave a mark that no login used.
+    let token = token.to_owned();
+    tokio::spawn(async move { claim_and_issue(&state, &token, claims).await })
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("login task failed: {e}")))?
+        .map(ApiJson)
+}
+
+async fn claim_and_issue(
+    state: &AppState,
+    token: &str,
+    claims: SsoClaims,
+) -> Result<LoginResponse, ApiError> {
     // The mark lives as long as the token could still be accepted.
     let ttl = Duration::from_secs(claims.exp.saturating_sub(now_secs()) + LEEWAY_SECS);
     let key = replay_key(&state.key_prefix.0, claims.jti.as_deref(), token);
@@ -110,7 +124,7 @@ async fn login(
     match outcome {
         Ok(response) => {
             tracing::info!(user_id = response.user.id, "sso login");
-            Ok(ApiJson(response))
+            Ok(response)
         }
         Err(e) => {
             // The user did not get in: let them retry with the same token.

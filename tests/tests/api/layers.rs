@@ -204,6 +204,23 @@ async fn another_host_gets_400_invalid_host_header() {
 }
 
 #[tokio::test]
+async fn a_preflight_with_another_host_is_refused_too() {
+    let app = app().await;
+    let r = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/protected"))
+        .header("Host", "evil.example")
+        .header("Origin", ALLOWED_ORIGIN)
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_cors_allowed(&r, ALLOWED_ORIGIN);
+    assert_eq!(detail(r).await, "Invalid host header");
+}
+
+#[tokio::test]
 async fn a_body_over_the_limit_is_413_with_or_without_content_length() {
     let app = spawn_app(routes(), &test_config(&[("MAX_BODY_BYTES", "2048")])).await;
     let big = format!("{{\"x\":\"{}\"}}", "a".repeat(4096));
