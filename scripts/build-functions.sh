@@ -36,6 +36,15 @@ need_cargo_lambda() {
 or: cargo install cargo-lambda --locked (then pip install ziglang for zig)"
 }
 
+# Where cargo puts its output: CARGO_TARGET_DIR, build.target-dir of a
+# .cargo/config.toml, or ./target. `cargo metadata` knows all three.
+target_dir() {
+    local dir
+    dir="$(cargo metadata --no-deps --format-version 1 2>/dev/null \
+        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+    printf '%s\n' "${dir:-${CARGO_TARGET_DIR:-target}}"
+}
+
 bin_args() {
     local f
     for f in "${FUNCTIONS[@]}"; do printf -- '--bin\n%s\n' "$f"; done
@@ -45,15 +54,17 @@ build_lambda() {
     have cargo || die "cargo is missing: install Rust from https://rustup.rs"
     need_cargo_lambda
     need_target aarch64-unknown-linux-gnu
-    local args
+    local args out
     mapfile -t args < <(bin_args)
+    out="$(target_dir)/lambda"
     # One cargo invocation for the three binaries: dependencies compile once.
     cargo lambda build --release --arm64 --output-format zip "${args[@]}"
     local f
     for f in "${FUNCTIONS[@]}"; do
-        [ -f "target/lambda/$f/bootstrap.zip" ] || die "expected target/lambda/$f/bootstrap.zip after the build"
+        [ -f "$out/$f/bootstrap.zip" ] || die "expected $out/$f/bootstrap.zip after the build"
+        rm -rf "dist/lambda/$f"
         mkdir -p "dist/lambda/$f"
-        cp "target/lambda/$f/bootstrap.zip" "dist/lambda/$f/bootstrap.zip"
+        cp "$out/$f/bootstrap.zip" "dist/lambda/$f/bootstrap.zip"
         echo "dist/lambda/$f/bootstrap.zip"
     done
 }
@@ -61,7 +72,7 @@ build_lambda() {
 build_fc() {
     have cargo || die "cargo is missing: install Rust from https://rustup.rs"
     have zip || die "zip is missing: apt-get install zip"
-    local target=x86_64-unknown-linux-musl args f src_dir bin
+    local target=x86_64-unknown-linux-musl args f src_dir bin out
     if have_cargo_lambda; then
         src_dir=lambda
     elif [ "$(uname -sm)" = "Linux x86_64" ] && have musl-gcc; then
@@ -73,15 +84,19 @@ or, on an x86_64 Linux host: apt-get install musl-tools"
     fi
     need_target "$target"
     mapfile -t args < <(bin_args)
+    out="$(target_dir)"
     if [ "$src_dir" = lambda ]; then
         # cargo-lambda cross-links with zig: a static musl binary from any host.
-        cargo lambda build --release --target "$target" --output-format binary "${args[@]}"
+        # Its own output folder: <target dir>/lambda holds the arm64 builds
+        # (make build-lambda, sam build) under the same names.
+        cargo lambda build --release --target "$target" --output-format binary \
+            --lambda-dir "$out/lambda-fc" "${args[@]}"
     else
         # Same architecture: plain cargo, musl-gcc for the C parts (aws-lc).
         CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --target "$target" "${args[@]}"
     fi
     for f in "${FUNCTIONS[@]}"; do
-        if [ "$src_dir" = lambda ]; then bin="target/lambda/$f/bootstrap"; else bin="target/$target/release/$f"; fi
+        if [ "$src_dir" = lambda ]; then bin="$out/lambda-fc/$f/bootstrap"; else bin="$out/$target/release/$f"; fi
         [ -f "$bin" ] || die "expected $bin after the build"
         rm -rf "dist/fc/$f" "dist/fc/$f.zip"
         mkdir -p "dist/fc/$f"

@@ -160,6 +160,12 @@ for logical, (binary, _, _, _) in FUNCTIONS.items():
           meta.get("BuildMethod") == "rust-cargolambda"
           and meta.get("BuildProperties", {}).get("Binary") == binary
           and res.get("Properties", {}).get("CodeUri") in (".", "./"))
+    # A configuration change (e.g. AllowedOrigins) must publish a version too.
+    all_props = res.get("Properties", {}).get(
+        "AutoPublishAliasAllProperties",
+        source.get("Globals", {}).get("Function", {}).get("AutoPublishAliasAllProperties"))
+    check(f"template.yaml: {logical} publishes a version on any property change (AutoPublishAliasAllProperties)",
+          all_props is True)
 
 # The translator wants packaged code (sam package uploads it): a stand-in S3 URI.
 translatable = json.loads(json.dumps(source))
