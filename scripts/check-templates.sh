@@ -30,7 +30,7 @@ report() { # report <ok:0|1> <name> [detail]
 # (a) tools ------------------------------------------------------------------
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
     echo "failed: python3 is missing (apt-get install python3 python3-pip)"
-    echo "0 passed, 1 failed"
+    echo "check-templates: the checks could not run"
     exit 1
 fi
 if ! "$PYTHON" -c 'import cfnlint, samtranslator, yaml' >/dev/null 2>&1; then
@@ -43,7 +43,7 @@ if "$PYTHON" -c 'import cfnlint, samtranslator, yaml' >/dev/null 2>&1; then
     report 0 "tools: $("$PYTHON" -c 'import cfnlint.version as c, samtranslator as s, yaml as y; print(f"cfn-lint {c.__version__}, aws-sam-translator {s.__version__}, PyYAML {y.__version__}")')"
 else
     report 1 "tools: cfn-lint, aws-sam-translator and PyYAML" "pip install cfn-lint aws-sam-translator pyyaml"
-    echo "$passed passed, $failed failed"
+    echo "check-templates: the checks could not run"
     exit 1
 fi
 
@@ -359,5 +359,10 @@ for script in scripts/check-templates.sh scripts/build-functions.sh scripts/depl
     fi
 done
 
-echo "$passed passed, $failed failed"
+# Not the "N passed, N failed" shape: CI reads that as a test runner's closing line.
+if [ "$failed" -eq 0 ]; then
+    echo "check-templates: all $passed checks passed"
+else
+    echo "check-templates: $failed of $((passed + failed)) checks FAILED"
+fi
 [ "$failed" -eq 0 ]
