@@ -15,9 +15,11 @@ cargo build --workspace --bins --quiet
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p .data
 log=$(mktemp)
-cargo lambda watch --quiet --disable-cors --ignore-changes -A 127.0.0.1 -P "$port" >"$log" 2>&1 &
+# In a session of its own, so that stopping its process group stops the
+# functions it started too.
+setsid cargo lambda watch --quiet --disable-cors --ignore-changes -A 127.0.0.1 -P "$port" >"$log" 2>&1 &
 watch_pid=$!
-trap 'kill "$watch_pid" 2>/dev/null; pkill -P "$watch_pid" 2>/dev/null; rm -f "$log"' EXIT
+trap 'kill -TERM -- "-$watch_pid" 2>/dev/null || true; rm -f "$log"' EXIT
 base="http://127.0.0.1:$port/lambda-url"
 status() { curl -s -o /dev/null -m 120 -w '%{http_code}' "$@" || true; }
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.3; done

@@ -144,6 +144,14 @@ impl Checks {
         format!("{base}{path}")
     }
 
+    /// `GET /api/v1/conversations/` on the conversations function.
+    fn list_conversations(&self) -> reqwest::RequestBuilder {
+        self.client.get(self.url(
+            &self.settings.targets.conversations,
+            "/api/v1/conversations/",
+        ))
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
         request
             .send()
@@ -167,11 +175,7 @@ impl Checks {
     async fn invalid_token(&self) -> Result<(), String> {
         let r = self
             .send(
-                self.client
-                    .get(self.url(
-                        &self.settings.targets.conversations,
-                        "/api/v1/conversations/",
-                    ))
+                self.list_conversations()
                     .header("Authorization", "Bearer invalid_token"),
             )
             .await?;
@@ -236,14 +240,7 @@ impl Checks {
 
     async fn conversations(&self, access: &str) -> Result<(), String> {
         let r = self
-            .send(
-                self.client
-                    .get(self.url(
-                        &self.settings.targets.conversations,
-                        "/api/v1/conversations/",
-                    ))
-                    .bearer_auth(access),
-            )
+            .send(self.list_conversations().bearer_auth(access))
             .await?;
         let (status, body) = body_of(r).await;
         if status != StatusCode::OK {
@@ -273,14 +270,7 @@ impl Checks {
         };
         // On an error too: a 401 without CORS headers is a "CORS error" in the browser.
         let r = self
-            .send(
-                self.client
-                    .get(self.url(
-                        &self.settings.targets.conversations,
-                        "/api/v1/conversations/",
-                    ))
-                    .header("Origin", origin),
-            )
+            .send(self.list_conversations().header("Origin", origin))
             .await?;
         if header(&r, "access-control-allow-origin").as_deref() != Some(origin) {
             return Err(format!("{origin} is not echoed on a {}", r.status()));
