@@ -2,16 +2,15 @@
 //! (through `lambda_http`) and, when no Lambda runtime API is present, as plain
 //! HTTP for Alibaba Function Compute's custom runtime and for local runs.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use axum::ServiceExt;
 use axum::extract::Request;
+use axum::{Router, ServiceExt};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError};
-use crate::http::App;
+use crate::http::{App, app};
 
 /// FC's custom runtime tells the function its port in this variable.
 pub const FC_PORT_VAR: &str = "FC_CUSTOM_LISTEN_PORT";
@@ -44,18 +43,15 @@ pub fn init_tracing() {
     }));
 }
 
-/// The whole of a function's `main`: read the config, build the routes, serve.
+/// The whole of a function's `main`: read the config, build the function's
+/// routes, wrap them in the shared layers, serve.
 /// A start-up error is one line on stderr naming its cause, and exit code 1.
-pub async fn start<F, Fut>(build: F) -> ExitCode
-where
-    F: FnOnce(Config) -> Fut,
-    Fut: Future<Output = Result<App, StartError>>,
-{
+pub async fn start(build: impl AsyncFnOnce(&Config) -> Result<Router, StartError>) -> ExitCode {
     init_tracing();
     let result = async {
         let config = Config::load().await?;
-        let app = build(config).await?;
-        serve(app).await.map_err(StartError::Other)
+        let routes = build(&config).await?;
+        serve(app(routes, &config)).await.map_err(StartError::Other)
     }
     .await;
     match result {

@@ -524,3 +524,21 @@ impl Drop for SecretsManager {
         let _ = self.child.wait();
     }
 }
+
+/// Removes the keys a test wrote under its own prefix on a shared Redis
+/// (they would expire with their tokens anyway).
+pub fn clear_redis_prefix(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query(&mut conn);
+    }
+}

@@ -1,8 +1,4 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shared::runtime::start(|config| async move {
-        let routes = health::build(&config).await?;
-        Ok(shared::app(routes, &config))
-    })
-    .await
+    shared::runtime::start(health::build).await
 }

@@ -126,6 +126,7 @@ async fn verify_passes_the_whole_checklist_against_a_local_run() {
     ])
     .await;
     local.stop().await;
+    tests::services::clear_redis_prefix("redis://127.0.0.1:6379", &prefix);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(
         out.lines().filter(|l| l.starts_with("[x]")).count(),

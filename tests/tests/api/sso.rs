@@ -108,6 +108,12 @@ impl Sso {
     }
 }
 
+impl Drop for Sso {
+    fn drop(&mut self) {
+        tests::services::clear_redis_prefix(&self.redis_url, &self.prefix);
+    }
+}
+
 async fn login_at(client: &reqwest::Client, base: &str, token: &str) -> reqwest::Response {
     client
         .post(format!("{base}/api/v1/auth/login/sso"))
@@ -361,6 +367,7 @@ async fn a_replay_on_another_instance_is_blocked() {
     assert_eq!(detail(r).await, "Token has already been used");
     first.stop().await;
     let logs = second.stop().await;
+    tests::services::clear_redis_prefix(SHARED_REDIS, &prefix);
     assert!(!logs.contains(&token), "the token reached a log");
 }
 
@@ -455,6 +462,7 @@ async fn a_database_failure_after_the_claim_releases_it() {
     );
     let r = login_at(&app.client, &app.address, &token).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    tests::services::clear_redis_prefix(SHARED_REDIS, &prefix);
 }
 
 /// The seed's checklist over HTTP: SSO login → API token → conversations load

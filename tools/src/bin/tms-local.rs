@@ -3,9 +3,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shared::runtime::start(|config| async move {
-        let routes = tools::all_routes(&config).await?;
-        Ok(shared::app(routes, &config))
-    })
-    .await
+    shared::runtime::start(tools::all_routes).await
 }
