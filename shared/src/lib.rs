@@ -1,6 +1,8 @@
 //! What every TMS chat function stands on. Each concern lives here once:
-//! configuration, the error type, the HTTP layers, the host check, probes and
-//! the runtime that serves a function on Lambda, on FC and locally.
+//! configuration (and its secrets), the error type, the HTTP layers and the
+//! host check, API tokens, GCGC token verification, the replay store, the
+//! data layer, readiness probes, and the runtime that serves a function on
+//! Lambda, on FC and locally.
 
 pub mod config;
 pub mod db;
