@@ -59,7 +59,7 @@ async fn ready(State(Probes(probes)): State<Probes>) -> Response {
             let state = match &r.error {
                 None => json!("ok"),
                 Some(e) => {
-                    tracing_error(r.name, e);
+                    shared::tracing::warn!(dependency = r.name, error = %e, "readiness check failed");
                     json!("unavailable")
                 }
             };
@@ -85,8 +85,4 @@ async fn ready(State(Probes(probes)): State<Probes>) -> Response {
         );
         response
     }
-}
-
-fn tracing_error(name: &str, error: &str) {
-    shared::tracing::warn!(dependency = name, error, "readiness check failed");
 }

@@ -107,19 +107,13 @@ async fn bench_with_services(bin_dir: &Path, db_url: &str, redis_url: &str) -> a
     println!("== round trips on this machine (for scale)");
     let redis = redis::Client::open(redis_url)?;
     let mut conn = redis.get_multiplexed_async_connection().await?;
-    let mut pings = Vec::new();
-    for _ in 0..1000 {
-        let t = Instant::now();
+    let mut pings = sample(1000, 0, async |_| {
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-        pings.push(t.elapsed());
-    }
+        Ok(())
+    })
+    .await?;
     report("Redis PING", &mut pings);
-    let mut selects = Vec::new();
-    for _ in 0..500 {
-        let t = Instant::now();
-        db.ping().await?;
-        selects.push(t.elapsed());
-    }
+    let mut selects = sample(500, 0, async |_| Ok(db.ping().await?)).await?;
     report("PostgreSQL SELECT 1", &mut selects);
 
     println!(
@@ -136,18 +130,14 @@ async fn bench_with_services(bin_dir: &Path, db_url: &str, redis_url: &str) -> a
         &format!("http://127.0.0.1:{port}/api/v1/conversations/"),
         Duration::from_millis(5),
     )
-    .await
-    .ok();
-    let mut lists = Vec::new();
-    for i in 0..550 {
-        let t = Instant::now();
+    .await?;
+    let mut lists = sample(500, 50, async |_| {
         let r = client.get(&list_url).bearer_auth(&token).send().await?;
         anyhow::ensure!(r.status() == 200, "list answered {}", r.status());
         r.bytes().await?;
-        if i >= 50 {
-            lists.push(t.elapsed());
-        }
-    }
+        Ok(())
+    })
+    .await?;
     report("list latency", &mut lists);
     stop(&mut conv);
 
@@ -167,32 +157,27 @@ async fn bench_with_services(bin_dir: &Path, db_url: &str, redis_url: &str) -> a
         ],
     )?;
     let login_url = format!("http://127.0.0.1:{port}/api/v1/auth/login/sso");
-    for _ in 0..200 {
-        if client
-            .get(format!("http://127.0.0.1:{port}/"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let mut logins = Vec::new();
-    for i in 0..330 {
-        let gcgc = gcgc_token(&format!("bench-sso-{}", i % 10));
-        let t = Instant::now();
+    // Any answer under 500 (here a 404) means it serves.
+    wait_ok(
+        &format!("http://127.0.0.1:{port}/"),
+        Duration::from_millis(5),
+    )
+    .await?;
+    // Minted beforehand: the timing covers the login alone.
+    let gcgc: Vec<String> = (0..330)
+        .map(|i| gcgc_token(&format!("bench-sso-{}", i % 10)))
+        .collect();
+    let mut logins = sample(300, 30, async |i| {
         let r = client
             .post(&login_url)
-            .json(&json!({ "token": gcgc }))
+            .json(&json!({ "token": gcgc[i] }))
             .send()
             .await?;
         anyhow::ensure!(r.status() == 200, "login answered {}", r.status());
         r.bytes().await?;
-        if i >= 30 {
-            logins.push(t.elapsed());
-        }
-    }
+        Ok(())
+    })
+    .await?;
     report("login latency", &mut logins);
     stop(&mut sso);
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -217,6 +202,23 @@ fn gcgc_token(sub: &str) -> String {
         &jsonwebtoken::EncodingKey::from_secret(SSO_SECRET.as_bytes()),
     )
     .expect("sign")
+}
+
+/// Times `runs` calls of `op`, after `warmup` untimed ones.
+async fn sample(
+    runs: usize,
+    warmup: usize,
+    mut op: impl AsyncFnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let started = Instant::now();
+        op(i).await?;
+        if i >= warmup {
+            samples.push(started.elapsed());
+        }
+    }
+    Ok(samples)
 }
 
 fn report(what: &str, samples: &mut [Duration]) {
