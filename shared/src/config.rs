@@ -2,7 +2,7 @@
 //!
 //! A missing or invalid variable stops the function before it serves anything,
 //! with one line naming the variable, so a bad deploy fails its canary instead
-//! of answering 500s (the seed's hand-edited `.env`, designed away).
+//! of answering 500s (instead of a hand-edited `.env` on a server).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -75,6 +75,9 @@ pub struct Config {
     pub redis_url: Option<Secret>,
     pub redis_key_prefix: String,
     pub database_url: Option<Secret>,
+    /// PostgreSQL connections per instance (`DB_POOL_SIZE`): as many as the
+    /// instance serves requests at once.
+    pub db_pool_size: u32,
     pub max_body_bytes: usize,
 }
 
@@ -84,6 +87,12 @@ const DEFAULT_HOSTS: &str = "localhost,127.0.0.1";
 const DEFAULT_EXPIRATION_HOURS: u64 = 720;
 const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 const DEFAULT_REDIS_KEY_PREFIX: &str = "tms:";
+/// Lambda sends an instance one request at a time.
+const LAMBDA_POOL_SIZE: u32 = 1;
+/// A plain-HTTP server (FC, local) serves many at once; FC's templates set
+/// `DB_POOL_SIZE` to the instance concurrency.
+const SERVER_POOL_SIZE: u32 = 10;
+const MAX_POOL_SIZE: u32 = 100;
 
 impl Config {
     /// Reads the process environment, and the secrets its `*_SECRET_ARN`
@@ -243,6 +252,23 @@ impl Config {
             })?,
         };
 
+        let db_pool_size = match get("DB_POOL_SIZE") {
+            None if get("AWS_LAMBDA_RUNTIME_API").is_some() => LAMBDA_POOL_SIZE,
+            None => SERVER_POOL_SIZE,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=MAX_POOL_SIZE).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "DB_POOL_SIZE",
+                        format!(
+                            "expected a number of connections from 1 to {MAX_POOL_SIZE}, got `{v}`"
+                        ),
+                    )
+                })?,
+        };
+
         Ok(Self {
             app_env,
             jwt_secret,
@@ -257,6 +283,7 @@ impl Config {
                 .unwrap_or(DEFAULT_REDIS_KEY_PREFIX)
                 .to_owned(),
             database_url,
+            db_pool_size,
             max_body_bytes,
         })
     }
@@ -337,6 +364,7 @@ mod tests {
         );
         assert_eq!(c.allowed_hosts.len(), 2);
         assert_eq!(c.max_body_bytes, 64 * 1024);
+        assert_eq!(c.db_pool_size, SERVER_POOL_SIZE);
         assert!(c.redis_url.is_none() && c.database_url.is_none());
         assert_eq!(c.require_jwt_secret().unwrap_err().variable, "JWT_SECRET");
         assert_eq!(c.require_sso_keys().unwrap_err().variable, "SSO_JWT_SECRET");
@@ -362,6 +390,8 @@ mod tests {
             (&[("SSO_JWT_SECRET", "short")], "SSO_JWT_SECRET"),
             (&[("SSO_JWKS_URL", "ftp://x")], "SSO_JWKS_URL"),
             (&[("MAX_BODY_BYTES", "ten")], "MAX_BODY_BYTES"),
+            (&[("DB_POOL_SIZE", "0")], "DB_POOL_SIZE"),
+            (&[("DB_POOL_SIZE", "many")], "DB_POOL_SIZE"),
             (
                 &[("JWT_SECRET", SECRET), ("SSO_JWT_SECRET", SECRET)],
                 "SSO_JWT_SECRET",
@@ -381,6 +411,14 @@ mod tests {
             assert_eq!(err.variable, *variable, "{pairs:?}");
             assert!(err.to_string().contains(variable), "{err}");
         }
+    }
+
+    #[test]
+    fn the_pool_fits_the_platform() {
+        let lambda = Config::from_vars(&vars(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]));
+        assert_eq!(lambda.unwrap().db_pool_size, 1);
+        let fc = Config::from_vars(&vars(&[("DB_POOL_SIZE", "20")])).unwrap();
+        assert_eq!(fc.db_pool_size, 20);
     }
 
     #[test]

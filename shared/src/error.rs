@@ -1,6 +1,7 @@
 //! One error type for every handler. The status is decided here and nowhere
-//! else, and it is kept end to end: a 401 stays a 401 (the seed's 401→500 bug,
-//! designed away). A 500 is only ever a real bug; its cause goes to the log, the
+//! else, and it is kept end to end: a 401 stays a 401 (a generic handler that
+//! turned every exception into a 500 is what this replaces). A 500 is only
+//! ever a real bug: its cause goes to the log with the request id, and the
 //! client sees "Internal Server Error" and the request id.
 
 use std::time::Duration;
@@ -11,6 +12,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
+
+use crate::db::DbError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -37,11 +40,6 @@ pub enum ApiError {
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
-
-/// The cause of a 500, carried in the response's extensions from the handler to
-/// the access log, which logs it with the request id. It never reaches the client.
-#[derive(Debug, Clone)]
-pub struct InternalCause(pub String);
 
 pub const INTERNAL_DETAIL: &str = "Internal Server Error";
 
@@ -82,11 +80,11 @@ impl IntoResponse for ApiError {
         let status = self.status();
         match self {
             Self::Internal(cause) => {
-                let mut response = detail_response(status, INTERNAL_DETAIL);
-                response
-                    .extensions_mut()
-                    .insert(InternalCause(format!("{cause:#}")));
-                response
+                let request_id = crate::http::current_request_id();
+                let request_id = request_id.as_deref().unwrap_or("-");
+                tracing::error!(request_id, cause = %format!("{cause:#}"), "internal error");
+                let body = json!({ "detail": INTERNAL_DETAIL, "request_id": request_id });
+                (status, Json(body)).into_response()
             }
             Self::Unauthorized(detail) => {
                 let mut response = detail_response(status, &detail);
@@ -104,6 +102,25 @@ impl IntoResponse for ApiError {
                 response
             }
             other => detail_response(status, &other.to_string()),
+        }
+    }
+}
+
+/// What a database error means to a client, where the caller has nothing
+/// more specific to say: data the database refused is the client's (422),
+/// a database that is down is a 503, anything else a bug (500).
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable => Self::unavailable("Database"),
+            DbError::InvalidData(_) => Self::Unprocessable(
+                "The request contains text or numbers that cannot be stored".into(),
+            ),
+            DbError::MissingReference => {
+                Self::Unprocessable("A referenced record does not exist".into())
+            }
+            DbError::Duplicate => Self::Conflict("Already exists".into()),
+            DbError::Other(e) => Self::Internal(anyhow::Error::new(e).context("database")),
         }
     }
 }

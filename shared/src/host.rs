@@ -7,10 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::HeaderValue;
-use http::header::{
-    ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_ORIGIN, HOST, ORIGIN, VARY,
-};
+use http::header::HOST;
 
 use crate::error::ApiError;
 
@@ -84,17 +81,27 @@ pub fn is_allowed(patterns: &[HostPattern], host_header: Option<&str>) -> bool {
     patterns.iter().any(|p| p.matches(&host))
 }
 
-/// What the host check needs: the allowed hosts, and the allowed origins for
-/// the CORS headers of its own 400 (it runs before the CORS layer, so that a
-/// preflight with another `Host` is refused too).
+/// The allowed hosts, for the middleware.
 #[derive(Clone)]
 pub struct HostCheck {
-    pub hosts: Arc<[HostPattern]>,
-    pub origins: Arc<[HeaderValue]>,
+    hosts: Arc<[HostPattern]>,
 }
 
-/// Middleware: any other `Host` gets 400 "Invalid host header".
-pub async fn check_host(State(check): State<HostCheck>, request: Request, next: Next) -> Response {
+impl HostCheck {
+    pub fn new(hosts: &[HostPattern]) -> Self {
+        Self {
+            hosts: hosts.into(),
+        }
+    }
+}
+
+/// Middleware: any other `Host` gets 400 "Invalid host header". It runs
+/// inside the CORS layer, so its 400 carries CORS headers like any error.
+pub async fn refuse_other_hosts(
+    State(check): State<HostCheck>,
+    request: Request,
+    next: Next,
+) -> Response {
     let host = request
         .headers()
         .get(HOST)
@@ -104,20 +111,7 @@ pub async fn check_host(State(check): State<HostCheck>, request: Request, next: 
     if is_allowed(&check.hosts, host.as_deref()) {
         return next.run(request).await;
     }
-    let mut response = ApiError::BadRequest("Invalid host header".into()).into_response();
-    // An error without CORS headers shows in the browser as a "CORS error".
-    if let Some(origin) = request.headers().get(ORIGIN)
-        && check.origins.contains(origin)
-    {
-        let headers = response.headers_mut();
-        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        headers.insert(
-            ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-        headers.insert(VARY, HeaderValue::from_static("origin"));
-    }
-    response
+    ApiError::BadRequest("Invalid host header".into()).into_response()
 }
 
 #[cfg(test)]

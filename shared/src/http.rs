@@ -1,83 +1,69 @@
-//! The HTTP layers every function gets, in one place: request id and access
-//! log, JSON errors, CORS on every response, the host check, caught panics, the
-//! body limit, JSON 404/405 and trailing-slash tolerance.
+//! The HTTP layers every function gets, in one place and in the order a
+//! request meets them: request id and access log, `{"detail"}` bodies for
+//! every error, CORS on every response, the host check, preflight answers,
+//! caught panics, the body limit; then the function's routes (JSON 404 for
+//! any other path). Trailing slashes are trimmed before routing, without a
+//! redirect (a redirect breaks CORS preflights).
 
 use std::any::Any;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use http::HeaderValue;
 use http::header::{self, HeaderName};
-use http::{HeaderValue, Method, StatusCode};
-use serde_json::json;
-use tower::Layer;
+use tower::{Layer, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 use crate::config::Config;
-use crate::error::{ApiError, INTERNAL_DETAIL, InternalCause, detail_response};
-use crate::host::{HostCheck, check_host};
+use crate::cors::{self, Cors};
+use crate::error::{ApiError, detail_response};
+use crate::host::{self, HostCheck};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Alibaba Function Compute passes its request id in this header.
 pub const FC_REQUEST_ID: HeaderName = HeaderName::from_static("x-fc-request-id");
-const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// A function's routes with every shared layer around them: what the runtime serves.
 pub type App = NormalizePath<Router>;
 
-/// The request id of the current request, in the request's extensions.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// Wraps a function's routes in the shared layers. The layers sit inside the
-/// router (`Router::layer`), so they apply to fallbacks too and can see the
-/// matched route; trailing slashes are trimmed before routing, without a
-/// redirect (a redirect breaks CORS preflights).
-pub fn app(routes: Router, config: &Config) -> App {
-    let host_check = HostCheck {
-        hosts: config.allowed_hosts.clone().into(),
-        origins: config.allowed_origins.clone().into(),
-    };
-    // Listed innermost first: the request meets them bottom to top.
-    let router = routes
-        .fallback(|| async { ApiError::NotFound })
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(cors(&config.allowed_origins))
-        .layer(middleware::from_fn_with_state(host_check, check_host))
-        .layer(middleware::from_fn(json_errors))
-        .layer(middleware::from_fn(observe));
-    NormalizePathLayer::trim_trailing_slash().layer(router)
+tokio::task_local! {
+    static CURRENT_REQUEST_ID: Arc<str>;
 }
 
-fn cors(origins: &[HeaderValue]) -> CorsLayer {
-    // Exact origins only, with credentials: `*` is refused by the config.
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
-        .allow_credentials(true)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([
-            REQUEST_ID,
-            header::LOCATION,
-            header::RETRY_AFTER,
-            header::WWW_AUTHENTICATE,
-        ])
-        .max_age(PREFLIGHT_MAX_AGE)
+/// The id of the request being served (for a 500's body and its log line).
+pub fn current_request_id() -> Option<Arc<str>> {
+    CURRENT_REQUEST_ID.try_with(Arc::clone).ok()
+}
+
+/// Wraps a function's routes in the shared layers. They sit inside the
+/// router (`Router::layer`), so they apply to the fallback and to 405s too
+/// and can see the matched route.
+pub fn app(routes: Router, config: &Config) -> App {
+    let layers = ServiceBuilder::new()
+        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn(detail_bodies_for_errors))
+        .layer(middleware::from_fn_with_state(
+            Cors::new(&config.allowed_origins),
+            cors::add_headers,
+        ))
+        .layer(middleware::from_fn_with_state(
+            HostCheck::new(&config.allowed_hosts),
+            host::refuse_other_hosts,
+        ))
+        .layer(middleware::from_fn(cors::answer_preflight))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    let router = routes
+        .fallback(|| async { ApiError::NotFound })
+        .layer(layers);
+    NormalizePathLayer::trim_trailing_slash().layer(router)
 }
 
 fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
@@ -90,40 +76,33 @@ fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
 }
 
 /// Every error response is `{"detail": ...}`, whoever made it (axum's 405,
-/// tower-http's 413, ...), and a preflight answers 204.
-async fn json_errors(request: Request, next: Next) -> Response {
-    let is_options = request.method() == Method::OPTIONS;
-    let mut response = next.run(request).await;
+/// tower-http's 413, ...); an [`ApiError`]'s own JSON passes untouched.
+async fn detail_bodies_for_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
     let status = response.status();
-    if is_options && status == StatusCode::OK {
-        // tower-http answers preflights with 200 and an empty body.
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        return response;
-    }
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_json {
-        let (mut parts, _) = response.into_parts();
-        let detail = status.canonical_reason().unwrap_or("Error");
-        parts.headers.remove(header::CONTENT_LENGTH);
-        parts.headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        return Response::from_parts(parts, detail_response(status, detail).into_body());
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
     }
-    response
+    let (mut parts, _) = response.into_parts();
+    let detail = status.canonical_reason().unwrap_or("Error");
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, detail_response(status, detail).into_body())
 }
 
-/// Request id, the access log line, and the request id in a 500's body.
-async fn observe(mut request: Request, next: Next) -> Response {
+/// The request id (in `X-Request-Id` and for the layers inside) and the one
+/// access log line per request: route, status, latency, request id. Never a
+/// header or a body.
+async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = request_id_of(&request);
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
+    let request_id: Arc<str> = request_id_of(&request).into();
     let method = request.method().clone();
     let route = request
         .extensions()
@@ -131,16 +110,10 @@ async fn observe(mut request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned());
     let path = request.uri().path().to_owned();
 
-    let mut response = next.run(request).await;
+    let mut response = CURRENT_REQUEST_ID
+        .scope(request_id.clone(), next.run(request))
+        .await;
 
-    if let Some(InternalCause(cause)) = response.extensions_mut().remove::<InternalCause>() {
-        tracing::error!(request_id = %request_id, %method, route = route.as_deref().unwrap_or("-"), cause = %cause, "internal error");
-        let (parts, _) = response.into_parts();
-        let body =
-            Body::from(json!({ "detail": INTERNAL_DETAIL, "request_id": request_id }).to_string());
-        response = Response::from_parts(parts, body);
-        response.headers_mut().remove(header::CONTENT_LENGTH);
-    }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }

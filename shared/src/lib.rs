@@ -1,19 +1,19 @@
-//! What every TMS chat function stands on. Each concern lives here once:
-//! configuration (and its secrets), the error type, the HTTP layers and the
-//! host check, API tokens, GCGC token verification, the replay store, the
-//! data layer, readiness probes, and the runtime that serves a function on
-//! Lambda, on FC and locally.
+//! What every TMS chat function stands on, and nothing more: configuration
+//! (and its secrets), the error type, the HTTP layers (CORS, host check,
+//! request id, access log), API tokens, the database pool and migrations,
+//! the Redis connection, and the runtime that serves a function on Lambda, on
+//! FC and locally. What a function does lives in its own crate.
 
+pub mod clock;
 pub mod config;
+pub mod cors;
 pub mod db;
 pub mod error;
 pub mod host;
 pub mod http;
-pub mod probe;
-pub mod replay;
+pub mod redis_client;
 pub mod runtime;
 pub mod secrets;
-pub mod sso;
 pub mod tokens;
 
 pub use config::{Config, ConfigError};

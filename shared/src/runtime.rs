@@ -57,8 +57,8 @@ pub async fn start(build: impl AsyncFnOnce(&Config) -> Result<Router, StartError
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // One plain line: what an operator reads in the platform's log.
             eprintln!("{e}");
-            tracing::error!(error = %e, "function stopped");
             ExitCode::FAILURE
         }
     }

@@ -3,7 +3,7 @@
 //! `WWW-Authenticate: Bearer`, never a 500.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{FromRef, FromRequestParts};
 use http::header::AUTHORIZATION;
@@ -12,13 +12,12 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{LEEWAY_SECS, unix_secs};
 use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
 
 pub const API_ISSUER: &str = "tms-chat";
 pub const API_AUDIENCE: &str = "tms-chat-api";
-/// Clock skew tolerated between instances.
-const LEEWAY_SECS: u64 = 30;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiClaims {
@@ -46,14 +45,6 @@ struct Keys {
 pub struct IssuedToken {
     pub token: String,
     pub expires_in: u64,
-    pub claims: ApiClaims,
-}
-
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 impl ApiTokens {
@@ -76,12 +67,8 @@ impl ApiTokens {
         Ok(Self::new(secret.expose().as_bytes(), config.jwt_expiration))
     }
 
-    pub fn lifetime(&self) -> Duration {
-        self.0.lifetime
-    }
-
     pub fn issue(&self, user_id: i64) -> Result<IssuedToken, ApiError> {
-        let iat = now_secs();
+        let iat = unix_secs();
         let expires_in = self.0.lifetime.as_secs();
         let claims = ApiClaims {
             sub: user_id.to_string(),
@@ -93,11 +80,7 @@ impl ApiTokens {
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0.encoding)
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("cannot sign an API token: {e}")))?;
-        Ok(IssuedToken {
-            token,
-            expires_in,
-            claims,
-        })
+        Ok(IssuedToken { token, expires_in })
     }
 
     pub fn verify(&self, token: &str) -> Result<ApiClaims, ApiError> {

@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
 pub mod lambda;
-pub mod services;
+
+pub use testkit::{free_port, services, tokens};
 
 pub const TEST_JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
 pub const ALLOWED_ORIGIN: &str = "http://localhost:3000";
@@ -91,14 +92,6 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// A child process that is killed when dropped.

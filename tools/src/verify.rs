@@ -1,4 +1,5 @@
-//! `verify`: the seed's testing checklist as a program, run against a deployed
+//! `verify`: the deployment checklist (health, a 401 that stays a 401, SSO
+//! login, conversations, a refused replay, CORS) as a program, run against a deployed
 //! base URL (or a local run). Each item prints as passed or failed; any
 //! failure makes the exit code non-zero.
 
@@ -6,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
+use testkit::tokens;
 
 /// Where each function answers: one base URL, or one per function.
 #[derive(Debug, Clone)]
@@ -194,23 +196,12 @@ impl Checks {
         let Some(secret) = &self.settings.sso_secret else {
             return Err("set SSO_JWT_SECRET (staging) or SSO_TEST_TOKEN to check SSO".into());
         };
-        let now = shared::tokens::now_secs();
-        let mut claims = json!({
-            "sub": "verify-checklist", "email": "verify@example.com", "name": "Verify Checklist",
-            "iat": now, "exp": now + 600, "jti": uuid::Uuid::new_v4().to_string(),
-        });
-        if let Some(iss) = &self.settings.sso_issuer {
-            claims["iss"] = iss.as_str().into();
-        }
-        if let Some(aud) = &self.settings.sso_audience {
-            claims["aud"] = aud.as_str().into();
-        }
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .map_err(|e| format!("cannot mint a test token: {e}"))
+        let claims = tokens::with_issuer_and_audience(
+            tokens::sso_claims("verify-checklist"),
+            self.settings.sso_issuer.as_deref(),
+            self.settings.sso_audience.as_deref(),
+        );
+        Ok(tokens::sso_token(secret, &claims))
     }
 
     async fn post_login(&self, token: &str) -> Result<(StatusCode, Value), String> {

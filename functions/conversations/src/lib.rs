@@ -1,6 +1,9 @@
 //! The conversations function: the caller's conversations, listed newest
 //! activity first with an opaque cursor, created, and fetched. A caller sees
 //! only conversations it is a member of; any other is 404 (no leaking of ids).
+//! The handlers are here; the queries in [`store`].
+
+pub mod store;
 
 use axum::Router;
 use axum::extract::{FromRef, Path, Query, State};
@@ -10,9 +13,11 @@ use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use shared::db::{Conversation, Database, PageAfter};
+use shared::db::{Database, DbError};
 use shared::tokens::{ApiTokens, AuthUser};
 use shared::{ApiError, ApiJson, Config, StartError};
+
+use crate::store::{Conversation, PageAfter};
 
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
@@ -110,9 +115,9 @@ async fn list(
         }
     };
     // One extra row tells whether another page follows.
-    let mut rows = db
-        .list_conversations(user.user_id, after, limit + 1)
-        .await?;
+    let mut rows = store::list(&db, user.user_id, after, limit + 1)
+        .await
+        .map_err(store_error)?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
         rows.last().map(|c| {
@@ -147,6 +152,12 @@ async fn create(
     if title.is_empty() {
         return Err(ApiError::Unprocessable("title must not be empty".into()));
     }
+    if title.contains('\0') {
+        // PostgreSQL cannot store NUL in text; neither backend accepts it.
+        return Err(ApiError::Unprocessable(
+            "title must not contain NUL characters".into(),
+        ));
+    }
     if title.chars().count() > MAX_TITLE_CHARS {
         return Err(ApiError::Unprocessable(format!(
             "title must be at most {MAX_TITLE_CHARS} characters"
@@ -159,7 +170,9 @@ async fn create(
     }
     let mut referenced = body.member_ids.clone();
     referenced.push(user.user_id);
-    let unknown = db.unknown_users(&referenced).await?;
+    let unknown = store::unknown_users(&db, &referenced)
+        .await
+        .map_err(store_error)?;
     if unknown.contains(&user.user_id) {
         // A valid token for a user that no longer exists.
         return Err(ApiError::unauthorized("Could not validate credentials"));
@@ -171,9 +184,9 @@ async fn create(
             list.join(", ")
         )));
     }
-    let conversation = db
-        .create_conversation(user.user_id, title, &body.member_ids)
-        .await?;
+    let conversation = store::create(&db, user.user_id, title, &body.member_ids)
+        .await
+        .map_err(store_error)?;
     let mut headers = HeaderMap::new();
     if let Ok(location) =
         HeaderValue::from_str(&format!("/api/v1/conversations/{}", conversation.id))
@@ -195,11 +208,23 @@ async fn fetch(
 ) -> Result<ApiJson<ConversationBody>, ApiError> {
     // A malformed id names no conversation the caller can see.
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
-    let conversation = db
-        .get_conversation(user.user_id, id)
-        .await?
+    let conversation = store::get(&db, user.user_id, id)
+        .await
+        .map_err(store_error)?
         .ok_or(ApiError::NotFound)?;
     Ok(ApiJson(conversation.into()))
+}
+
+/// What a store error means to the caller of these routes.
+fn store_error(e: DbError) -> ApiError {
+    match e {
+        // A member was deleted between the check and the insert.
+        DbError::MissingReference => ApiError::Unprocessable("A member does not exist".into()),
+        DbError::InvalidData(_) => {
+            ApiError::Unprocessable("The conversation contains text that cannot be stored".into())
+        }
+        other => other.into(),
+    }
 }
 
 /// The cursor is opaque to clients: base64url of "activity:id".

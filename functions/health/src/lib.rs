@@ -1,88 +1,99 @@
 //! The health function: `GET /health` (liveness) and `GET /health/ready`
-//! (pings every configured dependency, 503 naming the ones that failed).
+//! (pings every configured dependency at once, each within
+//! [`PING_TIMEOUT`]; 503 naming the ones that failed).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use shared::db::{Database, DatabaseProbe};
-use shared::probe::{Probe, check_all};
-use shared::replay::{RedisProbe, RedisStore};
+use shared::db::Database;
+use shared::redis_client::RedisClient;
 use shared::{Config, StartError};
 
 /// How long one dependency may take to answer a readiness ping.
 pub const PING_TIMEOUT: Duration = Duration::from_millis(800);
 
+/// The dependencies `/health/ready` pings.
 #[derive(Clone)]
-struct Probes(Arc<[Arc<dyn Probe>]>);
+pub struct Dependencies {
+    pub database: Database,
+    pub redis: Option<Arc<RedisClient>>,
+}
 
 /// The health routes, pinging the given dependencies.
-pub fn routes(probes: Vec<Arc<dyn Probe>>) -> Router {
+pub fn routes(dependencies: Dependencies) -> Router {
     Router::new()
         .route("/health", get(live))
         .route("/health/ready", get(ready))
-        .with_state(Probes(probes.into()))
+        .with_state(dependencies)
 }
 
-/// The function's routes for its configuration: a probe for each external
-/// dependency that the configuration names.
+/// The function's routes for its configuration: the database, and Redis
+/// when `REDIS_URL` names one.
 pub async fn build(config: &Config) -> Result<Router, StartError> {
-    let db = Database::open(config).await?;
-    let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(DatabaseProbe(db))];
-    if let Some(url) = &config.redis_url {
-        probes.push(Arc::new(RedisProbe(Arc::new(RedisStore::new(
-            url.expose(),
-        )?))));
-    }
-    Ok(routes(probes))
+    let redis = match &config.redis_url {
+        Some(url) => Some(Arc::new(RedisClient::new(url.expose())?)),
+        None => None,
+    };
+    Ok(routes(Dependencies {
+        database: Database::open(config).await?,
+        redis,
+    }))
 }
 
 async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
-async fn ready(State(Probes(probes)): State<Probes>) -> Response {
-    let results = check_all(&probes, PING_TIMEOUT).await;
-    let failed: Vec<&str> = results
-        .iter()
-        .filter(|r| r.error.is_some())
-        .map(|r| r.name)
-        .collect();
-    let checks: serde_json::Map<String, serde_json::Value> = results
-        .iter()
-        .map(|r| {
-            let state = match &r.error {
-                None => json!("ok"),
-                Some(e) => {
-                    shared::tracing::warn!(dependency = r.name, error = %e, "readiness check failed");
-                    json!("unavailable")
-                }
-            };
-            (r.name.to_owned(), state)
-        })
-        .collect();
-    if failed.is_empty() {
-        (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "checks": checks })),
-        )
-            .into_response()
-    } else {
-        let detail = format!("Not ready: {} unavailable", failed.join(", "));
-        let mut response = (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "detail": detail, "checks": checks })),
-        )
-            .into_response();
-        response.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("1"),
-        );
-        response
+/// A ping's outcome: `None` when the dependency answered.
+async fn ping(check: impl Future<Output = Result<(), String>>) -> Option<String> {
+    match tokio::time::timeout(PING_TIMEOUT, check).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some(format!("no answer within {} ms", PING_TIMEOUT.as_millis())),
     }
+}
+
+async fn ready(State(deps): State<Dependencies>) -> Response {
+    let database = ping(async { deps.database.ping().await.map_err(|e| e.to_string()) });
+    let redis = async {
+        match &deps.redis {
+            Some(redis) => Some(ping(redis.ping()).await),
+            None => None,
+        }
+    };
+    let (database, redis) = tokio::join!(database, redis);
+    let results = [("database", Some(database)), ("redis", redis)];
+    let mut checks = serde_json::Map::new();
+    let mut failed = Vec::new();
+    for (name, outcome) in results {
+        let Some(error) = outcome else { continue };
+        let state = match error {
+            None => "ok",
+            Some(e) => {
+                tracing::warn!(dependency = name, error = %e, "readiness check failed");
+                failed.push(name);
+                "unavailable"
+            }
+        };
+        checks.insert(name.to_owned(), json!(state));
+    }
+    if failed.is_empty() {
+        return Json(json!({ "status": "ready", "checks": checks })).into_response();
+    }
+    let detail = format!("Not ready: {} unavailable", failed.join(", "));
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "detail": detail, "checks": checks })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }

@@ -1,20 +1,27 @@
 //! The sso-login function: `POST /api/v1/auth/login/sso` exchanges a GCGC
-//! token for an API token, once. Verify, then claim (atomically, in the replay
-//! store), then create or update the user, then issue the token. A login that
-//! fails after its claim releases it, so the user can retry; a login that
-//! succeeded never does. No token is issued without a successful claim.
+//! token for an API token, once. A login reads top to bottom in [`login`]:
+//! verify the token ([`verify`]), claim it in the replay store ([`replay`]),
+//! create or update the user ([`users`]), complete the claim, issue the API
+//! token. No API token is issued without a completed claim; a login that
+//! fails after its claim gives it back so the user can retry.
 
-use std::time::Duration;
+pub mod replay;
+pub mod users;
+pub mod verify;
 
 use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
-use shared::db::{Database, User};
-use shared::replay::{ReplayStore, replay_key};
-use shared::sso::{LEEWAY_SECS, SsoClaims, SsoVerifier};
-use shared::tokens::{ApiTokens, now_secs};
+use shared::db::{Database, DbError};
+use shared::tokens::ApiTokens;
 use shared::{ApiError, ApiJson, Config, StartError};
+
+use crate::replay::{ClaimError, ReplayStore};
+use crate::users::User;
+use crate::verify::{SsoVerifier, VerifiedToken, VerifyError};
+
+pub const ROUTE: &str = "/api/v1/auth/login/sso";
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
@@ -22,16 +29,10 @@ pub struct AppState {
     pub replay: ReplayStore,
     pub db: Database,
     pub tokens: ApiTokens,
-    pub key_prefix: KeyPrefix,
 }
 
-#[derive(Clone)]
-pub struct KeyPrefix(pub String);
-
 pub fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/auth/login/sso", post(login))
-        .with_state(state)
+    Router::new().route(ROUTE, post(login)).with_state(state)
 }
 
 /// The function's routes for its configuration: `JWT_SECRET`, the SSO keys,
@@ -42,7 +43,6 @@ pub async fn build(config: &Config) -> Result<Router, StartError> {
         tokens: ApiTokens::from_config(config)?,
         replay: ReplayStore::from_config(config)?,
         db: Database::open(config).await?,
-        key_prefix: KeyPrefix(config.redis_key_prefix.clone()),
     };
     Ok(routes(state))
 }
@@ -57,25 +57,7 @@ pub struct LoginResponse {
     access_token: String,
     token_type: &'static str,
     expires_in: u64,
-    user: UserBody,
-}
-
-/// The user as the web app reads it (the upstream id stays inside).
-#[derive(Debug, Serialize)]
-pub struct UserBody {
-    id: i64,
-    email: Option<String>,
-    name: Option<String>,
-}
-
-impl From<User> for UserBody {
-    fn from(user: User) -> Self {
-        Self {
-            id: user.id,
-            email: user.email,
-            name: user.name,
-        }
-    }
+    user: User,
 }
 
 async fn login(
@@ -84,14 +66,13 @@ async fn login(
 ) -> Result<ApiJson<LoginResponse>, ApiError> {
     let token = body.token.trim();
     if token.is_empty() {
-        return Err(ApiError::unauthorized("Invalid SSO token"));
+        return Err(VerifyError::Invalid.into());
     }
     // An invalid token burns nothing: verification comes first.
-    let claims = state.verifier.verify(token).await?;
+    let token = state.verifier.verify(token).await?;
     // From the claim on, the login runs to its end even if the client goes
-    // away: a dropped request must not leave a mark that no login used.
-    let token = token.to_owned();
-    tokio::spawn(async move { claim_and_issue(&state, &token, claims).await })
+    // away, so that its claim is completed or given back, not left hanging.
+    tokio::spawn(async move { claim_and_issue(&state, &token).await })
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("login task failed: {e}")))?
         .map(ApiJson)
@@ -99,29 +80,31 @@ async fn login(
 
 async fn claim_and_issue(
     state: &AppState,
-    token: &str,
-    claims: SsoClaims,
+    token: &VerifiedToken,
 ) -> Result<LoginResponse, ApiError> {
-    // The mark lives as long as the token could still be accepted.
-    let ttl = Duration::from_secs(claims.exp.saturating_sub(now_secs()) + LEEWAY_SECS);
-    let key = replay_key(&state.key_prefix.0, claims.jti.as_deref(), token);
-    let claim = state.replay.claim(&key, ttl).await?;
-
-    let outcome = async {
-        let user = state
-            .db
-            .upsert_user(&claims.sub, claims.email.as_deref(), claims.name.as_deref())
-            .await?;
+    let claim = state.replay.claim(token).await?;
+    let issued = async {
+        let claims = &token.claims;
+        let user = users::upsert_user(
+            &state.db,
+            &claims.sub,
+            claims.email.as_deref(),
+            claims.name.as_deref(),
+        )
+        .await
+        .map_err(user_error)?;
+        // The token is signed first; it leaves only once the claim is complete.
         let issued = state.tokens.issue(user.id)?;
+        state.replay.complete(&claim).await?;
         Ok::<_, ApiError>(LoginResponse {
             access_token: issued.token,
             token_type: "bearer",
             expires_in: issued.expires_in,
-            user: user.into(),
+            user,
         })
     }
     .await;
-    match outcome {
+    match issued {
         Ok(response) => {
             tracing::info!(user_id = response.user.id, "sso login");
             Ok(response)
@@ -131,5 +114,32 @@ async fn claim_and_issue(
             state.replay.release(&claim).await;
             Err(e)
         }
+    }
+}
+
+impl From<VerifyError> for ApiError {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::KeysUnavailable => ApiError::unavailable("Identity provider keys"),
+            refused => ApiError::unauthorized(refused.to_string()),
+        }
+    }
+}
+
+impl From<ClaimError> for ApiError {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::AlreadyUsed => ApiError::unauthorized(e.to_string()),
+            ClaimError::Unavailable => ApiError::unavailable("Replay protection store"),
+        }
+    }
+}
+
+/// The user's fields come from the token's claims: data the database refuses
+/// makes the token invalid, not the request malformed.
+fn user_error(e: DbError) -> ApiError {
+    match e {
+        DbError::InvalidData(_) => VerifyError::Invalid.into(),
+        other => other.into(),
     }
 }

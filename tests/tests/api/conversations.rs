@@ -8,8 +8,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::StatusCode;
 use serde_json::{Value, json};
-use shared::db::{Database, User};
+use shared::db::Database;
 use shared::tokens::ApiTokens;
+use sso_login::users::{User, upsert_user};
 use tests::services::{PgServer, TestDb};
 use tests::*;
 
@@ -45,15 +46,14 @@ impl Fixture {
     }
 
     async fn user(&self, name: &str) -> (User, String) {
-        let user = self
-            .db
-            .upsert_user(
-                &format!("ext-{name}-{}", tests::services::uuid_simple()),
-                Some(&format!("{name}@example.com")),
-                Some(name),
-            )
-            .await
-            .unwrap();
+        let user = upsert_user(
+            &self.db,
+            &format!("ext-{name}-{}", tests::services::uuid_simple()),
+            Some(&format!("{name}@example.com")),
+            Some(name),
+        )
+        .await
+        .unwrap();
         let token = self.tokens.issue(user.id).unwrap().token;
         (user, token)
     }
@@ -336,19 +336,14 @@ async fn malformed_and_unknown_ids_are_404(backend: Backend) {
 }
 
 fn encode_hs256(claims: &Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+    tests::tokens::sso_token(secret, claims)
 }
 
 #[tokio::test]
 async fn every_authentication_failure_is_401_with_www_authenticate() {
     let f = Fixture::new(Backend::Sqlite).await;
     let (user, good) = f.user("alice").await;
-    let now = shared::tokens::now_secs();
+    let now = shared::clock::unix_secs();
     let claims = |exp: u64, iss: &str, aud: &str| json!({ "sub": user.id.to_string(), "exp": exp, "iat": now, "iss": iss, "aud": aud, "jti": "j" });
     let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
     let alg_none = format!(
@@ -444,7 +439,7 @@ async fn every_authentication_failure_is_401_with_www_authenticate() {
 async fn a_database_down_or_hung_is_a_fast_503_then_recovers() {
     let mut pg = PgServer::start();
     let url = pg.url();
-    Database::open_postgres(&url)
+    Database::open_postgres(&url, 2)
         .unwrap()
         .migrate()
         .await
@@ -452,7 +447,7 @@ async fn a_database_down_or_hung_is_a_fast_503_then_recovers() {
     let config = test_config(&[("DATABASE_URL", &url)]);
     let app = spawn_app(conversations::build(&config).await.unwrap(), &config).await;
     let db = Database::open(&config).await.unwrap();
-    let user = db.upsert_user("ext-fault", None, None).await.unwrap();
+    let user = upsert_user(&db, "ext-fault", None, None).await.unwrap();
     let token = ApiTokens::from_config(&config)
         .unwrap()
         .issue(user.id)
@@ -514,13 +509,12 @@ async fn two_migrations_at_once_both_succeed() {
         let (code, stderr) = run.exit().await;
         assert_eq!(code, Some(0), "{stderr}");
     }
-    let db = Database::open_postgres(&target.url).unwrap();
-    let user = db
-        .upsert_user("ext-after-migrate", None, None)
+    let db = Database::open_postgres(&target.url, 2).unwrap();
+    let user = upsert_user(&db, "ext-after-migrate", None, None)
         .await
         .unwrap();
     assert!(
-        db.list_conversations(user.id, None, 1)
+        conversations::store::list(&db, user.id, None, 1)
             .await
             .unwrap()
             .is_empty()
@@ -535,7 +529,7 @@ async fn two_migrations_at_once_both_succeed() {
 #[tokio::test]
 async fn postgres_over_tls_with_sslmode_require() {
     let pg = PgServer::start_tls();
-    let db = Database::open_postgres(&format!("{}?sslmode=require", pg.url())).unwrap();
+    let db = Database::open_postgres(&format!("{}?sslmode=require", pg.url()), 2).unwrap();
     db.migrate().await.unwrap();
     let Database::Postgres(pool) = &db else {
         unreachable!()
@@ -546,9 +540,9 @@ async fn postgres_over_tls_with_sslmode_require() {
             .await
             .unwrap();
     assert!(encrypted, "the connection is TLS");
-    let user = db.upsert_user("ext-tls", None, None).await.unwrap();
+    let user = upsert_user(&db, "ext-tls", None, None).await.unwrap();
     assert!(
-        db.list_conversations(user.id, None, 10)
+        conversations::store::list(&db, user.id, None, 10)
             .await
             .unwrap()
             .is_empty()

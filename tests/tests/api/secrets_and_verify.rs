@@ -1,12 +1,12 @@
 //! Operations: secrets read from AWS Secrets Manager at start (against moto's
 //! server, a real Secrets-Manager-compatible endpoint), and `verify`, the
-//! seed's checklist as a program, against local runs healthy and broken.
+//! deployment checklist as a program, against local runs healthy and broken.
 
 use std::collections::HashMap;
 
 use http::StatusCode;
 use serde_json::{Value, json};
-use shared::tokens::{ApiTokens, now_secs};
+use shared::tokens::ApiTokens;
 use tests::services::{RedisServer, SecretsManager, TestDb, uuid_simple};
 use tests::*;
 
@@ -14,13 +14,7 @@ const SM_JWT_SECRET: &str = "jwt-secret-from-secrets-manager-0123456789";
 const SM_SSO_SECRET: &str = "sso-secret-from-secrets-manager-0123456789";
 
 fn gcgc(secret: &str, sub: &str) -> String {
-    let now = now_secs();
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({ "sub": sub, "iat": now, "exp": now + 600, "jti": uuid_simple() }),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+    tests::tokens::sso_token(secret, &tests::tokens::sso_claims(sub))
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! SSO login with single-use GCGC tokens, against real Redis: races, faults,
-//! two instances, JWKS, and the seed's checklist end to end.
+//! two instances, JWKS, and the deployment checklist end to end.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,36 +9,21 @@ use axum::Router;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::StatusCode;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
+use shared::clock::unix_secs as now_secs;
 use shared::db::Database;
-use shared::tokens::{ApiTokens, now_secs};
+use shared::tokens::ApiTokens;
 use tests::services::{PgServer, RedisServer, TestDb, uuid_simple};
+use tests::tokens::{sign as gcgc_with, sso_claims as claims, sso_token};
 use tests::*;
 use tokio::sync::RwLock;
 
 const SSO_SECRET: &str = "test-sso-secret-0123456789abcdef0123456789";
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
 
-fn gcgc_with(claims: &Value, alg: Algorithm, key: &EncodingKey, kid: Option<&str>) -> String {
-    let mut header = Header::new(alg);
-    header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, key).unwrap()
-}
-
-fn claims(sub: &str) -> Value {
-    let now = now_secs();
-    json!({ "sub": sub, "email": format!("{sub}@example.com"), "name": "Test User",
-            "iat": now, "exp": now + 3600, "jti": uuid_simple() })
-}
-
 fn gcgc(claims: &Value) -> String {
-    gcgc_with(
-        claims,
-        Algorithm::HS256,
-        &EncodingKey::from_secret(SSO_SECRET.as_bytes()),
-        None,
-    )
+    sso_token(SSO_SECRET, claims)
 }
 
 /// An sso-login (and conversations) app on a random port, with its own key
@@ -435,7 +420,7 @@ async fn a_hung_redis_is_a_fast_503_and_its_late_claim_is_released() {
 #[tokio::test]
 async fn a_database_failure_after_the_claim_releases_it() {
     let mut pg = PgServer::start();
-    Database::open_postgres(&pg.url())
+    Database::open_postgres(&pg.url(), 2)
         .unwrap()
         .migrate()
         .await
@@ -465,7 +450,7 @@ async fn a_database_failure_after_the_claim_releases_it() {
     tests::services::clear_redis_prefix(SHARED_REDIS, &prefix);
 }
 
-/// The seed's checklist over HTTP: SSO login → API token → conversations load
+/// The deployment checklist over HTTP: SSO login → API token → conversations load
 /// → the same SSO token again → 401.
 #[tokio::test]
 async fn sso_login_then_conversations_then_replay() {
@@ -618,7 +603,7 @@ async fn jwks_keys_verify_rs256_and_es256_rotate_and_refuse_confusion() {
         "refetches are rate-limited"
     );
     jwks.keys.write().await.push(jwk("rsa2"));
-    tokio::time::sleep(shared::sso::JWKS_MIN_REFRESH + Duration::from_millis(200)).await;
+    tokio::time::sleep(sso_login::verify::JWKS_MIN_REFRESH + Duration::from_millis(200)).await;
     let r = sso.login(&rotated).await;
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
 }

@@ -1,13 +1,14 @@
 //! `make bench`: the figures behind the speed and size targets, printed, never
 //! asserted (these machines are shared and noisy). Runs the release binaries
 //! in `BENCH_BIN_DIR` (default target/release) against the machine's
-//! PostgreSQL and Redis, in a database and a key prefix of its own.
+//! PostgreSQL and Redis, in a database (testkit's) and a key prefix of its own.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use testkit::free_port;
 
 const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
 const SSO_SECRET: &str = "bench-sso-secret-0123456789abcdef0123456789";
@@ -22,8 +23,6 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     let bin_dir =
         PathBuf::from(std::env::var("BENCH_BIN_DIR").unwrap_or_else(|_| "target/release".into()));
-    let admin_url = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let redis_url =
         std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
 
@@ -65,43 +64,20 @@ async fn run() -> anyhow::Result<()> {
         rss[rss.len() - 1]
     );
 
-    // A database of the bench's own on the machine's PostgreSQL.
-    let name = format!("tms_bench_{}", uuid::Uuid::new_v4().simple());
-    let admin = shared::db::Database::open_postgres(&admin_url)?;
-    let shared::db::Database::Postgres(admin_pool) = &admin else {
-        unreachable!()
-    };
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(admin_pool)
-        .await?;
-    let url = format!(
-        "{}/{name}",
-        admin_url
-            .rsplit_once('/')
-            .map(|(b, _)| b)
-            .unwrap_or(&admin_url)
-    );
-    let result = bench_with_services(&bin_dir, &url, &redis_url).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(admin_pool)
-    .await?;
-    result
+    // A database of the bench's own on the machine's PostgreSQL (dropped after).
+    let db = testkit::services::TestDb::postgres().await;
+    bench_with_services(&bin_dir, &db.url, &redis_url).await
 }
 
 async fn bench_with_services(bin_dir: &Path, db_url: &str, redis_url: &str) -> anyhow::Result<()> {
-    let db = shared::db::Database::open_postgres(db_url)?;
-    db.migrate().await?;
-    let user = db
-        .upsert_user("bench-user", Some("bench@example.com"), Some("Bench"))
-        .await?;
-    for i in 0..100 {
-        db.create_conversation(user.id, &format!("conversation {i}"), &[])
+    let db = shared::db::Database::open_postgres(db_url, 2)?;
+    let user =
+        sso_login::users::upsert_user(&db, "bench-user", Some("bench@example.com"), Some("Bench"))
             .await?;
+    for i in 0..100 {
+        conversations::store::create(&db, user.id, &format!("conversation {i}"), &[]).await?;
     }
-    let tokens = shared::tokens::ApiTokens::new(JWT_SECRET.as_bytes(), Duration::from_secs(3600));
-    let token = tokens.issue(user.id)?.token;
+    let token = testkit::tokens::api_token(JWT_SECRET, user.id);
     let client = reqwest::Client::new();
 
     println!("== round trips on this machine (for scale)");
@@ -194,14 +170,7 @@ async fn bench_with_services(bin_dir: &Path, db_url: &str, redis_url: &str) -> a
 }
 
 fn gcgc_token(sub: &str) -> String {
-    let now = shared::tokens::now_secs();
-    let claims = json!({ "sub": sub, "iat": now, "exp": now + 600, "jti": uuid::Uuid::new_v4().to_string() });
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SSO_SECRET.as_bytes()),
-    )
-    .expect("sign")
+    testkit::tokens::sso_token(SSO_SECRET, &testkit::tokens::sso_claims(sub))
 }
 
 /// Times `runs` calls of `op`, after `warmup` untimed ones.
@@ -233,13 +202,6 @@ fn report(what: &str, samples: &mut [Duration]) {
         ms(at(1.0)),
         samples.len()
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
 }
 
 fn spawn(bin: &Path, port: u16, vars: &[(&str, &str)]) -> anyhow::Result<Child> {

@@ -36,37 +36,28 @@ async fn run(args: &[String]) -> anyhow::Result<String> {
         }
         [kind, external_id, rest @ ..] if kind == "user" && rest.len() <= 1 => {
             let db = shared::db::Database::open(&config).await?;
-            let user = db
-                .upsert_user(external_id, rest.first().map(String::as_str), None)
-                .await?;
+            let email = rest.first().map(String::as_str);
+            let user = sso_login::users::upsert_user(&db, external_id, email, None).await?;
             Ok(tokens.issue(user.id)?.token)
         }
         [kind, sub, rest @ ..] if kind == "sso" && rest.len() <= 2 => {
             let Some(shared::config::SsoKeys::Secret(secret)) = &config.sso_keys else {
                 anyhow::bail!("SSO_JWT_SECRET must be set to mint a GCGC token");
             };
-            let now = shared::tokens::now_secs();
-            let mut claims = serde_json::json!({
-                "sub": sub, "iat": now, "exp": now + 3600,
-                "jti": uuid::Uuid::new_v4().to_string(),
-            });
-            if let Some(email) = rest.first() {
-                claims["email"] = email.as_str().into();
+            let mut claims = testkit::tokens::with_issuer_and_audience(
+                testkit::tokens::sso_claims(sub),
+                config.sso_issuer.as_deref(),
+                config.sso_audience.as_deref(),
+            );
+            match rest {
+                [email, name] => {
+                    claims["email"] = email.as_str().into();
+                    claims["name"] = name.as_str().into();
+                }
+                [email] => claims["email"] = email.as_str().into(),
+                _ => {}
             }
-            if let Some(name) = rest.get(1) {
-                claims["name"] = name.as_str().into();
-            }
-            if let Some(iss) = &config.sso_issuer {
-                claims["iss"] = iss.as_str().into();
-            }
-            if let Some(aud) = &config.sso_audience {
-                claims["aud"] = aud.as_str().into();
-            }
-            Ok(jsonwebtoken::encode(
-                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-                &claims,
-                &jsonwebtoken::EncodingKey::from_secret(secret.expose().as_bytes()),
-            )?)
+            Ok(testkit::tokens::sso_token(secret.expose(), &claims))
         }
         _ => anyhow::bail!("unexpected arguments"),
     }

@@ -28,7 +28,7 @@ impl TestDb {
     /// A fresh, migrated PostgreSQL database on the machine's server.
     pub async fn postgres() -> Self {
         let db = Self::postgres_unmigrated().await;
-        let pool = Database::open_postgres(&db.url).expect("test url");
+        let pool = Database::open_postgres(&db.url, 2).expect("test url");
         pool.migrate().await.expect("migrate the test database");
         if let Database::Postgres(p) = pool {
             p.close().await;
@@ -40,7 +40,7 @@ impl TestDb {
     pub async fn postgres_unmigrated() -> Self {
         let admin_url = admin_database_url();
         let name = format!("tms_test_{}", uuid_simple());
-        let admin = Database::open_postgres(&admin_url).expect("admin url");
+        let admin = Database::open_postgres(&admin_url, 1).expect("admin url");
         let Database::Postgres(pool) = &admin else {
             unreachable!()
         };
@@ -85,7 +85,7 @@ impl Drop for TestDb {
                     .build()
                     .expect("runtime");
                 rt.block_on(async {
-                    if let Ok(Database::Postgres(pool)) = Database::open_postgres(&admin_url) {
+                    if let Ok(Database::Postgres(pool)) = Database::open_postgres(&admin_url, 1) {
                         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
                         )))
@@ -305,7 +305,7 @@ impl PgServer {
                         .build()
                         .unwrap();
                     rt.block_on(async {
-                        match Database::open_postgres(&url) {
+                        match Database::open_postgres(&url, 1) {
                             Ok(db) => db.ping().await.is_ok(),
                             Err(_) => false,
                         }

@@ -1,0 +1,496 @@
+//! The replay store: marks a GCGC token as used, atomically, so that of any
+//! number of concurrent logins with one token exactly one succeeds, and does
+//! so without keeping anything that the rule needs in an instance's memory
+//! (instances are frozen, killed and recycled at any moment; a hung Redis
+//! may apply a command long after the caller gave up).
+//!
+//! A login marks its token in two steps:
+//! 1. [`ReplayStore::claim`]: `SET key pending:<unique> NX PX <PENDING_TTL>`.
+//!    The token is taken; no other login can have it.
+//! 2. [`ReplayStore::complete`], just before the API token is issued: an
+//!    atomic compare-and-set turns this claim's own pending value into
+//!    `done:<unique>` with the token's remaining lifetime. It only succeeds
+//!    while the caller is still waiting for it (the caller sends how long it
+//!    will wait; Redis measures the claim's age on its own clock), so a late
+//!    command of a caller that gave up can never make a mark permanent. A
+//!    failed completion issues nothing.
+//!
+//! A claim that was never completed (the instance died, Redis hung, the
+//! database failed, the client left) is *abandoned* once it is older than
+//! [`ABANDONED_AFTER`]: the next login with the token takes it over, from any
+//! instance, and it expires by itself anyway. A login that fails after its
+//! claim releases it at once (compare-and-delete on its own value), best
+//! effort: if that fails too, the takeover covers it.
+//!
+//! Without `REDIS_URL`, an in-process store with the same rules: it protects
+//! one instance only, and says so at start.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use sha2::{Digest, Sha256};
+use shared::clock::{LEEWAY_SECS, unix_secs};
+use shared::config::Config;
+use shared::redis_client::{REDIS_TIMEOUT, RedisClient};
+
+use crate::verify::VerifiedToken;
+
+/// How long a claim may take to complete: the login's database work (bounded
+/// at one second) and the signing, with room to spare. Past this its owner
+/// can no longer complete it, and another login may take it over.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(3);
+/// An abandoned claim that nobody takes over expires by itself after this.
+pub const PENDING_TTL: Duration = Duration::from_secs(60);
+/// Room for the completion's reply to arrive before the caller stops waiting.
+const REPLY_MARGIN: Duration = Duration::from_millis(100);
+
+/// Takes a key over from an abandoned pending claim (or recognises a retry
+/// of this very claim). KEYS[1] key; ARGV: new pending value, pending TTL
+/// (ms), age after which a pending claim is abandoned (ms).
+const TAKE_OVER: &str = r#"
+local held = redis.call("GET", KEYS[1])
+if held == ARGV[1] then return 1 end
+if held and string.sub(held, 1, 8) == "pending:" then
+  local age = tonumber(ARGV[2]) - redis.call("PTTL", KEYS[1])
+  if age > tonumber(ARGV[3]) then
+    redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+    return 1
+  end
+end
+if not held then
+  redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// Completes a claim: its own pending value becomes the done value with the
+/// full TTL, only if the claim is no older than the caller's budget.
+/// KEYS[1] key; ARGV: pending value, done value, pending TTL (ms), budget
+/// (ms), full TTL (s).
+const COMPLETE: &str = r#"
+if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
+local age = tonumber(ARGV[3]) - redis.call("PTTL", KEYS[1])
+if age > tonumber(ARGV[4]) then return 0 end
+redis.call("SET", KEYS[1], ARGV[2], "EX", ARGV[5])
+return 1
+"#;
+
+/// Deletes the key only while it holds one of this claim's own values.
+const RELEASE: &str = r#"
+local held = redis.call("GET", KEYS[1])
+if held == ARGV[1] or held == ARGV[2] then
+  return redis.call("DEL", KEYS[1])
+end
+return 0
+"#;
+
+/// A claim this login holds.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    key: String,
+    unique: String,
+    /// How long the completed mark lasts: the token's remaining life.
+    full_ttl: Duration,
+    /// When the claim's reply arrived (Redis applied it no later than that).
+    claimed_at: Instant,
+}
+
+impl Claim {
+    fn pending_value(&self) -> String {
+        format!("pending:{}", self.unique)
+    }
+    fn done_value(&self) -> String {
+        format!("done:{}", self.unique)
+    }
+    /// How long, counted from the claim, Redis may apply a completion sent
+    /// now: as long as the caller will still be waiting for its reply.
+    fn completion_budget(&self) -> Duration {
+        (self.claimed_at.elapsed() + REDIS_TIMEOUT).saturating_sub(REPLY_MARGIN)
+    }
+}
+
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+pub enum ClaimError {
+    #[error("Token has already been used")]
+    AlreadyUsed,
+    #[error("replay store unavailable")]
+    Unavailable,
+}
+
+#[derive(Clone)]
+pub struct ReplayStore {
+    backend: Backend,
+    key_prefix: Arc<str>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Redis(Arc<RedisBackend>),
+    Memory(Arc<MemoryStore>),
+}
+
+impl ReplayStore {
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let backend = match &config.redis_url {
+            Some(url) => Backend::Redis(Arc::new(RedisBackend::new(url.expose())?)),
+            None => {
+                tracing::warn!(
+                    "REDIS_URL is unset: the in-process replay store protects this one instance only"
+                );
+                Backend::Memory(Arc::default())
+            }
+        };
+        Ok(Self {
+            backend,
+            key_prefix: config.redis_key_prefix.as_str().into(),
+        })
+    }
+
+    /// The replay key of a token: from `jti` when present, else from the
+    /// token's signed part (header and payload: an (EC)DSA signature can be
+    /// rewritten into another valid one, which must not make a used token
+    /// look new); hashed either way, so neither a raw token nor an unbounded
+    /// id is stored.
+    pub fn key(&self, token: &VerifiedToken) -> String {
+        let hex = |bytes: &[u8]| {
+            Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        match token.claims.jti.as_deref().filter(|j| !j.is_empty()) {
+            Some(jti) => format!("{}sso:jti:{}", self.key_prefix, hex(jti.as_bytes())),
+            None => format!(
+                "{}sso:token:{}",
+                self.key_prefix,
+                hex(token.signed_part.as_bytes())
+            ),
+        }
+    }
+
+    /// Takes the token for this login. `AlreadyUsed` if it was used, or
+    /// another login holds it right now.
+    pub async fn claim(&self, token: &VerifiedToken) -> Result<Claim, ClaimError> {
+        // The mark lives as long as the token could still be accepted.
+        let remaining = token.claims.exp.saturating_sub(unix_secs()) + LEEWAY_SECS;
+        let mut claim = Claim {
+            key: self.key(token),
+            unique: uuid::Uuid::new_v4().simple().to_string(),
+            full_ttl: Duration::from_secs(remaining.max(1)),
+            claimed_at: Instant::now(),
+        };
+        match &self.backend {
+            Backend::Redis(redis) => redis.claim(&claim).await?,
+            Backend::Memory(memory) => memory.claim(&claim)?,
+        }
+        claim.claimed_at = Instant::now();
+        Ok(claim)
+    }
+
+    /// Makes the claim permanent for the token's life: the last step before
+    /// the API token is issued. Anything but `Ok` means: issue nothing.
+    pub async fn complete(&self, claim: &Claim) -> Result<(), ClaimError> {
+        let budget = claim.completion_budget();
+        if budget > ABANDONED_AFTER {
+            // Too late: another login may already have taken the token over.
+            return Err(ClaimError::Unavailable);
+        }
+        match &self.backend {
+            Backend::Redis(redis) => redis.complete(claim, budget).await,
+            Backend::Memory(memory) => memory.complete(claim, budget),
+        }
+    }
+
+    /// Gives back a claim of a login that failed, so the user can retry at
+    /// once. Best effort: an abandoned claim is taken over anyway.
+    pub async fn release(&self, claim: &Claim) {
+        match &self.backend {
+            Backend::Redis(redis) => redis.release(claim).await,
+            Backend::Memory(memory) => memory.release(claim),
+        }
+    }
+}
+
+struct RedisBackend {
+    redis: RedisClient,
+    take_over: redis::Script,
+    complete: redis::Script,
+    release: redis::Script,
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl RedisBackend {
+    fn new(url: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            redis: RedisClient::new(url)?,
+            take_over: redis::Script::new(TAKE_OVER),
+            complete: redis::Script::new(COMPLETE),
+            release: redis::Script::new(RELEASE),
+        })
+    }
+
+    async fn claim(&self, claim: &Claim) -> Result<(), ClaimError> {
+        let mut conn = match self.redis.connection().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "replay store unreachable");
+                return Err(ClaimError::Unavailable);
+            }
+        };
+        let mut result = self.try_claim(&mut conn, claim).await;
+        if let Err(e) = &result
+            && !e.is_timeout()
+        {
+            // A connection that died while the instance was idle or frozen:
+            // once more on a fresh one. The same value makes the retry safe.
+            self.redis.forget_connection().await;
+            if let Ok(mut fresh) = self.redis.connection().await {
+                result = self.try_claim(&mut fresh, claim).await;
+            }
+        }
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ClaimError::AlreadyUsed),
+            Err(e) => {
+                // If the SET lands later, it is abandoned and taken over.
+                tracing::warn!(error = %e, "replay claim failed");
+                self.redis.forget_connection().await;
+                Err(ClaimError::Unavailable)
+            }
+        }
+    }
+
+    /// The fast path is one `SET NX`; only a key that is already there needs
+    /// the script (a replay, a race, an abandoned claim, or this claim's own
+    /// retry).
+    async fn try_claim(
+        &self,
+        conn: &mut MultiplexedConnection,
+        claim: &Claim,
+    ) -> Result<bool, redis::RedisError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&claim.key)
+            .arg(claim.pending_value())
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(PENDING_TTL))
+            .query_async(conn)
+            .await?;
+        if set.is_some() {
+            return Ok(true);
+        }
+        let taken: i64 = self
+            .take_over
+            .key(&claim.key)
+            .arg(claim.pending_value())
+            .arg(millis(PENDING_TTL))
+            .arg(millis(ABANDONED_AFTER))
+            .invoke_async(conn)
+            .await?;
+        Ok(taken == 1)
+    }
+
+    async fn complete(&self, claim: &Claim, budget: Duration) -> Result<(), ClaimError> {
+        let result = async {
+            let mut conn = self.redis.connection().await?;
+            self.complete
+                .key(&claim.key)
+                .arg(claim.pending_value())
+                .arg(claim.done_value())
+                .arg(millis(PENDING_TTL))
+                .arg(millis(budget))
+                .arg(claim.full_ttl.as_secs())
+                .invoke_async::<i64>(&mut conn)
+                .await
+        }
+        .await;
+        match result {
+            Ok(1) => Ok(()),
+            Ok(_) => {
+                tracing::warn!("replay claim could not be completed in time");
+                Err(ClaimError::Unavailable)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "replay claim completion failed");
+                self.redis.forget_connection().await;
+                Err(ClaimError::Unavailable)
+            }
+        }
+    }
+
+    async fn release(&self, claim: &Claim) {
+        let result = async {
+            let mut conn = self.redis.connection().await?;
+            self.release
+                .key(&claim.key)
+                .arg(claim.pending_value())
+                .arg(claim.done_value())
+                .invoke_async::<i64>(&mut conn)
+                .await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot release a replay claim; it will be taken over");
+            self.redis.forget_connection().await;
+        }
+    }
+}
+
+/// The in-process store: the same rules over a map. One instance only.
+#[derive(Default)]
+pub struct MemoryStore {
+    marks: Mutex<HashMap<String, Mark>>,
+}
+
+struct Mark {
+    value: String,
+    set_at: Instant,
+    expires_at: Instant,
+}
+
+impl MemoryStore {
+    fn marks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Mark>> {
+        self.marks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn claim(&self, claim: &Claim) -> Result<(), ClaimError> {
+        let mut marks = self.marks();
+        let now = Instant::now();
+        // Expired marks go as the map grows, so it stays bounded by the live ones.
+        if marks.len() >= 1024 && marks.len().is_power_of_two() {
+            marks.retain(|_, m| m.expires_at > now);
+        }
+        let free = match marks.get(&claim.key) {
+            None => true,
+            Some(m) if m.expires_at <= now => true,
+            Some(m) => {
+                m.value.starts_with("pending:") && now.duration_since(m.set_at) > ABANDONED_AFTER
+            }
+        };
+        if !free {
+            return Err(ClaimError::AlreadyUsed);
+        }
+        marks.insert(
+            claim.key.clone(),
+            Mark {
+                value: claim.pending_value(),
+                set_at: now,
+                expires_at: now + PENDING_TTL,
+            },
+        );
+        Ok(())
+    }
+
+    fn complete(&self, claim: &Claim, budget: Duration) -> Result<(), ClaimError> {
+        let mut marks = self.marks();
+        let now = Instant::now();
+        match marks.get_mut(&claim.key) {
+            Some(m)
+                if m.value == claim.pending_value()
+                    && m.expires_at > now
+                    && now.duration_since(m.set_at) <= budget =>
+            {
+                m.value = claim.done_value();
+                m.expires_at = now + claim.full_ttl;
+                Ok(())
+            }
+            _ => Err(ClaimError::Unavailable),
+        }
+    }
+
+    fn release(&self, claim: &Claim) {
+        let mut marks = self.marks();
+        if marks
+            .get(&claim.key)
+            .is_some_and(|m| m.value == claim.pending_value() || m.value == claim.done_value())
+        {
+            marks.remove(&claim.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::SsoClaims;
+
+    fn token(jti: Option<&str>, signed_part: &str) -> VerifiedToken {
+        VerifiedToken {
+            claims: SsoClaims {
+                sub: "u".into(),
+                exp: unix_secs() + 3600,
+                iat: None,
+                jti: jti.map(str::to_owned),
+                email: None,
+                name: None,
+            },
+            signed_part: signed_part.into(),
+        }
+    }
+
+    fn memory_store() -> ReplayStore {
+        ReplayStore {
+            backend: Backend::Memory(Arc::default()),
+            key_prefix: "tms:".into(),
+        }
+    }
+
+    #[test]
+    fn keys_are_hashed_and_prefixed() {
+        let store = memory_store();
+        let by_jti = store.key(&token(Some("abc-123"), "eyJhbGciOiJIUzI1NiJ9.payload"));
+        let by_token = store.key(&token(None, "eyJhbGciOiJIUzI1NiJ9.payload"));
+        assert!(by_jti.starts_with("tms:sso:jti:") && by_jti.len() == "tms:sso:jti:".len() + 64);
+        assert!(by_token.starts_with("tms:sso:token:"));
+        assert!(!by_jti.contains("abc-123") && !by_token.contains("payload"));
+        assert_eq!(
+            store.key(&token(Some(""), "eyJhbGciOiJIUzI1NiJ9.payload")),
+            by_token
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_store_is_single_use_completes_and_releases_only_its_own() {
+        let store = memory_store();
+        let t = token(Some("j"), "x.y");
+        let a = store.claim(&t).await.unwrap();
+        assert_eq!(store.claim(&t).await.unwrap_err(), ClaimError::AlreadyUsed);
+        // Another claim's values cannot release it.
+        let mut other = a.clone();
+        other.unique = "other".into();
+        store.release(&other).await;
+        assert_eq!(store.claim(&t).await.unwrap_err(), ClaimError::AlreadyUsed);
+        store.release(&a).await;
+        let b = store.claim(&t).await.unwrap();
+        store.complete(&b).await.unwrap();
+        assert_eq!(store.claim(&t).await.unwrap_err(), ClaimError::AlreadyUsed);
+        // A completed mark is not taken over, however old.
+        if let Backend::Memory(m) = &store.backend {
+            m.marks().get_mut(&b.key).unwrap().set_at -= ABANDONED_AFTER * 2;
+        }
+        assert_eq!(store.claim(&t).await.unwrap_err(), ClaimError::AlreadyUsed);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_claim_is_taken_over_and_its_owner_cannot_complete_it() {
+        let store = memory_store();
+        let t = token(Some("k"), "x.y");
+        let mut abandoned = store.claim(&t).await.unwrap();
+        if let Backend::Memory(m) = &store.backend {
+            m.marks().get_mut(&abandoned.key).unwrap().set_at -= ABANDONED_AFTER * 2;
+        }
+        abandoned.claimed_at -= ABANDONED_AFTER * 2;
+        let fresh = store.claim(&t).await.unwrap();
+        assert_eq!(
+            store.complete(&abandoned).await.unwrap_err(),
+            ClaimError::Unavailable
+        );
+        store.complete(&fresh).await.unwrap();
+    }
+}
