@@ -94,9 +94,27 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
-/// A child process that is killed when dropped.
+/// A child process that is killed when dropped. Its stderr is read as it
+/// comes (a full pipe would block the process's logging, and with it the
+/// process), and handed over when it stops.
 pub struct Process {
     pub child: Child,
+    stdout: tokio::task::JoinHandle<String>,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+/// Reads a child's pipe to its end, in the background.
+fn drain(
+    pipe: Option<impl tokio::io::AsyncRead + Unpin + Send + 'static>,
+) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes).await;
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
 }
 
 impl Process {
@@ -111,13 +129,18 @@ impl Process {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let child = command.spawn().expect("spawn function binary");
-        Self { child }
+        let mut child = command.spawn().expect("spawn function binary");
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     /// Stops the process (SIGTERM, then SIGKILL) and returns what it wrote to stderr.
     pub async fn stop(mut self) -> String {
-        use tokio::io::AsyncReadExt;
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -129,25 +152,22 @@ impl Process {
         {
             let _ = self.child.kill().await;
         }
-        let mut stderr = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr).await;
-        }
-        stderr
+        self.stderr.await.unwrap_or_default()
     }
 
     /// Waits for the process to exit by itself; returns its code and stderr.
     pub async fn exit(mut self) -> (Option<i32>, String) {
-        use tokio::io::AsyncReadExt;
         let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await
             .expect("process exits")
             .expect("wait");
-        let mut stderr = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr).await;
-        }
-        (status.code(), stderr)
+        (status.code(), self.stderr.await.unwrap_or_default())
+    }
+
+    /// Waits for the process to exit by itself; returns its code and stdout.
+    pub async fn exit_with_stdout(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().await.expect("wait");
+        (status.code(), self.stdout.await.unwrap_or_default())
     }
 }
 

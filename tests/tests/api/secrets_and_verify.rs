@@ -81,19 +81,7 @@ async fn run_verify(vars: &[(&str, &str)]) -> (Option<i32>, String) {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    let mut process = Process::start("tms-verify", &vars);
-    let status = process.child.wait().await.unwrap();
-    let mut out = String::new();
-    use tokio::io::AsyncReadExt;
-    process
-        .child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .await
-        .unwrap();
-    (status.code(), out)
+    Process::start("tms-verify", &vars).exit_with_stdout().await
 }
 
 #[tokio::test]
