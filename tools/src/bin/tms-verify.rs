@@ -1,4 +1,4 @@
-//! `make verify BASE_URL=https://…`: the seed's testing checklist, run against
+//! `make verify BASE_URL=https://…`: the deployment checklist, run against
 //! a deployment. See tools/src/verify.rs for what each item checks.
 
 use std::process::ExitCode;
