@@ -69,13 +69,22 @@ async function call(name, path, { method = "GET", token, body } = {}) {
     // A page whose login is blocked is given a valid API token, so that only
     // CORS can block its other requests.
     const api_token = config.api_token ?? login.body?.access_token;
-    await call("create", "/api/v1/conversations", {
+    const created = await call("create", "/api/v1/conversations", {
       method: "POST",
       token: api_token,
       body: { title: "Browser check", member_ids: [] },
     });
     await call("list", "/api/v1/conversations", { token: api_token });
+    await call("fetch", `/api/v1/conversations/${created.body?.id}`, { token: api_token });
+    // The errors the app shows its users, each from another layer.
     await call("list without token", "/api/v1/conversations");
+    await call("unknown conversation", "/api/v1/conversations/999999999", { token: api_token });
+    await call("empty title", "/api/v1/conversations", {
+      method: "POST",
+      token: api_token,
+      body: { title: "", member_ids: [] },
+    });
+    await call("too large", login_path, { method: "POST", body: { token: "x".repeat(100000) } });
     await fetch("/results", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
@@ -87,14 +96,18 @@ async function call(name, path, { method = "GET", token, body } = {}) {
 })();
 "#;
 
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 11] = [
     "health",
     "login",
     "replay",
     "invalid token",
     "create",
     "list",
+    "fetch",
     "list without token",
+    "unknown conversation",
+    "empty title",
+    "too large",
 ];
 
 /// A page on its own origin that runs `PAGE_SCRIPT` against `api`.
@@ -340,9 +353,21 @@ async fn browser_reads_every_response_from_an_allowed_origin_and_none_from_anoth
     let list = step(&results, "list");
     assert_eq!(list["status"], 200);
     assert_eq!(list["body"]["items"][0]["id"], *id);
+    let fetched = step(&results, "fetch");
+    assert_eq!(fetched["status"], 200);
+    assert_eq!(fetched["body"]["id"], *id);
     let unauthenticated = step(&results, "list without token");
     assert_eq!(unauthenticated["status"], 401);
     assert_eq!(unauthenticated["www_authenticate"], "Bearer");
+    for (name, status) in [
+        ("unknown conversation", 404),
+        ("empty title", 422),
+        ("too large", 413),
+    ] {
+        let result = step(&results, name);
+        assert_eq!(result["status"], status, "{result:#}");
+        assert!(result["body"]["detail"].is_string(), "{result:#}");
+    }
 
     // From a disallowed origin: every fetch rejects, and the console says why.
     let results = disallowed.results();
