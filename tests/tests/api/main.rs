@@ -1,5 +1,6 @@
 //! One test binary (one link), its modules by area.
 
+mod browser;
 mod conversations;
 mod function_binaries;
 mod lambda_events;
