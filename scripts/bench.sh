@@ -6,5 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
 source scripts/services.sh
-cargo build --release --quiet -p health -p sso-login -p conversations
+# shellcheck source=scripts/functions.sh
+source scripts/functions.sh
+packages=()
+for f in "${FUNCTION_NAMES[@]}"; do packages+=(-p "$f"); done
+cargo build --release --quiet "${packages[@]}"
 cargo run --quiet -p tools --bin tms-bench
