@@ -4,8 +4,8 @@
 # machine is shared and noisy, so nothing here passes or fails on a number.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck disable=SC1091
-source scripts/services.sh
+# shellcheck source=scripts/services.sh
+source scripts/services.sh all
 # shellcheck source=scripts/functions.sh
 source scripts/functions.sh
 packages=()
