@@ -4,6 +4,7 @@
 # `make watch`. Installs cargo-lambda (prebuilt, from PyPI) when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+LAMBDA_WHO="check-watch"
 # shellcheck source=scripts/lambda-env.sh
 source scripts/lambda-env.sh
 # The same build as `make test`'s, so the emulator starts the functions at once.

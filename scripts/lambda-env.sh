@@ -2,7 +2,7 @@
 # Sourced by scripts/watch.sh and scripts/check-watch.sh: makes sure
 # cargo-lambda is installed (from PyPI, prebuilt) and prepares the environment
 # that `cargo lambda watch` runs the functions in.
-_lambda_fail() { echo "$*" >&2; exit 1; }
+_lambda_fail() { echo "${LAMBDA_WHO:-cargo lambda}: $*" >&2; exit 1; }
 command -v cargo >/dev/null || _lambda_fail "cargo is missing: install Rust from https://rustup.rs and run again"
 if ! cargo lambda --version >/dev/null 2>&1; then
   command -v python3 >/dev/null ||

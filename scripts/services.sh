@@ -39,8 +39,9 @@ _svc_pip_install() { # what-for, packages...
   shift
   command -v python3 >/dev/null || _svc_apt_install python3 python3-pip || return 1
   if ! python3 -m pip --version >/dev/null 2>&1; then
-    _svc_apt_install python3-pip ||
-      _svc_fail "python3 has no pip: install it (apt-get install python3-pip) and run again" || return 1
+    _svc_apt_install python3-pip >/dev/null 2>&1 || true
+    python3 -m pip --version >/dev/null 2>&1 ||
+      _svc_fail "$(command -v python3) has no pip: install it (apt-get install python3-pip) and run again" || return 1
   fi
   echo "services: installing $what from PyPI: $*" >&2
   log=$(mktemp /tmp/tms-pip.XXXXXX.log)

@@ -7,6 +7,7 @@
 #   curl 127.0.0.1:9000/lambda-url/health/health
 set -euo pipefail
 cd "$(dirname "$0")/.."
+LAMBDA_WHO="make watch"
 # shellcheck source=scripts/lambda-env.sh
 source scripts/lambda-env.sh
 mkdir -p .data
