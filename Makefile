@@ -37,7 +37,7 @@ sso-token:
 
 ## verify-local: the hotfix's checklist against a running `make run` (same PORT), with the local settings
 verify-local:
-	@source scripts/local-env.sh && BASE_URL="http://$$LISTEN_HOST:$$PORT" scripts/tool.sh tms-verify
+	@scripts/verify-local.sh
 
 ## verify: the hotfix's checklist against a deployment (BASE_URL=https://..., see README)
 verify:
