@@ -28,4 +28,7 @@ check() { # name expected actual
 check "health through the emulator" 200 "$(status "$base/health/health")"
 check "an invalid API token" 401 "$(status -H 'Authorization: Bearer invalid_token' "$base/conversations/api/v1/conversations/")"
 check "a malformed SSO body" 422 "$(status -X POST -H 'Content-Type: application/json' -d '{}' "$base/sso-login/api/v1/auth/login/sso")"
+warned=0
+grep -q "concurrency-tokio feature is not enabled" "$log" && warned=1
+check "no AWS_LAMBDA_MAX_CONCURRENCY warning from the functions" 0 "$warned"
 if [ "$failed" != 0 ]; then tail -n 30 "$log" >&2; exit 1; fi
