@@ -1,54 +1,65 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 # Everything else is for operators (deploy, verify, rollback) and reviewers.
+# `make` alone lists every target: each has one `## name: what it does` line,
+# which `make help` prints.
 
 SHELL := /bin/bash
-LISTEN_HOST ?= 127.0.0.1
-PORT ?= 8000
+.DEFAULT_GOAL := help
 
-.PHONY: run test fmt lint check migrate token sso-token watch verify check-watch bench
+# make run PORT=8001, make token USER_ID=bob, ... (the other settings of a
+# local run are in config/local.env)
+USER_ID ?= local-user
+SSO_SUB ?= local-user
 
-## run: every function on one port (127.0.0.1:8000), embedded defaults, no external service
+.PHONY: help run test fmt lint check migrate token sso-token watch check-watch verify verify-local bench
+
+## help: list every target with what it does (also what bare `make` does)
+help:
+	@awk 'FNR == 1 && NR > 1 { print "\nDeploy and operate (deploy.mk; guide: docs/deploy.md):" } \
+		/^## [A-Za-z0-9_-]+: / { name = substr($$2, 1, length($$2) - 1); sub(/^## [^:]+: /, ""); \
+		printf "  make %-16s %s\n", name, $$0 }' $(MAKEFILE_LIST)
+
+## run: every function on http://127.0.0.1:8000 (make run PORT=8001), local settings, no external service
 run:
 	@scripts/run-local.sh
 
-## test: the whole suite (unit, HTTP, Lambda path, real Redis and PostgreSQL)
+## test: the whole suite (unit, HTTP, Lambda path, real Redis and PostgreSQL); installs what it needs
 test:
 	@scripts/test.sh
 
-## migrate: apply the migrations to DATABASE_URL (safe in a pipeline, safe when two run at once)
-migrate:
-	cargo run --quiet --release -p tools --bin tms-migrate
-
-## token: create (or update) a local user and print an API token for it (USER_ID=alice)
-USER_ID ?= local-user
+## token: an API token for a local user, created if new (make -s token USER_ID=alice)
 token:
-	@source scripts/local-env.sh && cargo run --quiet -p tools --bin tms-token -- user "$(USER_ID)"
+	@source scripts/local-env.sh && scripts/tool.sh tms-token user "$(USER_ID)"
 
-## watch: every function under `cargo lambda watch` (the Lambda emulator, on :9000), with the
-## local settings from [workspace.metadata.lambda.env] in Cargo.toml; e.g.
-## curl localhost:9000/lambda-url/health/health (needs cargo-lambda: pip install cargo-lambda)
+## sso-token: a GCGC token as the identity provider would issue it, signed with the local SSO_JWT_SECRET
+sso-token:
+	@source scripts/local-env.sh && scripts/tool.sh tms-token sso "$(SSO_SUB)" "$(SSO_SUB)@example.com" "Local User"
+
+## verify-local: the hotfix's checklist against a running `make run` (same PORT), with the local settings
+verify-local:
+	@scripts/verify-local.sh
+
+## verify: the hotfix's checklist against a deployment (BASE_URL=https://..., see README)
+verify:
+	@scripts/tool.sh tms-verify
+
+## watch: every function under the Lambda emulator on 127.0.0.1:9000 (installs cargo-lambda if missing)
 watch:
-	@mkdir -p .data
-	cargo lambda watch --disable-cors
+	@scripts/watch.sh
 
-## check-watch: a request through `cargo lambda watch` per function (CI runs this)
+## check-watch: one request per function through the Lambda emulator (CI runs this)
 check-watch:
 	@scripts/check-watch.sh
 
-## verify: the seed's checklist against a deployment: make verify BASE_URL=https://...
-## (or HEALTH_URL, SSO_URL, CONV_URL; SSO_JWT_SECRET on staging or SSO_TEST_TOKEN)
-verify:
-	@cargo run --quiet -p tools --bin tms-verify
+## migrate: apply the migrations to DATABASE_URL (safe in a pipeline, safe when two run at once)
+migrate:
+	cargo run --release -p tools --bin tms-migrate
 
-## bench: binary sizes, start-up time, latencies (prints its figures; never a pass/fail)
+## bench: binary sizes, start-up time, latencies (prints figures; never a pass/fail)
 bench:
 	@scripts/bench.sh
 
-## sso-token: a GCGC token as the identity provider would issue it, signed with the local SSO_JWT_SECRET
-SSO_SUB ?= local-user
-sso-token:
-	@source scripts/local-env.sh && cargo run --quiet -p tools --bin tms-token -- sso "$(SSO_SUB)" "$(SSO_SUB)@example.com" "Local User"
-
+## fmt: format the Rust code
 fmt:
 	cargo fmt --all
 
@@ -57,6 +68,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+## check: lint, then test
 check: lint test
 
 include deploy.mk

@@ -1,13 +1,5 @@
 # Deploy, roll back and check the infrastructure templates (included by the
-# Makefile). Operator guide: docs/deploy.md.
-#
-#   make build-lambda     arm64 zips for AWS Lambda      -> dist/lambda/<name>/bootstrap.zip
-#   make build-fc         static x86_64 bootstraps for FC -> dist/fc/<name>/bootstrap (+ .zip)
-#   make deploy-aws       sam build + sam deploy (guided the first time)
-#   make deploy-fc        s deploy, versions, the `live` alias, the custom domain
-#   make rollback-aws     live alias -> previous version (STACK_NAME=..., VERSION=N)
-#   make rollback-fc      live alias -> previous version (FUNCTIONS=..., VERSION=N)
-#   make check-templates  offline checks of template.yaml and s.yaml
+# Makefile; `make help` lists these targets too). Operator guide: docs/deploy.md.
 
 # Included anywhere in the Makefile, these targets never become its default goal.
 _deploy_mk_default_goal := $(.DEFAULT_GOAL)
@@ -18,11 +10,11 @@ export STACK_NAME
 
 .PHONY: build-lambda build-fc deploy-aws deploy-fc rollback-aws rollback-fc check-templates
 
-## build-lambda: release arm64 builds for AWS Lambda (needs cargo-lambda: pip install cargo-lambda ziglang)
+## build-lambda: release arm64 zips for AWS Lambda -> dist/lambda/<name>/ (needs cargo-lambda, zig)
 build-lambda:
 	@scripts/build-functions.sh lambda
 
-## build-fc: static x86_64 (musl) builds for Alibaba FC (cargo-lambda + zig, or musl-tools)
+## build-fc: static x86_64 (musl) builds for Alibaba FC -> dist/fc/<name>/ (cargo-lambda + zig, or musl-tools)
 build-fc:
 	@scripts/build-functions.sh fc
 
@@ -47,15 +39,15 @@ deploy-aws:
 deploy-fc:
 	@scripts/deploy-fc.sh
 
-## rollback-aws: move each function's `live` alias to its previous version (or stop a canary in progress)
+## rollback-aws: each function's `live` alias to its previous version, or stop a canary (STACK_NAME=, VERSION=N)
 rollback-aws:
 	@scripts/rollback-aws.sh
 
-## rollback-fc: move each FC function's `live` alias to its previous version
+## rollback-fc: each FC function's `live` alias to its previous version (FUNCTIONS=, VERSION=N)
 rollback-fc:
 	@scripts/rollback-fc.sh
 
-## check-templates: cfn-lint, the SAM translator and the s.yaml checks, offline
+## check-templates: offline checks of template.yaml and s.yaml (pytest: cfn-lint, SAM translator, ...)
 check-templates:
 	@scripts/check-templates.sh
 

@@ -4,7 +4,11 @@
 # machine is shared and noisy, so nothing here passes or fails on a number.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck disable=SC1091
-source scripts/services.sh
-cargo build --release --quiet -p health -p sso-login -p conversations
+# shellcheck source=scripts/services.sh
+source scripts/services.sh all
+# shellcheck source=scripts/functions.sh
+source scripts/functions.sh
+packages=()
+for f in "${FUNCTION_NAMES[@]}"; do packages+=(-p "$f"); done
+cargo build --release --quiet "${packages[@]}"
 cargo run --quiet -p tools --bin tms-bench

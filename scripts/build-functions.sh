@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Release builds of the three function binaries, for one cloud:
+# Release builds of the function binaries (functions/LIST), for one cloud:
 #
 #   scripts/build-functions.sh lambda   # AWS Lambda: arm64 (Graviton), provided.al2023
 #                                       #   -> dist/lambda/<name>/bootstrap.zip
@@ -14,7 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FUNCTIONS=(health sso-login conversations)
+# shellcheck source=scripts/functions.sh
+source scripts/functions.sh
+FUNCTIONS=("${FUNCTION_NAMES[@]}")
 cloud="${1:-}"
 
 die() { echo "build-functions: $*" >&2; exit 1; }
@@ -57,7 +59,7 @@ build_lambda() {
     local args out
     mapfile -t args < <(bin_args)
     out="$(target_dir)/lambda"
-    # One cargo invocation for the three binaries: dependencies compile once.
+    # One cargo invocation for every binary: dependencies compile once.
     cargo lambda build --release --arm64 --output-format zip "${args[@]}"
     local f
     for f in "${FUNCTIONS[@]}"; do

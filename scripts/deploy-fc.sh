@@ -18,8 +18,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RESOURCES=(health sso_login conversations)
-DIST=(health sso-login conversations)
+# shellcheck source=scripts/functions.sh
+source scripts/functions.sh
+DIST=("${FUNCTION_NAMES[@]}")
+RESOURCES=()
+for f in "${DIST[@]}"; do RESOURCES+=("$(fc_resource "$f")"); done
 ALIAS=live
 read -r -a S_EXTRA <<<"${S_ARGS:-}"
 

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The local environment of `make run` (and `make token`, `make watch`):
-# development-only secrets and the embedded defaults, unless you set your own.
-# These secrets are for a local run only; deployed functions read theirs from
-# AWS Secrets Manager or the FC environment.
-export LISTEN_HOST="${LISTEN_HOST:-127.0.0.1}"
-export PORT="${PORT:-8000}"
-export APP_ENV="${APP_ENV:-development}"
-export JWT_SECRET="${JWT_SECRET:-local-development-jwt-secret-0123456789}"
-export SSO_JWT_SECRET="${SSO_JWT_SECRET:-local-development-sso-secret-0123456789}"
-export ALLOWED_ORIGINS="${ALLOWED_ORIGINS:-http://localhost:3000}"
-export ALLOWED_HOSTS="${ALLOWED_HOSTS:-localhost,127.0.0.1}"
-export RUST_LOG="${RUST_LOG:-info}"
-mkdir -p .data
-export DATABASE_URL="${DATABASE_URL:-sqlite://.data/tms.sqlite3}"
+# Sourced by `make run`, `make token`, `make sso-token` and `make verify-local`:
+# exports the development settings of config/local.env, except those already
+# set (non-empty) in the environment, and makes the .data/ directory that the
+# local SQLite file lives in. config/local.env is the one place they are written.
+_local_env_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+while IFS= read -r _line || [ -n "$_line" ]; do
+  case "$_line" in '' | '#'*) continue ;; esac
+  _key="${_line%%=*}"
+  if [[ ! "$_key" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+    echo "config/local.env: not a KEY=value line: $_line" >&2
+    continue
+  fi
+  if [ -z "${!_key:-}" ]; then export "$_key=${_line#*=}"; fi
+done <"$_local_env_root/config/local.env"
+mkdir -p "$_local_env_root/.data"
+unset _line _key _local_env_root

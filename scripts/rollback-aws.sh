@@ -4,7 +4,7 @@
 # clearing any canary weight. API Gateway invokes `live`, so traffic switches
 # at once; nothing is rebuilt.
 #
-#   make rollback-aws STACK_NAME=tms-chat                       # all three, one back
+#   make rollback-aws STACK_NAME=tms-chat                       # every function, one back
 #   make rollback-aws STACK_NAME=tms-chat FUNCTIONS=SsoLogin VERSION=7
 #
 # FUNCTIONS lists output prefixes of template.yaml: Health SsoLogin Conversations.

@@ -4,15 +4,23 @@
 # named in FUNCTIONS), clearing any canary weight. The custom domain invokes
 # `live`, so traffic switches at once; nothing is rebuilt or redeployed.
 #
-#   make rollback-fc                                  # all three, one version back
+#   make rollback-fc                                  # every function, one version back
 #   make rollback-fc FUNCTIONS=sso_login VERSION=12   # one function, to version 12
 #
-# Resource names are those of s.yaml: health, sso_login, conversations.
+# Resource names are those of s.yaml: the names of functions/LIST with `_`
+# for `-` (health, sso_login, conversations).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ALIAS=live
-read -r -a RESOURCES <<<"${FUNCTIONS:-health sso_login conversations}"
+if [ -n "${FUNCTIONS:-}" ]; then
+    read -r -a RESOURCES <<<"$FUNCTIONS"
+else
+    # shellcheck source=scripts/functions.sh
+    source scripts/functions.sh
+    RESOURCES=()
+    for f in "${FUNCTION_NAMES[@]}"; do RESOURCES+=("$(fc_resource "$f")"); done
+fi
 read -r -a S_EXTRA <<<"${S_ARGS:-}"
 
 die() { echo "rollback-fc: $*" >&2; exit 1; }

@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# `make run`: every function on one port with the embedded defaults and no
-# external service (scripts/local-env.sh).
+# `make run`: every function on one port (127.0.0.1:8000 unless LISTEN_HOST /
+# PORT say otherwise) with the development settings of config/local.env and
+# no external service. Builds first, with cargo's progress visible, then runs
+# the built binary itself, so the server's banner is the last thing printed
+# before its request log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cargo >/dev/null || { echo "cargo is missing: install Rust from https://rustup.rs" >&2; exit 1; }
-# shellcheck disable=SC1091
+command -v cargo >/dev/null || { echo "make run: cargo is missing: install Rust from https://rustup.rs and run again" >&2; exit 1; }
+# shellcheck source=scripts/local-env.sh
 source scripts/local-env.sh
-echo "Serving health, sso-login and conversations on http://$LISTEN_HOST:$PORT (Ctrl-C stops)" >&2
-exec cargo run --quiet -p tools --bin tms-local
+bin_dir="${CARGO_TARGET_DIR:-target}/debug"
+if [ ! -x "$bin_dir/tms-local" ]; then
+  echo "make run: building tms-local and tms-token. The first build compiles every dependency and takes several minutes (13 on a busy 2-core machine); later ones take seconds." >&2
+else
+  echo "make run: building tms-local and tms-token (seconds when nothing changed)" >&2
+fi
+start=$SECONDS
+cargo build -p tools --bin tms-local --bin tms-token
+echo "make run: built in $((SECONDS - start)) s" >&2
+exec "$bin_dir/tms-local"

@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # `make test`: builds once, then runs the whole suite. Works on a fresh machine
-# with only Rust: the services the suite needs are installed or started by
+# with only Rust: what the suite needs (PostgreSQL, Redis, moto's Secrets
+# Manager, the template checks' Python packages) is installed or started by
 # scripts/services.sh, and cargo-nextest is used when present.
+# Extra arguments go to the test runner: scripts/test.sh sso
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cargo >/dev/null || { echo "cargo is missing: install Rust from https://rustup.rs" >&2; exit 1; }
-if [ -x scripts/services.sh ]; then
-  # shellcheck disable=SC1091
-  source scripts/services.sh
-fi
-# The process-level tests start the function binaries themselves.
-cargo build --workspace --bins --quiet
+command -v cargo >/dev/null || { echo "make test: cargo is missing: install Rust from https://rustup.rs and run again" >&2; exit 1; }
+# shellcheck source=scripts/services.sh
+source scripts/services.sh all || exit 1
+# The process-level tests start the function binaries themselves: build them
+# all first, with cargo's progress (a first build takes several minutes).
+echo "make test: building the workspace" >&2
+start=$SECONDS
+cargo build --workspace --bins --tests
+echo "make test: built in $((SECONDS - start)) s; running the tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else
-  echo "cargo-nextest not found: using cargo test (install it with: cargo install cargo-nextest --locked)" >&2
+  echo "make test: cargo-nextest not found, using cargo test (faster: cargo install cargo-nextest --locked)" >&2
   cargo test --workspace --no-fail-fast "$@"
 fi

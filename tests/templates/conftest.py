@@ -1,0 +1,112 @@
+"""Fixtures of the template checks: the repository's templates, read once.
+
+Run with `make check-templates` (scripts/services.sh installs pytest,
+cfn-lint, aws-sam-translator and PyYAML first), or directly:
+
+    python3 -m pytest tests/templates
+
+Offline: no cloud account, network or build is needed.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def function_names():
+    """The deploy units, from functions/LIST (the one list the scripts read too)."""
+    names = []
+    for line in (ROOT / "functions" / "LIST").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(line)
+    return names
+
+
+def logical_id(name):
+    """template.yaml's resource of a function: sso-login -> SsoLoginFunction."""
+    return "".join(part.capitalize() for part in name.split("-")) + "Function"
+
+
+def fc_resource(name):
+    """s.yaml's resource of a function: sso-login -> sso_login."""
+    return name.replace("-", "_")
+
+
+@pytest.fixture(scope="session")
+def root():
+    return ROOT
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _region():
+    # The SAM translator builds ARNs for a region; any will do offline.
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture(scope="session")
+def source():
+    """template.yaml as CloudFormation reads it (cfn-lint's decoder: !Ref, !Sub, ...)."""
+    from cfnlint.decode import decode
+
+    template, matches = decode(str(ROOT / "template.yaml"))
+    assert template is not None and not matches, "template.yaml does not parse: " + "; ".join(
+        str(m) for m in matches or []
+    )
+    return json.loads(json.dumps(template, default=str))
+
+
+class _ManagedPolicies:
+    """Stands in for the IAM lookup of AWS managed policy names (offline)."""
+
+    def load(self):
+        return {}
+
+
+# A non-default DeploymentType shows that the parameter reaches CodeDeploy.
+PROBE_DEPLOYMENT_TYPE = "Linear10PercentEvery1Minute"
+
+
+def translate(source):
+    """template.yaml through the SAM translator, as CloudFormation would get it."""
+    from samtranslator.translator.transform import transform
+
+    translatable = json.loads(json.dumps(source))
+    # The translator wants packaged code (sam package uploads it): a stand-in S3 URI.
+    for res in translatable["Resources"].values():
+        if res.get("Type") == "AWS::Serverless::Function":
+            res["Properties"]["CodeUri"] = "s3://check-templates/code.zip"
+    return transform(translatable, {"DeploymentType": PROBE_DEPLOYMENT_TYPE}, _ManagedPolicies())
+
+
+@pytest.fixture(scope="session")
+def translated(source):
+    try:
+        return translate(source)
+    except Exception as e:  # the test of the translator itself reports the cause
+        pytest.fail(f"the SAM translator refuses template.yaml: {type(e).__name__}: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def resources(translated):
+    return translated["Resources"]
+
+
+@pytest.fixture(scope="session")
+def by_type(resources):
+    found = {}
+    for name, r in resources.items():
+        found.setdefault(r["Type"], {})[name] = r
+    return found
+
+
+@pytest.fixture(scope="session")
+def s_yaml():
+    import yaml
+
+    with open(ROOT / "s.yaml") as f:
+        return yaml.safe_load(f)
