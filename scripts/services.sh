@@ -76,6 +76,9 @@ _svc_all() {
     _svc_pip_install "moto's Secrets Manager server" 'moto[server]' || return 1
   fi
   _svc_python || return 1
+  # Headless Chromium for the browser test; without it that test fails,
+  # saying how to install it, and the rest of the suite still runs.
+  "$(dirname "${BASH_SOURCE[0]}")/browser.sh" || true
 
   # Redis on 127.0.0.1:6379 (a test that kills or hangs Redis starts its own).
   if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then

@@ -252,8 +252,15 @@ impl Config {
             })?,
         };
 
+        // Lambda sends an instance as many requests at once as
+        // AWS_LAMBDA_MAX_CONCURRENCY says (Managed Instances), else one.
+        let lambda_concurrency = get("AWS_LAMBDA_MAX_CONCURRENCY")
+            .and_then(|v| v.parse::<u32>().ok())
+            .map(|n| n.clamp(LAMBDA_POOL_SIZE, MAX_POOL_SIZE));
         let db_pool_size = match get("DB_POOL_SIZE") {
-            None if get("AWS_LAMBDA_RUNTIME_API").is_some() => LAMBDA_POOL_SIZE,
+            None if get("AWS_LAMBDA_RUNTIME_API").is_some() => {
+                lambda_concurrency.unwrap_or(LAMBDA_POOL_SIZE)
+            }
             None => SERVER_POOL_SIZE,
             Some(v) => v
                 .parse()
@@ -417,6 +424,11 @@ mod tests {
     fn the_pool_fits_the_platform() {
         let lambda = Config::from_vars(&vars(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]));
         assert_eq!(lambda.unwrap().db_pool_size, 1);
+        let managed = Config::from_vars(&vars(&[
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ("AWS_LAMBDA_MAX_CONCURRENCY", "8"),
+        ]));
+        assert_eq!(managed.unwrap().db_pool_size, 8);
         let fc = Config::from_vars(&vars(&[("DB_POOL_SIZE", "20")])).unwrap();
         assert_eq!(fc.db_pool_size, 20);
     }

@@ -5,8 +5,10 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use axum::body::Bytes;
 use axum::extract::Request;
 use axum::{Router, ServiceExt};
+use http_body_util::{BodyExt, Full};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError};
@@ -70,7 +72,9 @@ pub async fn start(build: impl AsyncFnOnce(&Config) -> Result<Router, StartError
 pub async fn serve(app: App) -> anyhow::Result<()> {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         tracing::info!("serving through the Lambda runtime API");
-        return lambda_http::run(app)
+        // One invocation at a time, or as many as AWS_LAMBDA_MAX_CONCURRENCY
+        // allows (Lambda Managed Instances; `cargo lambda watch` sets it too).
+        return lambda_http::run_concurrent(with_whole_bodies(app))
             .await
             .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
@@ -79,6 +83,36 @@ pub async fn serve(app: App) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     serve_http(listener, app).await
+}
+
+/// The app with each response body read whole: Lambda answers with one
+/// payload anyway, and its concurrent runtime needs a body it can share
+/// between threads (axum's streaming body cannot be).
+fn with_whole_bodies(
+    app: App,
+) -> impl tower::Service<
+    lambda_http::Request,
+    Response = http::Response<Full<Bytes>>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    tower::ServiceBuilder::new()
+        .map_future(|response| async move {
+            let response: axum::response::Response = response.await?;
+            let (parts, body) = response.into_parts();
+            let bytes = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) => {
+                    // In-memory bodies do not fail; if one ever does, say so.
+                    tracing::error!(error = %e, "cannot read a response body");
+                    Bytes::new()
+                }
+            };
+            Ok(http::Response::from_parts(parts, Full::new(bytes)))
+        })
+        .service(app)
 }
 
 /// Plain HTTP on a bound listener until SIGTERM or Ctrl-C, finishing in-flight requests.

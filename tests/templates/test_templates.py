@@ -395,6 +395,14 @@ def test_fc_function_settings_fit_fc(s_yaml, name):
     assert 1 <= int(p.get("instanceConcurrency", 1)) <= 100
 
 
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_fc_function_pool_holds_one_connection_per_concurrent_request(s_yaml, name):
+    _, p = _fc_props(s_yaml, name)
+    env = p.get("environmentVariables") or {}
+    assert "DB_POOL_SIZE" in env, "DB_POOL_SIZE unset: the pool would not match instanceConcurrency"
+    assert int(env["DB_POOL_SIZE"]) == int(p.get("instanceConcurrency", 1))
+
+
 def test_fc_custom_domain_routes_every_path_to_the_live_alias(s_yaml):
     domain = (s_yaml.get("resources") or {}).get("domain") or {}
     routes = ((domain.get("props") or {}).get("routeConfig") or {}).get("routes") or []
