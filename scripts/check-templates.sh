@@ -8,8 +8,9 @@
 #       code and the operators rely on: binaries, runtime, alias, canaries and
 #       alarms, routes, environment variable names, secret permissions
 #   (d) s.yaml: the three functions on custom.debian10, port 9000, HTTP triggers,
-#       the custom domain on the `live` alias
-#   (e) the deploy scripts parse (bash -n, and shellcheck when installed)
+#       the custom domain on the `live` alias, HTTPS only
+#   (e) the deploy scripts parse (bash -n, and shellcheck when installed);
+#       deploy-fc refuses to deploy without a certificate
 #
 # One line per check, "passed" or "failed"; exits non-zero on any failure.
 # No cloud account, network or build is needed.
@@ -278,6 +279,21 @@ outputs = out.get("Outputs", {})
 check("outputs: ApiUrl and the alias ARNs",
       {"ApiUrl", "HealthAliasArn", "SsoLoginAliasArn", "ConversationsAliasArn"} <= set(outputs))
 
+rules = source.get("Rules", {})
+check("template.yaml: a rule requires SsoAudience and SsoIssuer when AppEnv is production and SsoJwksUrl is set",
+      any({"AppEnv", "SsoJwksUrl"} <= refs(r.get("RuleCondition"))
+          and {"SsoAudience", "SsoIssuer"} <= refs(r.get("Assertions")) for r in rules.values()))
+check("template.yaml: every function writes its metrics to METRICS_NAMESPACE (EMF)",
+      all("METRICS_NAMESPACE" in res.get(fn, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+          for fn in FUNCTIONS))
+outcome_alarms = {d.get("Value") for r in src_resources.values()
+                  if r.get("Type") == "AWS::CloudWatch::Alarm" and r["Properties"].get("MetricName") == "requests"
+                  for d in r["Properties"].get("Dimensions", []) if d.get("Name") == "outcome"}
+check("template.yaml: alarms on replays blocked and on the replay store being unavailable",
+      {"login_replay_blocked", "login_replay_store_unavailable"} <= outcome_alarms, f"got {sorted(outcome_alarms)}")
+check("template.yaml: a CloudWatch dashboard",
+      any(r.get("Type") == "AWS::CloudWatch::Dashboard" for r in src_resources.values()))
+
 # ---- s.yaml ---------------------------------------------------------------------
 try:
     with open("s.yaml") as f:
@@ -329,6 +345,12 @@ check("s.yaml: custom domain (fc3-domain) routes every path to the `live` alias"
       and all(r.get("qualifier") == "live" and {"GET", "POST", "OPTIONS"} <= set(r.get("methods") or [])
               for r in routes), f"got {sorted(map(str, route_paths))}")
 
+dprops = domain.get("props") or {}
+check("s.yaml: the custom domain serves HTTPS only, TLS 1.2+, with a certificate id from the environment",
+      dprops.get("protocol") == "HTTPS"
+      and str((dprops.get("certConfig") or {}).get("certId", "")).startswith("${env(")
+      and (dprops.get("tlsConfig") or {}).get("minVersion") in ("TLSv1.2", "TLSv1.3"))
+
 sys.exit(0 if all(results) else 1)
 PY
 )"
@@ -358,6 +380,19 @@ for script in scripts/check-templates.sh scripts/build-functions.sh scripts/depl
         report 0 "$script parses ($how)"
     fi
 done
+
+# Without a certificate for the HTTPS-only domain, deploy-fc stops before
+# touching anything, with one line naming the variable.
+set +e
+fc_out="$(env -i PATH="$PATH" bash scripts/deploy-fc.sh 2>&1 >/dev/null)"
+fc_rc=$?
+set -e
+if [ "$fc_rc" -ne 0 ] && [ "$(printf '%s\n' "$fc_out" | wc -l)" -eq 1 ] \
+    && printf '%s' "$fc_out" | grep -q '^deploy-fc: TMS_FC_CERT_ID is not set'; then
+    report 0 "deploy-fc refuses to deploy without TMS_FC_CERT_ID, in one line"
+else
+    report 1 "deploy-fc refuses to deploy without TMS_FC_CERT_ID, in one line" "exit $fc_rc: $fc_out"
+fi
 
 # Not the "N passed, N failed" shape: CI reads that as a test runner's closing line.
 if [ "$failed" -eq 0 ]; then
