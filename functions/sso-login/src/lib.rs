@@ -215,3 +215,66 @@ fn user_error(e: DbError) -> ApiError {
         other => other.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn each_failure_has_its_status_and_outcome() {
+        let cases = [
+            (
+                LoginError::Verify(VerifyError::Expired),
+                StatusCode::UNAUTHORIZED,
+                Some(outcome::INVALID_TOKEN),
+            ),
+            (
+                LoginError::Verify(VerifyError::UnknownKey),
+                StatusCode::UNAUTHORIZED,
+                Some(outcome::INVALID_TOKEN),
+            ),
+            (
+                LoginError::Verify(VerifyError::KeysUnavailable),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(outcome::KEYS_UNAVAILABLE),
+            ),
+            (
+                LoginError::Claim(ClaimError::AlreadyUsed),
+                StatusCode::UNAUTHORIZED,
+                Some(outcome::REPLAY_BLOCKED),
+            ),
+            (
+                LoginError::Claim(ClaimError::Unavailable),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(outcome::REPLAY_STORE_UNAVAILABLE),
+            ),
+            (
+                LoginError::User(DbError::Unavailable),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(outcome::DATABASE_UNAVAILABLE),
+            ),
+            (
+                LoginError::User(DbError::InvalidData("NUL in text".into())),
+                StatusCode::UNAUTHORIZED,
+                Some(outcome::INVALID_TOKEN),
+            ),
+            (
+                LoginError::Other(ApiError::Internal(anyhow::anyhow!("a bug"))),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+            ),
+        ];
+        for (error, status, expected) in cases {
+            let label = format!("{error:?}");
+            let response = error.into_response();
+            assert_eq!(response.status(), status, "{label}");
+            assert_eq!(
+                response.extensions().get::<Outcome>().copied(),
+                expected,
+                "{label}"
+            );
+        }
+    }
+}

@@ -5,8 +5,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
+use shared::db::Database;
+use sso_login::users::upsert_user;
 use tests::lambda::LambdaRuntime;
-use tests::tokens::{sso_claims, sso_token};
+use tests::services::TestDb;
+use tests::tokens::{api_token, sso_claims, sso_token};
 use tests::*;
 
 const SSO_SECRET: &str = "metrics-sso-secret-0123456789abcdef0123456789";
@@ -181,4 +184,40 @@ async fn off_fc_a_clients_fc_request_id_is_ignored() {
     assert!(!stderr.contains("forged-by-a-client"), "{stderr}");
     let line = line_of(&stderr, &request_id);
     assert_eq!(line["route"], "/health");
+}
+
+#[tokio::test]
+async fn conversations_created_and_listed_are_outcomes() {
+    let db = TestDb::postgres().await;
+    let pool = Database::open_postgres(&db.url, 1).unwrap();
+    let user = upsert_user(&pool, "metrics-conversations", None, None)
+        .await
+        .unwrap();
+    let (process, base) = start_function("conversations", &[("DATABASE_URL", &db.url)]).await;
+    let bearer = format!("Bearer {}", api_token(TEST_JWT_SECRET, user.id));
+    let created = client()
+        .post(format!("{base}/api/v1/conversations/"))
+        .header("Authorization", &bearer)
+        .json(&json!({ "title": "metrics" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let listed = client()
+        .get(format!("{base}/api/v1/conversations"))
+        .header("Authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let id_of = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let (created_id, listed_id) = (id_of(&created), id_of(&listed));
+    let stderr = process.stop().await;
+    let created = line_of(&stderr, &created_id);
+    assert_eq!(created["outcome"], "conversation_created", "{created}");
+    assert_eq!(created["route"], "/api/v1/conversations");
+    assert_eq!(created["status"], 201);
+    let listed = line_of(&stderr, &listed_id);
+    assert_eq!(listed["outcome"], "conversations_listed", "{listed}");
+    assert_eq!(listed["method"], "GET");
 }
