@@ -29,6 +29,9 @@ read -r -a S_EXTRA <<<"${S_ARGS:-}"
 die() { echo "deploy-fc: $*" >&2; exit 1; }
 s_cmd() { s "$@" "${S_EXTRA[@]}"; }
 
+# The custom domain serves HTTPS only (s.yaml): no certificate, no deploy.
+[ -n "${TMS_FC_CERT_ID:-}" ] || die "TMS_FC_CERT_ID is not set: the custom domain serves HTTPS only; upload the certificate of TMS_FC_DOMAIN to Certificate Management Service and set TMS_FC_CERT_ID to its id (docs/deploy.md)"
+
 command -v s >/dev/null 2>&1 || die "the Serverless Devs CLI (s) is missing. Install it with:
     npm install -g @serverless-devs/s
 then add credentials: s config add (or set them in the environment; see docs/deploy.md)"
@@ -39,7 +42,7 @@ done
 
 missing=()
 for v in ALLOWED_ORIGINS ALLOWED_HOSTS JWT_SECRET DATABASE_URL REDIS_URL \
-         TMS_FC_VPC_ID TMS_FC_VSWITCH_ID TMS_FC_SECURITY_GROUP_ID; do
+         TMS_FC_VPC_ID TMS_FC_VSWITCH_ID TMS_FC_SECURITY_GROUP_ID TMS_FC_DOMAIN; do
     [ -n "${!v:-}" ] || missing+=("$v")
 done
 if [ -z "${SSO_JWT_SECRET:-}" ] && [ -z "${SSO_JWKS_URL:-}" ]; then

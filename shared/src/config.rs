@@ -54,6 +54,31 @@ pub enum AppEnv {
     Production,
 }
 
+/// Where the function runs, decided once at start from the variables each
+/// platform sets in its instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Platform {
+    /// AWS Lambda: `AWS_LAMBDA_RUNTIME_API` is set (by Lambda, or by
+    /// `cargo lambda watch`); `function` is `AWS_LAMBDA_FUNCTION_NAME`.
+    Lambda { function: String },
+    /// Alibaba Function Compute: FC sets `FC_FUNCTION_NAME` and `FC_REGION`
+    /// in every instance (2.0 and 3.0, every runtime) and refuses `FC_*`
+    /// names in a function's own environment, so a deploy cannot fake them.
+    Fc { function: String },
+    /// Anywhere else: local runs, tests.
+    Local,
+}
+
+impl Platform {
+    /// The platform's name of this function, if it has one.
+    pub fn function(&self) -> Option<&str> {
+        match self {
+            Self::Lambda { function } | Self::Fc { function } => Some(function),
+            Self::Local => None,
+        }
+    }
+}
+
 /// How upstream (GCGC) SSO tokens are verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SsoKeys {
@@ -79,6 +104,10 @@ pub struct Config {
     /// instance serves requests at once.
     pub db_pool_size: u32,
     pub max_body_bytes: usize,
+    pub platform: Platform,
+    /// CloudWatch namespace of the metrics the access log carries on Lambda
+    /// (`METRICS_NAMESPACE`).
+    pub metrics_namespace: String,
 }
 
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
@@ -93,6 +122,7 @@ const LAMBDA_POOL_SIZE: u32 = 1;
 /// `DB_POOL_SIZE` to the instance concurrency.
 const SERVER_POOL_SIZE: u32 = 10;
 const MAX_POOL_SIZE: u32 = 100;
+const DEFAULT_METRICS_NAMESPACE: &str = "TmsChat";
 
 impl Config {
     /// Reads the process environment, and the secrets its `*_SECRET_ARN`
@@ -242,6 +272,25 @@ impl Config {
             ));
         }
 
+        if let Some(SsoKeys::JwksUrl(_)) = &sso_keys
+            && app_env == AppEnv::Production
+        {
+            // Keys published for every client of the identity provider: without
+            // an issuer and audience check, a token minted for another
+            // application of the same provider would log in here.
+            for (variable, value) in [
+                ("SSO_AUDIENCE", get("SSO_AUDIENCE")),
+                ("SSO_ISSUER", get("SSO_ISSUER")),
+            ] {
+                if value.is_none() {
+                    return Err(ConfigError::new(
+                        variable,
+                        "required when APP_ENV=production and SSO_JWKS_URL is set (else tokens the identity provider issued for other applications are accepted)",
+                    ));
+                }
+            }
+        }
+
         let max_body_bytes = match get("MAX_BODY_BYTES") {
             None => DEFAULT_MAX_BODY_BYTES,
             Some(v) => v.parse().ok().filter(|n| *n >= 1024).ok_or_else(|| {
@@ -252,13 +301,37 @@ impl Config {
             })?,
         };
 
+        let platform = if get("AWS_LAMBDA_RUNTIME_API").is_some() {
+            Platform::Lambda {
+                function: get("AWS_LAMBDA_FUNCTION_NAME")
+                    .unwrap_or("unknown")
+                    .to_owned(),
+            }
+        } else if let (Some(function), Some(_)) = (get("FC_FUNCTION_NAME"), get("FC_REGION")) {
+            Platform::Fc {
+                function: function.to_owned(),
+            }
+        } else {
+            Platform::Local
+        };
+
+        let metrics_namespace = get("METRICS_NAMESPACE")
+            .unwrap_or(DEFAULT_METRICS_NAMESPACE)
+            .to_owned();
+        if !is_cloudwatch_namespace(&metrics_namespace) {
+            return Err(ConfigError::new(
+                "METRICS_NAMESPACE",
+                "expected at most 255 of A-Z a-z 0-9 . - _ / # : and spaces, not starting with AWS/",
+            ));
+        }
+
         // Lambda sends an instance as many requests at once as
         // AWS_LAMBDA_MAX_CONCURRENCY says (Managed Instances), else one.
         let lambda_concurrency = get("AWS_LAMBDA_MAX_CONCURRENCY")
             .and_then(|v| v.parse::<u32>().ok())
             .map(|n| n.clamp(LAMBDA_POOL_SIZE, MAX_POOL_SIZE));
         let db_pool_size = match get("DB_POOL_SIZE") {
-            None if get("AWS_LAMBDA_RUNTIME_API").is_some() => {
+            None if matches!(platform, Platform::Lambda { .. }) => {
                 lambda_concurrency.unwrap_or(LAMBDA_POOL_SIZE)
             }
             None => SERVER_POOL_SIZE,
@@ -292,6 +365,8 @@ impl Config {
             database_url,
             db_pool_size,
             max_body_bytes,
+            platform,
+            metrics_namespace,
         })
     }
 
@@ -311,6 +386,15 @@ impl Config {
             )
         })
     }
+}
+
+/// CloudWatch's rule for a namespace (`AWS/` is reserved for AWS's own).
+fn is_cloudwatch_namespace(value: &str) -> bool {
+    (1..=255).contains(&value.len())
+        && !value.starts_with("AWS/")
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_/#: ".contains(&b))
 }
 
 fn parse_list(value: &str) -> impl Iterator<Item = &str> {
@@ -451,6 +535,95 @@ mod tests {
             ("JWT_SECRET", SECRET),
         ]));
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn production_with_a_jwks_url_requires_audience_and_issuer() {
+        let production = [
+            ("APP_ENV", "production"),
+            ("REDIS_URL", "rediss://cache:6380"),
+            ("DATABASE_URL", "postgres://db/tms"),
+            ("SSO_JWKS_URL", "https://idp.example.com/jwks.json"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = production.to_vec();
+            pairs.extend_from_slice(extra);
+            Config::from_vars(&vars(&pairs))
+        };
+        let err = with(&[]).unwrap_err();
+        assert_eq!(err.variable, "SSO_AUDIENCE");
+        assert!(err.to_string().contains("SSO_AUDIENCE"), "{err}");
+        let err = with(&[("SSO_AUDIENCE", "tms-chat")]).unwrap_err();
+        assert_eq!(err.variable, "SSO_ISSUER");
+        let err = with(&[("SSO_ISSUER", "https://idp.example.com")]).unwrap_err();
+        assert_eq!(err.variable, "SSO_AUDIENCE");
+        // Empty counts as unset, as everywhere else.
+        let err = with(&[
+            ("SSO_AUDIENCE", " "),
+            ("SSO_ISSUER", "https://idp.example.com"),
+        ]);
+        assert_eq!(err.unwrap_err().variable, "SSO_AUDIENCE");
+        let ok = with(&[
+            ("SSO_AUDIENCE", "tms-chat"),
+            ("SSO_ISSUER", "https://idp.example.com"),
+        ])
+        .unwrap();
+        assert_eq!(ok.sso_audience.as_deref(), Some("tms-chat"));
+
+        // Development keeps them optional, and so does an HS256 secret (it is ours alone).
+        let dev = [("SSO_JWKS_URL", "https://idp.example.com/jwks.json")];
+        assert!(Config::from_vars(&vars(&dev)).is_ok());
+        let secret = Config::from_vars(&vars(&[
+            ("APP_ENV", "production"),
+            ("REDIS_URL", "rediss://cache:6380"),
+            ("DATABASE_URL", "postgres://db/tms"),
+            ("SSO_JWT_SECRET", SECRET),
+        ]));
+        assert!(secret.is_ok());
+    }
+
+    #[test]
+    fn the_platform_is_told_by_the_variables_it_sets() {
+        let platform = |pairs: &[(&str, &str)]| Config::from_vars(&vars(pairs)).unwrap().platform;
+        assert_eq!(
+            platform(&[
+                ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+                ("AWS_LAMBDA_FUNCTION_NAME", "tms-sso-login"),
+            ]),
+            Platform::Lambda {
+                function: "tms-sso-login".into()
+            }
+        );
+        assert_eq!(
+            platform(&[
+                ("FC_FUNCTION_NAME", "tms-chat-health"),
+                ("FC_REGION", "cn-hangzhou")
+            ]),
+            Platform::Fc {
+                function: "tms-chat-health".into()
+            }
+        );
+        // FC's port alone is not FC: tests and local runs set it too.
+        assert_eq!(
+            platform(&[("FC_CUSTOM_LISTEN_PORT", "9000")]),
+            Platform::Local
+        );
+        assert_eq!(platform(&[("FC_FUNCTION_NAME", "x")]), Platform::Local);
+        assert_eq!(platform(&[]), Platform::Local);
+        assert_eq!(Platform::Local.function(), None);
+    }
+
+    #[test]
+    fn the_metrics_namespace_follows_cloudwatch_rules() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(c.metrics_namespace, "TmsChat");
+        let c = Config::from_vars(&vars(&[("METRICS_NAMESPACE", "TMS/prod-stack")])).unwrap();
+        assert_eq!(c.metrics_namespace, "TMS/prod-stack");
+        let long = "x".repeat(256);
+        for bad in ["AWS/Lambda", "tms\\chat", "täms", long.as_str()] {
+            let err = Config::from_vars(&vars(&[("METRICS_NAMESPACE", bad)])).unwrap_err();
+            assert_eq!(err.variable, "METRICS_NAMESPACE", "{bad}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use http::HeaderValue;
@@ -20,13 +20,15 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
-use crate::config::Config;
+use crate::config::{Config, Platform};
 use crate::cors::{self, Cors};
 use crate::error::{ApiError, detail_response};
 use crate::host::{self, HostCheck};
+use crate::metrics::{self, AccessEntry, AccessLog, Outcome};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// Alibaba Function Compute passes its request id in this header.
+/// Alibaba Function Compute passes its request id in this header (trusted
+/// only when running on FC: elsewhere any client can send it).
 pub const FC_REQUEST_ID: HeaderName = HeaderName::from_static("x-fc-request-id");
 
 /// A function's routes with every shared layer around them: what the runtime serves.
@@ -46,7 +48,10 @@ pub fn current_request_id() -> Option<Arc<str>> {
 /// and can see the matched route.
 pub fn app(routes: Router, config: &Config) -> App {
     let layers = ServiceBuilder::new()
-        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(
+            Observer::new(config),
+            observe,
+        ))
         .layer(middleware::from_fn(detail_bodies_for_errors))
         .layer(middleware::from_fn_with_state(
             Cors::new(&config.allowed_origins),
@@ -97,12 +102,29 @@ async fn detail_bodies_for_errors(request: Request, next: Next) -> Response {
     Response::from_parts(parts, detail_response(status, detail).into_body())
 }
 
+/// What `observe` decided at start.
+#[derive(Clone)]
+struct Observer {
+    /// `x-fc-request-id` is FC's own only behind FC; elsewhere a client's.
+    trust_fc_request_id: bool,
+    access_log: AccessLog,
+}
+
+impl Observer {
+    fn new(config: &Config) -> Self {
+        Self {
+            trust_fc_request_id: matches!(config.platform, Platform::Fc { .. }),
+            access_log: AccessLog::new(config),
+        }
+    }
+}
+
 /// The request id (in `X-Request-Id` and for the layers inside) and the one
-/// access log line per request: route, status, latency, request id. Never a
-/// header or a body.
-async fn observe(request: Request, next: Next) -> Response {
+/// access log line per request: route, status, latency, request id, and the
+/// figures that are metrics (`metrics.rs`). Never a header or a body.
+async fn observe(State(observer): State<Observer>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id: Arc<str> = request_id_of(&request).into();
+    let request_id: Arc<str> = request_id_of(&request, observer.trust_fc_request_id).into();
     let method = request.method().clone();
     let route = request
         .extensions()
@@ -117,21 +139,22 @@ async fn observe(request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    tracing::info!(
-        target: "access",
-        request_id = %request_id,
-        %method,
-        route = route.as_deref().unwrap_or("-"),
-        path = %path,
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    observer.access_log.write(&AccessEntry {
+        request_id: &request_id,
+        method: method.as_str(),
+        route: route.as_deref().unwrap_or("-"),
+        path: &path,
+        status: response.status().as_u16(),
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        outcome: response.extensions().get::<Outcome>().copied(),
+        cold_start: metrics::take_cold_start(),
+    });
     response
 }
 
-/// The platform's request id (Lambda's context, FC's header), else a new one.
-fn request_id_of(request: &Request) -> String {
+/// The platform's request id (Lambda's context; FC's header, on FC only),
+/// else a new one.
+fn request_id_of(request: &Request, trust_fc_request_id: bool) -> String {
     if let Some(ctx) = request
         .extensions()
         .get::<lambda_http::lambda_runtime::Context>()
@@ -142,6 +165,7 @@ fn request_id_of(request: &Request) -> String {
     request
         .headers()
         .get(FC_REQUEST_ID)
+        .filter(|_| trust_fc_request_id)
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_sane_id(v))
         .map(str::to_owned)

@@ -22,6 +22,12 @@ pub const ALLOWED_ORIGIN: &str = "http://localhost:3000";
 pub const OTHER_ALLOWED_ORIGIN: &str = "https://tms-chat.example.com";
 pub const DISALLOWED_ORIGIN: &str = "https://evil.example";
 
+/// What FC sets in every instance: the function then trusts `x-fc-request-id`.
+pub const FC_INSTANCE_VARS: &[(&str, &str)] = &[
+    ("FC_FUNCTION_NAME", "tms-chat-test"),
+    ("FC_REGION", "cn-hangzhou"),
+];
+
 /// The variables every test starts from; `extra` adds to or overrides them.
 pub fn test_vars(extra: &[(&str, &str)]) -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = [
@@ -184,6 +190,14 @@ pub async fn wait_for_port(addr: SocketAddr) {
 
 /// Starts a function binary serving plain HTTP on a free port, as on FC.
 pub async fn start_function(name: &str, extra: &[(&str, &str)]) -> (Process, String) {
+    let mut vars: Vec<(&str, &str)> = FC_INSTANCE_VARS.to_vec();
+    vars.extend_from_slice(extra);
+    start_server(name, &vars).await
+}
+
+/// Starts a function binary serving plain HTTP on a free port, not on FC
+/// (as locally).
+pub async fn start_server(name: &str, extra: &[(&str, &str)]) -> (Process, String) {
     let port = free_port();
     let port_s = port.to_string();
     let mut vars = test_vars(extra);

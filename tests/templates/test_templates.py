@@ -19,16 +19,16 @@ FUNCTIONS = function_names()
 # parameters); a function added to functions/LIST needs its line here.
 ENV_NAMES = {
     "health": {
-        "APP_ENV", "ALLOWED_ORIGINS", "ALLOWED_HOSTS", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH",
+        "APP_ENV", "METRICS_NAMESPACE", "ALLOWED_ORIGINS", "ALLOWED_HOSTS", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH",
         "DATABASE_URL_SECRET_ARN", "REDIS_URL_SECRET_ARN", "REDIS_KEY_PREFIX",
     },
     "sso-login": {
-        "APP_ENV", "ALLOWED_ORIGINS", "ALLOWED_HOSTS", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH",
+        "APP_ENV", "METRICS_NAMESPACE", "ALLOWED_ORIGINS", "ALLOWED_HOSTS", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH",
         "JWT_EXPIRATION_HOURS", "REDIS_KEY_PREFIX", "SSO_ISSUER", "SSO_AUDIENCE", "SSO_JWKS_URL",
         "JWT_SECRET_ARN", "SSO_JWT_SECRET_ARN", "DATABASE_URL_SECRET_ARN", "REDIS_URL_SECRET_ARN",
     },
     "conversations": {
-        "APP_ENV", "ALLOWED_ORIGINS", "ALLOWED_HOSTS", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH",
+        "APP_ENV", "METRICS_NAMESPACE", "ALLOWED_ORIGINS", "ALLOWED_HOSTS", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH",
         "JWT_EXPIRATION_HOURS", "JWT_SECRET_ARN", "DATABASE_URL_SECRET_ARN", "REDIS_URL_SECRET_ARN",
     },
 }
@@ -72,7 +72,7 @@ SCRIPTS_CHECKED = [
     "scripts/rollback-fc.sh", "scripts/functions.sh", "scripts/local-env.sh", "scripts/run-local.sh",
     "scripts/test.sh", "scripts/services.sh", "scripts/tool.sh", "scripts/watch.sh",
     "scripts/lambda-env.sh", "scripts/check-watch.sh", "scripts/bench.sh", "scripts/check-templates.sh",
-    "scripts/verify-local.sh",
+    "scripts/verify-local.sh", "scripts/browser.sh",
     ".ci/run",
 ]
 
@@ -132,6 +132,31 @@ def test_cfn_lint_finds_no_errors(root):
 
 def test_template_parses(source):
     assert source.get("Resources"), "template.yaml has no Resources"
+
+
+def test_a_rule_requires_audience_and_issuer_in_production_with_a_jwks_url(source):
+    rules = (source.get("Rules") or {}).values()
+    assert any(
+        {"AppEnv", "SsoJwksUrl"} <= refs(r.get("RuleCondition"))
+        and {"SsoAudience", "SsoIssuer"} <= refs(r.get("Assertions"))
+        for r in rules
+    ), "no rule ties SsoAudience and SsoIssuer to production with SsoJwksUrl"
+
+
+def test_alarms_watch_replays_blocked_and_the_replay_store_being_unavailable(source):
+    outcomes = {
+        d.get("Value")
+        for r in source["Resources"].values()
+        if r.get("Type") == "AWS::CloudWatch::Alarm"
+        and r["Properties"].get("MetricName") == "requests"
+        for d in r["Properties"].get("Dimensions", [])
+        if d.get("Name") == "outcome"
+    }
+    assert {"login_replay_blocked", "login_replay_store_unavailable"} <= outcomes, sorted(outcomes)
+
+
+def test_a_dashboard_shows_the_functions(source):
+    assert any(r.get("Type") == "AWS::CloudWatch::Dashboard" for r in source["Resources"].values())
 
 
 def test_template_has_the_parameters_of_the_seed_and_the_contract(source):
@@ -401,6 +426,29 @@ def test_fc_function_pool_holds_one_connection_per_concurrent_request(s_yaml, na
     env = p.get("environmentVariables") or {}
     assert "DB_POOL_SIZE" in env, "DB_POOL_SIZE unset: the pool would not match instanceConcurrency"
     assert int(env["DB_POOL_SIZE"]) == int(p.get("instanceConcurrency", 1))
+
+
+def test_fc_custom_domain_serves_https_only_with_a_certificate_from_the_environment(s_yaml):
+    props = ((s_yaml.get("resources") or {}).get("domain") or {}).get("props") or {}
+    assert props.get("protocol") == "HTTPS"
+    assert str((props.get("certConfig") or {}).get("certId", "")).startswith("${env(")
+    assert (props.get("tlsConfig") or {}).get("minVersion") in ("TLSv1.2", "TLSv1.3")
+
+
+def test_deploy_fc_refuses_without_a_certificate_in_one_line(root):
+    import os
+    import subprocess
+
+    run = subprocess.run(
+        ["bash", str(root / "scripts" / "deploy-fc.sh")],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode != 0 and len(lines) == 1, run.stderr
+    assert lines[0].startswith("deploy-fc: TMS_FC_CERT_ID is not set")
 
 
 def test_fc_custom_domain_routes_every_path_to_the_live_alias(s_yaml):

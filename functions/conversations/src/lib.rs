@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use shared::db::{Database, DbError};
 use shared::tokens::{ApiTokens, AuthUser};
-use shared::{ApiError, ApiJson, Config, StartError};
+use shared::{ApiError, ApiJson, Config, Outcome, StartError};
 
 use crate::store::{Conversation, PageAfter};
 
@@ -23,6 +23,14 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_MEMBERS: usize = 100;
+
+/// What a request amounted to, as the access log and the metrics name it.
+pub mod outcome {
+    use shared::Outcome;
+
+    pub const LISTED: Outcome = Outcome::new("conversations_listed");
+    pub const CREATED: Outcome = Outcome::new("conversation_created");
+}
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
@@ -95,7 +103,7 @@ async fn list(
     State(db): State<Database>,
     user: AuthUser,
     Query(params): Query<ListParams>,
-) -> Result<ApiJson<Page>, ApiError> {
+) -> Result<(Outcome, ApiJson<Page>), ApiError> {
     let limit = match params.limit.as_deref() {
         None | Some("") => DEFAULT_LIMIT,
         Some(v) => v
@@ -129,10 +137,13 @@ async fn list(
     } else {
         None
     };
-    Ok(ApiJson(Page {
-        items: rows.into_iter().map(Into::into).collect(),
-        next_cursor,
-    }))
+    Ok((
+        outcome::LISTED,
+        ApiJson(Page {
+            items: rows.into_iter().map(Into::into).collect(),
+            next_cursor,
+        }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +207,7 @@ async fn create(
     Ok((
         StatusCode::CREATED,
         headers,
+        outcome::CREATED,
         ApiJson(ConversationBody::from(conversation)),
     )
         .into_response())

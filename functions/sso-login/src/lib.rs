@@ -11,17 +11,30 @@ pub mod verify;
 
 use axum::Router;
 use axum::extract::{FromRef, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use shared::db::{Database, DbError};
 use shared::tokens::ApiTokens;
-use shared::{ApiError, ApiJson, Config, StartError};
+use shared::{ApiError, ApiJson, Config, Outcome, StartError};
 
 use crate::replay::{ClaimError, ReplayStore};
 use crate::users::User;
 use crate::verify::{SsoVerifier, VerifiedToken, VerifyError};
 
 pub const ROUTE: &str = "/api/v1/auth/login/sso";
+
+/// What a login amounted to, as the access log and the metrics name it.
+pub mod outcome {
+    use shared::Outcome;
+
+    pub const SUCCEEDED: Outcome = Outcome::new("login_succeeded");
+    pub const INVALID_TOKEN: Outcome = Outcome::new("login_invalid_token");
+    pub const REPLAY_BLOCKED: Outcome = Outcome::new("login_replay_blocked");
+    pub const REPLAY_STORE_UNAVAILABLE: Outcome = Outcome::new("login_replay_store_unavailable");
+    pub const DATABASE_UNAVAILABLE: Outcome = Outcome::new("login_database_unavailable");
+    pub const KEYS_UNAVAILABLE: Outcome = Outcome::new("login_keys_unavailable");
+}
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
@@ -63,7 +76,7 @@ pub struct LoginResponse {
 async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<LoginBody>,
-) -> Result<ApiJson<LoginResponse>, ApiError> {
+) -> Result<(Outcome, ApiJson<LoginResponse>), LoginError> {
     let token = body.token.trim();
     if token.is_empty() {
         return Err(VerifyError::Invalid.into());
@@ -72,16 +85,16 @@ async fn login(
     let token = state.verifier.verify(token).await?;
     // From the claim on, the login runs to its end even if the client goes
     // away, so that its claim is completed or given back, not left hanging.
-    tokio::spawn(async move { claim_and_issue(&state, &token).await })
+    let response = tokio::spawn(async move { claim_and_issue(&state, &token).await })
         .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("login task failed: {e}")))?
-        .map(ApiJson)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("login task failed: {e}")))??;
+    Ok((outcome::SUCCEEDED, ApiJson(response)))
 }
 
 async fn claim_and_issue(
     state: &AppState,
     token: &VerifiedToken,
-) -> Result<LoginResponse, ApiError> {
+) -> Result<LoginResponse, LoginError> {
     let claim = state.replay.claim(token).await?;
     let issued = async {
         let claims = &token.claims;
@@ -92,11 +105,11 @@ async fn claim_and_issue(
             claims.name.as_deref(),
         )
         .await
-        .map_err(user_error)?;
+        .map_err(LoginError::User)?;
         // The token is signed first; it leaves only once the claim is complete.
         let issued = state.tokens.issue(user.id)?;
         state.replay.complete(&claim).await?;
-        Ok::<_, ApiError>(LoginResponse {
+        Ok::<_, LoginError>(LoginResponse {
             access_token: issued.token,
             token_type: "bearer",
             expires_in: issued.expires_in,
@@ -113,6 +126,65 @@ async fn claim_and_issue(
             // The user did not get in: let them retry with the same token.
             state.replay.release(&claim).await;
             Err(e)
+        }
+    }
+}
+
+/// Why a login failed, kept apart up to the response so that each failure
+/// has both its status (`From<LoginError> for ApiError`) and its outcome.
+#[derive(Debug)]
+pub enum LoginError {
+    Verify(VerifyError),
+    Claim(ClaimError),
+    User(DbError),
+    Other(ApiError),
+}
+
+impl LoginError {
+    fn outcome(&self) -> Option<Outcome> {
+        match self {
+            Self::Verify(VerifyError::KeysUnavailable) => Some(outcome::KEYS_UNAVAILABLE),
+            Self::Verify(_) | Self::User(DbError::InvalidData(_)) => Some(outcome::INVALID_TOKEN),
+            Self::Claim(ClaimError::AlreadyUsed) => Some(outcome::REPLAY_BLOCKED),
+            Self::Claim(ClaimError::Unavailable) => Some(outcome::REPLAY_STORE_UNAVAILABLE),
+            Self::User(DbError::Unavailable) => Some(outcome::DATABASE_UNAVAILABLE),
+            // A bug: the 5xx figures count it.
+            Self::User(_) | Self::Other(_) => None,
+        }
+    }
+}
+
+impl IntoResponse for LoginError {
+    fn into_response(self) -> Response {
+        (self.outcome(), ApiError::from(self)).into_response()
+    }
+}
+
+impl From<VerifyError> for LoginError {
+    fn from(e: VerifyError) -> Self {
+        Self::Verify(e)
+    }
+}
+
+impl From<ClaimError> for LoginError {
+    fn from(e: ClaimError) -> Self {
+        Self::Claim(e)
+    }
+}
+
+impl From<ApiError> for LoginError {
+    fn from(e: ApiError) -> Self {
+        Self::Other(e)
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Verify(e) => e.into(),
+            LoginError::Claim(e) => e.into(),
+            LoginError::User(e) => user_error(e),
+            LoginError::Other(e) => e,
         }
     }
 }
@@ -141,5 +213,68 @@ fn user_error(e: DbError) -> ApiError {
     match e {
         DbError::InvalidData(_) => VerifyError::Invalid.into(),
         other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn each_failure_has_its_status_and_outcome() {
+        let cases = [
+            (
+                LoginError::Verify(VerifyError::Expired),
+                StatusCode::UNAUTHORIZED,
+                Some(outcome::INVALID_TOKEN),
+            ),
+            (
+                LoginError::Verify(VerifyError::UnknownKey),
+                StatusCode::UNAUTHORIZED,
+                Some(outcome::INVALID_TOKEN),
+            ),
+            (
+                LoginError::Verify(VerifyError::KeysUnavailable),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(outcome::KEYS_UNAVAILABLE),
+            ),
+            (
+                LoginError::Claim(ClaimError::AlreadyUsed),
+                StatusCode::UNAUTHORIZED,
+                Some(outcome::REPLAY_BLOCKED),
+            ),
+            (
+                LoginError::Claim(ClaimError::Unavailable),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(outcome::REPLAY_STORE_UNAVAILABLE),
+            ),
+            (
+                LoginError::User(DbError::Unavailable),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(outcome::DATABASE_UNAVAILABLE),
+            ),
+            (
+                LoginError::User(DbError::InvalidData("NUL in text".into())),
+                StatusCode::UNAUTHORIZED,
+                Some(outcome::INVALID_TOKEN),
+            ),
+            (
+                LoginError::Other(ApiError::Internal(anyhow::anyhow!("a bug"))),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+            ),
+        ];
+        for (error, status, expected) in cases {
+            let label = format!("{error:?}");
+            let response = error.into_response();
+            assert_eq!(response.status(), status, "{label}");
+            assert_eq!(
+                response.extensions().get::<Outcome>().copied(),
+                expected,
+                "{label}"
+            );
+        }
     }
 }

@@ -321,7 +321,7 @@ async fn a_panic_is_a_json_500_with_the_request_id_and_no_cause() {
 
 #[tokio::test]
 async fn request_ids_are_generated_or_taken_from_fc() {
-    let app = app().await;
+    let app = spawn_app(routes(), &test_config(FC_INSTANCE_VARS)).await;
     let a = app.client.get(app.url("/nowhere")).send().await.unwrap();
     let b = app.client.get(app.url("/nowhere")).send().await.unwrap();
     let (a, b) = (

@@ -5,6 +5,7 @@ mod conversations;
 mod function_binaries;
 mod lambda_events;
 mod layers;
+mod metrics;
 mod platform;
 mod secrets_and_verify;
 mod sso;

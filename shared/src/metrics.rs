@@ -1,0 +1,263 @@
+//! Metrics inside the access log: one JSON line per request that is both the
+//! access log line and the request's figures (its outcome, latency, status
+//! class, cold start). On Lambda the line also carries CloudWatch Embedded
+//! Metric Format metadata (`_aws`), so CloudWatch Logs turns it into metrics
+//! with no API call on the request path; on FC (and locally) the same figures
+//! are plain fields that SLS can query and chart.
+//!
+//! A handler tells what a request amounted to by returning an [`Outcome`]
+//! among its response parts; `observe` (`http.rs`) writes the line.
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::response::{IntoResponseParts, ResponseParts};
+use serde_json::{Map, Value, json};
+
+use crate::config::{Config, Platform};
+
+/// What a request amounted to for the product (a login blocked as a replay,
+/// a conversation created), named by the function that served it: the
+/// `outcome` field of the access line, and on Lambda a dimension of the
+/// `requests` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome(&'static str);
+
+impl Outcome {
+    /// `name` is a metric dimension value: lower-case words joined by `_`.
+    pub const fn new(name: &'static str) -> Self {
+        Self(name)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+/// An `Outcome` among a handler's response parts goes into the response's
+/// extensions, where `observe` reads it.
+impl IntoResponseParts for Outcome {
+    type Error = Infallible;
+
+    fn into_response_parts(self, mut parts: ResponseParts) -> Result<ResponseParts, Infallible> {
+        parts.extensions_mut().insert(self);
+        Ok(parts)
+    }
+}
+
+/// The figures of one served request.
+#[derive(Debug, Clone)]
+pub struct AccessEntry<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    /// The matched route (`/api/v1/conversations/{id}`), `-` for none: a
+    /// bounded set of values, so it can be a metric dimension.
+    pub route: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub latency_ms: f64,
+    pub outcome: Option<Outcome>,
+    /// The first request this instance serves.
+    pub cold_start: bool,
+}
+
+/// Writes the access lines of one function.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    function: Option<Arc<str>>,
+    /// Set on Lambda only: there the line carries EMF metadata.
+    emf_namespace: Option<Arc<str>>,
+}
+
+static SERVED_A_REQUEST: AtomicBool = AtomicBool::new(false);
+
+/// True for the first request of this process (instance) only.
+pub fn take_cold_start() -> bool {
+    !SERVED_A_REQUEST.swap(true, Ordering::Relaxed)
+}
+
+impl AccessLog {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            function: config.platform.function().map(Into::into),
+            emf_namespace: matches!(config.platform, Platform::Lambda { .. })
+                .then(|| config.metrics_namespace.as_str().into()),
+        }
+    }
+
+    /// One line on stderr, in one write (as tracing's writer does), so that
+    /// lines of concurrent requests never interleave. Written directly, not
+    /// through `tracing`: its JSON cannot nest the `_aws` object, and a log
+    /// filter must not drop metrics.
+    pub fn write(&self, entry: &AccessEntry<'_>) {
+        let mut line = self.line(entry, SystemTime::now()).to_string();
+        line.push('\n');
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    /// The line as JSON: the access log fields, the figures, and on Lambda `_aws`.
+    pub fn line(&self, entry: &AccessEntry<'_>, at: SystemTime) -> Value {
+        let timestamp = time::OffsetDateTime::from(at)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut line = Map::new();
+        for (key, value) in [
+            ("timestamp", json!(timestamp)),
+            ("level", json!("INFO")),
+            ("target", json!("access")),
+            ("message", json!("request")),
+            ("request_id", json!(entry.request_id)),
+            ("method", json!(entry.method)),
+            ("route", json!(entry.route)),
+            ("path", json!(entry.path)),
+            ("status", json!(entry.status)),
+            ("latency_ms", json!(entry.latency_ms)),
+            ("requests", json!(1)),
+            ("cold_start", json!(u8::from(entry.cold_start))),
+            (
+                "http_4xx",
+                json!(u8::from((400..500).contains(&entry.status))),
+            ),
+            ("http_5xx", json!(u8::from(entry.status >= 500))),
+        ] {
+            line.insert(key.into(), value);
+        }
+        if let Some(outcome) = entry.outcome {
+            line.insert("outcome".into(), json!(outcome.name()));
+        }
+        if let Some(function) = &self.function {
+            line.insert("function".into(), json!(function.as_ref()));
+        }
+        if let Some(namespace) = &self.emf_namespace {
+            let millis = at
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64;
+            line.insert("_aws".into(), emf_metadata(namespace, millis, entry));
+        }
+        Value::Object(line)
+    }
+}
+
+/// CloudWatch Embedded Metric Format: which members of the line are metrics,
+/// with which dimensions. Per function: requests, cold starts, 4xx and 5xx;
+/// per function and route: latency (for p50/p99); per function and outcome:
+/// requests (logins by outcome, replays blocked, conversations created).
+fn emf_metadata(namespace: &str, timestamp_ms: u64, entry: &AccessEntry<'_>) -> Value {
+    let count = |name: &str| json!({ "Name": name, "Unit": "Count" });
+    let mut directives = vec![
+        json!({
+            "Namespace": namespace,
+            "Dimensions": [["function"]],
+            "Metrics": [count("requests"), count("cold_start"), count("http_4xx"), count("http_5xx")],
+        }),
+        json!({
+            "Namespace": namespace,
+            "Dimensions": [["function", "route"]],
+            "Metrics": [{ "Name": "latency_ms", "Unit": "Milliseconds" }],
+        }),
+    ];
+    if entry.outcome.is_some() {
+        directives.push(json!({
+            "Namespace": namespace,
+            "Dimensions": [["function", "outcome"]],
+            "Metrics": [count("requests")],
+        }));
+    }
+    json!({ "Timestamp": timestamp_ms, "CloudWatchMetrics": directives })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn log(pairs: &[(&str, &str)]) -> AccessLog {
+        let vars: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        AccessLog::new(&Config::from_vars(&vars).unwrap())
+    }
+
+    fn entry(outcome: Option<Outcome>) -> AccessEntry<'static> {
+        AccessEntry {
+            request_id: "req-1",
+            method: "POST",
+            route: "/api/v1/auth/login/sso",
+            path: "/api/v1/auth/login/sso",
+            status: 401,
+            latency_ms: 12.5,
+            outcome,
+            cold_start: true,
+        }
+    }
+
+    const AT_MS: u64 = 1_764_000_000_123;
+
+    fn at() -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(AT_MS)
+    }
+
+    #[test]
+    fn on_lambda_the_line_is_emf_with_every_metric_it_names() {
+        let lambda = log(&[
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "tms-sso-login"),
+            ("METRICS_NAMESPACE", "TMS/prod"),
+        ]);
+        let line = lambda.line(&entry(Some(Outcome::new("login_replay_blocked"))), at());
+        assert_eq!(line["_aws"]["Timestamp"], AT_MS);
+        let directives = line["_aws"]["CloudWatchMetrics"].as_array().unwrap();
+        assert_eq!(directives.len(), 3);
+        for directive in directives {
+            assert_eq!(directive["Namespace"], "TMS/prod");
+            for set in directive["Dimensions"].as_array().unwrap() {
+                for dimension in set.as_array().unwrap() {
+                    let name = dimension.as_str().unwrap();
+                    assert!(line[name].is_string(), "dimension {name}: {line}");
+                }
+            }
+            for metric in directive["Metrics"].as_array().unwrap() {
+                let name = metric["Name"].as_str().unwrap();
+                assert!(line[name].is_number(), "metric {name}: {line}");
+            }
+        }
+        assert_eq!(line["function"], "tms-sso-login");
+        assert_eq!(line["outcome"], "login_replay_blocked");
+        assert_eq!(line["http_4xx"], 1);
+        assert_eq!(line["http_5xx"], 0);
+        assert_eq!(line["cold_start"], 1);
+        assert_eq!(line["latency_ms"], 12.5);
+    }
+
+    #[test]
+    fn without_an_outcome_no_outcome_dimension_is_named() {
+        let lambda = log(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]);
+        let line = lambda.line(&entry(None), at());
+        assert!(line.get("outcome").is_none());
+        let named = line["_aws"].to_string();
+        assert!(!named.contains("\"outcome\""), "{named}");
+    }
+
+    #[test]
+    fn on_fc_and_locally_the_figures_are_plain_fields() {
+        let fc = log(&[
+            ("FC_FUNCTION_NAME", "tms-chat-sso-login"),
+            ("FC_REGION", "cn-hangzhou"),
+        ]);
+        let line = fc.line(&entry(Some(Outcome::new("login_succeeded"))), at());
+        assert!(line.get("_aws").is_none(), "{line}");
+        assert_eq!(line["function"], "tms-chat-sso-login");
+        assert_eq!(line["outcome"], "login_succeeded");
+        assert_eq!(line["status"], 401);
+        let local = log(&[]).line(&entry(None), at());
+        assert!(local.get("_aws").is_none() && local.get("function").is_none());
+        assert_eq!(local["route"], "/api/v1/auth/login/sso");
+    }
+}
