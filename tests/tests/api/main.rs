@@ -4,5 +4,7 @@ mod conversations;
 mod function_binaries;
 mod lambda_events;
 mod layers;
+mod managed_postgres;
+mod managed_redis;
 mod secrets_and_verify;
 mod sso;
