@@ -172,6 +172,8 @@ translatable = json.loads(json.dumps(source))
 for res in translatable["Resources"].values():
     if res.get("Type") == "AWS::Serverless::Function":
         res["Properties"]["CodeUri"] = "s3://check-templates/code.zip"
+    if res.get("Type") == "AWS::Serverless::LayerVersion":
+        res["Properties"]["ContentUri"] = "s3://check-templates/layer.zip"
 
 
 class ManagedPolicies:
@@ -207,6 +209,15 @@ for logical, (binary, _, env_names, secret_params) in FUNCTIONS.items():
     env = set(props.get("Environment", {}).get("Variables", {}))
     check(f"{logical}: environment variables {', '.join(sorted(env_names))}",
           env_names <= env, f"missing {sorted(env_names - env)}")
+    # verify-full by default: the CA path set, and the layer that holds the file attached.
+    layer = res.get("CaBundleLayer", {})
+    check(f"{logical}: verifies the database (DATABASE_CA_CERT_PATH in CaBundleLayer, default set)",
+          "DATABASE_CA_CERT_PATH" in env
+          and str(params.get("DatabaseCaCertPath", {}).get("Default", "")).startswith("/opt/")
+          and any(isinstance(l, dict) and l.get("Ref", "").startswith("CaBundleLayer")
+                  for l in props.get("Layers", []))
+          and src_resources.get("CaBundleLayer", {}).get("Properties", {}).get("ContentUri") == "ca/",
+          f"layers {props.get('Layers')}")
     plain_secrets = env & {"JWT_SECRET", "SSO_JWT_SECRET", "DATABASE_URL", "REDIS_URL"}
     check(f"{logical}: no secret value in the environment, only *_SECRET_ARN", not plain_secrets,
           f"found {sorted(plain_secrets)}")
@@ -315,6 +326,8 @@ for logical, (binary, name, _, _) in FUNCTIONS.items():
     check(f"s.yaml: {name} environment {', '.join(sorted(fc_env))} (from ${{env('...')}})",
           fc_env <= set(env) and all(str(env[k]).startswith("${env(") for k in fc_env),
           f"missing {sorted(fc_env - set(env))}")
+    check(f"s.yaml: {name} verifies the database (DATABASE_CA_CERT_PATH defaults to a file under /code)",
+          "'/code/" in str(env.get("DATABASE_CA_CERT_PATH", "")))
     check(f"s.yaml: {name} settings fit FC (memory multiple of 64, timeout, concurrency)",
           isinstance(p.get("memorySize"), int) and p["memorySize"] % 64 == 0 and 128 <= p["memorySize"]
           and 1 <= int(p.get("timeout", 0)) <= 86400 and 1 <= int(p.get("instanceConcurrency", 1)) <= 100)
@@ -347,7 +360,7 @@ fi
 how="bash -n"
 command -v shellcheck >/dev/null 2>&1 && how="bash -n, shellcheck"
 for script in scripts/check-templates.sh scripts/build-functions.sh scripts/deploy-fc.sh \
-              scripts/rollback-aws.sh scripts/rollback-fc.sh; do
+              scripts/rollback-aws.sh scripts/rollback-fc.sh scripts/fetch-ca-bundles.sh; do
     if [ ! -f "$script" ]; then
         report 1 "$script exists"
     elif ! bash -n "$script" 2>/dev/null; then
