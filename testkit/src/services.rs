@@ -3,6 +3,7 @@
 //! that kills or hangs a dependency starts its own throwaway server on a free
 //! port and stops it by its PID, never touching the shared ones.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -218,7 +219,8 @@ impl TestCa {
     }
 
     /// A server certificate naming `hosts` (DNS names or IP addresses) in
-    /// its subject alternative names, signed by this CA.
+    /// its subject alternative names, signed by this CA. It may also serve
+    /// as a client certificate: Redis cluster nodes present theirs to peers.
     pub fn issue(&self, hosts: &[&str]) -> ServerCert {
         let name = uuid_simple();
         let names = hosts
@@ -234,7 +236,8 @@ impl TestCa {
             &ext,
             format!(
                 "subjectAltName={names}\nbasicConstraints=CA:FALSE\n\
-                 keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+                 keyUsage=critical,digitalSignature,keyEncipherment\n\
+                 extendedKeyUsage=serverAuth,clientAuth\n"
             ),
         )
         .expect("write extensions");
@@ -495,8 +498,11 @@ pub struct RedisServer {
     bin: PathBuf,
     child: Option<Child>,
     /// What makes it more than a plain server: TLS, a cluster node.
-    args: Vec<std::ffi::OsString>,
-    tls: Option<(TestCa, ServerCert)>,
+    args: Vec<OsString>,
+    /// The CA that signed its certificate, when it speaks TLS only.
+    ca_cert: Option<PathBuf>,
+    /// That CA, when the server owns it (a cluster's nodes share their cluster's).
+    _own_ca: Option<TestCa>,
     /// A cluster node's own directory (its `nodes.conf` survives a restart).
     dir: Option<PathBuf>,
 }
@@ -511,40 +517,40 @@ impl RedisServer {
     /// ([`RedisServer::ca_cert_path`]); clients need no certificate.
     pub fn start_tls() -> Self {
         let ca = TestCa::new();
-        let cert = ca.issue(&["localhost", "127.0.0.1"]);
-        let mut args: Vec<std::ffi::OsString> = vec!["--tls-cert-file".into()];
-        args.push(cert.cert.clone().into());
-        args.push("--tls-key-file".into());
-        args.push(cert.key.clone().into());
-        args.push("--tls-ca-cert-file".into());
-        args.push(ca.cert_path().into());
-        args.extend(["--tls-auth-clients".into(), "no".into()]);
-        Self::start_with(args, Some((ca, cert)), None)
+        let mut server = Self::start_with(tls_args(&ca), Some(ca.cert_path()), None);
+        server._own_ca = Some(ca);
+        server
     }
 
-    /// A node of a cluster, not yet joined ([`RedisCluster`] joins them).
-    fn start_cluster_node() -> Self {
+    /// A node of a cluster, not yet joined ([`RedisCluster`] joins them),
+    /// speaking TLS only (also to its peers) when a CA is given.
+    fn start_cluster_node(ca: Option<&TestCa>) -> Self {
         let dir = std::env::temp_dir().join(format!("tms-redis-node-{}", uuid_simple()));
         std::fs::create_dir_all(&dir).expect("node dir");
-        let args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"]
-            .into_iter()
-            .map(Into::into)
-            .collect();
-        Self::start_with(args, None, Some(dir))
+        // The bus port by default is the port + 10000, which may not exist.
+        let bus_port = free_port().to_string();
+        let mut args: Vec<OsString> =
+            ["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"]
+                .into_iter()
+                .chain(["--cluster-port", &bus_port])
+                .map(Into::into)
+                .collect();
+        if let Some(ca) = ca {
+            args.extend(tls_args(ca));
+            args.extend(["--tls-cluster".into(), "yes".into()]);
+        }
+        Self::start_with(args, ca.map(TestCa::cert_path), Some(dir))
     }
 
-    fn start_with(
-        args: Vec<std::ffi::OsString>,
-        tls: Option<(TestCa, ServerCert)>,
-        dir: Option<PathBuf>,
-    ) -> Self {
+    fn start_with(args: Vec<OsString>, ca_cert: Option<PathBuf>, dir: Option<PathBuf>) -> Self {
         let bin = find_binary("redis-server", &[]);
         let mut server = Self {
             port: free_port(),
             bin,
             child: None,
             args,
-            tls,
+            ca_cert,
+            _own_ca: None,
             dir,
         };
         server.resume_serving();
@@ -552,7 +558,7 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        let scheme = if self.tls.is_some() {
+        let scheme = if self.ca_cert.is_some() {
             "rediss"
         } else {
             "redis"
@@ -562,7 +568,7 @@ impl RedisServer {
 
     /// The CA that signed the server's certificate (TLS servers only).
     pub fn ca_cert_path(&self) -> PathBuf {
-        self.tls.as_ref().expect("a TLS server").0.cert_path()
+        self.ca_cert.clone().expect("a TLS server")
     }
 
     pub fn pid(&self) -> i32 {
@@ -573,7 +579,7 @@ impl RedisServer {
     /// a cluster node's membership).
     pub fn resume_serving(&mut self) {
         let port = self.port.to_string();
-        let ports = match self.tls {
+        let ports = match self.ca_cert {
             Some(_) => vec!["--port", "0", "--tls-port", &port],
             None => vec!["--port", &port],
         };
@@ -606,12 +612,31 @@ impl RedisServer {
         signal(self.pid(), "CONT");
     }
 
-    /// A command sent to this one server (plain servers only).
+    /// A command sent to this one server, not to a cluster.
     fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
-        let client = redis::Client::open(self.url())?;
+        let client = match &self.ca_cert {
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca)?),
+                },
+            )?,
+            None => redis::Client::open(self.url())?,
+        };
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
         cmd.query(&mut conn)
     }
+}
+
+/// Serving TLS only with a certificate from `ca` for this host; no client certificates.
+fn tls_args(ca: &TestCa) -> Vec<OsString> {
+    let cert = ca.issue(&["localhost", "127.0.0.1"]);
+    let mut args: Vec<OsString> = vec!["--tls-cert-file".into(), cert.cert.into()];
+    args.extend(["--tls-key-file".into(), cert.key.into()]);
+    args.extend(["--tls-ca-cert-file".into(), ca.cert_path().into()]);
+    args.extend(["--tls-auth-clients".into(), "no".into()]);
+    args
 }
 
 impl Drop for RedisServer {
@@ -633,12 +658,32 @@ impl Drop for RedisServer {
 /// comes back ([`RedisServer::resume_serving`] on the same port).
 pub struct RedisCluster {
     pub masters: Vec<RedisServer>,
+    ca: Option<TestCa>,
 }
 
 impl RedisCluster {
     pub fn start() -> Self {
-        let masters: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
-        let out = Command::new(find_binary("redis-cli", &[]))
+        Self::start_with(None)
+    }
+
+    /// A cluster that speaks TLS only, to clients and between its nodes, with
+    /// certificates signed by a CA of its own ([`RedisCluster::ca_cert_path`]),
+    /// as ElastiCache Serverless is.
+    pub fn start_tls() -> Self {
+        Self::start_with(Some(TestCa::new()))
+    }
+
+    fn start_with(ca: Option<TestCa>) -> Self {
+        let masters: Vec<RedisServer> = (0..3)
+            .map(|_| RedisServer::start_cluster_node(ca.as_ref()))
+            .collect();
+        // Bounded: a cluster that cannot form would make it wait forever.
+        let mut create = Command::new("timeout");
+        create.arg("30").arg(find_binary("redis-cli", &[]));
+        if let Some(ca) = &ca {
+            create.arg("--tls").arg("--cacert").arg(ca.cert_path());
+        }
+        let out = create
             .arg("--cluster")
             .arg("create")
             .args(masters.iter().map(|m| format!("127.0.0.1:{}", m.port)))
@@ -647,17 +692,28 @@ impl RedisCluster {
             .expect("run redis-cli --cluster create");
         assert!(
             out.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = Self { masters };
+        let cluster = Self { masters, ca };
         cluster.wait_until_ok();
         cluster
     }
 
+    /// The CA that signed the nodes' certificates (TLS clusters only).
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.ca.as_ref().expect("a TLS cluster").cert_path()
+    }
+
     /// The URL a client is given: the cluster scheme and one seed node.
     pub fn url(&self) -> String {
-        format!("redis+cluster://127.0.0.1:{}", self.masters[0].port)
+        let scheme = if self.ca.is_some() {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.masters[0].port)
     }
 
     /// Which master serves `key` now (the one that answers it instead of

@@ -181,3 +181,30 @@ async fn tls_signed_by_another_ca_fails_closed_with_503_and_the_right_ca_works()
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// ElastiCache Serverless as it is: a cluster endpoint that speaks TLS only.
+#[tokio::test]
+async fn on_a_tls_cluster_with_the_providers_ca_exactly_one_of_fifty_wins_and_another_ca_is_503() {
+    let cluster = RedisCluster::start_tls();
+    let url = cluster.url();
+    let ca = cluster.ca_cert_path();
+    let sso = Sso::start(
+        &url,
+        TestDb::sqlite(),
+        &[("REDIS_CA_CERT_PATH", ca.to_str().unwrap())],
+    )
+    .await;
+    exactly_one_of_fifty_wins(&sso).await;
+
+    let another_ca = TestCa::new();
+    let refusing = Sso::start(
+        &url,
+        TestDb::sqlite(),
+        &[(
+            "REDIS_CA_CERT_PATH",
+            another_ca.cert_path().to_str().unwrap(),
+        )],
+    )
+    .await;
+    refused_fast_with_503(&refusing, &gcgc(&claims("tls-cluster-wrong-ca"))).await;
+}
