@@ -82,8 +82,13 @@ impl RedisClient {
     /// `ca`: the CA bundle that signs the server's certificate, when it is
     /// not one of the system's roots (`rediss` URLs only).
     pub fn new(url: &str, ca: Option<&CaBundle>) -> anyhow::Result<Self> {
-        let invalid = |e: redis::RedisError| {
-            anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {}", e.category())
+        let invalid = |e: redis::RedisError| match ca {
+            Some(ca) => anyhow::anyhow!(
+                "REDIS_URL with REDIS_CA_CERT_PATH `{}` makes no TLS client: {}",
+                ca.path,
+                e.category()
+            ),
+            None => anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {}", e.category()),
         };
         let cluster_seed = CLUSTER_SCHEMES
             .iter()
@@ -186,4 +191,30 @@ impl RedisClient {
 
 fn timed_out() -> redis::RedisError {
     std::io::Error::from(std::io::ErrorKind::TimedOut).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_bundle_that_is_no_certificate_is_refused_at_start_naming_it() {
+        let ca = CaBundle {
+            path: "/opt/broken.pem".into(),
+            pem: b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"
+                .as_slice()
+                .into(),
+        };
+        for url in ["rediss://cache:6379", "rediss+cluster://cache:6379"] {
+            let err = RedisClient::new(url, Some(&ca))
+                .err()
+                .expect(url)
+                .to_string();
+            assert!(
+                err.contains("REDIS_CA_CERT_PATH `/opt/broken.pem`"),
+                "{err}"
+            );
+        }
+        assert!(RedisClient::new("redis+cluster://cache:6379", None).is_ok());
+    }
 }
