@@ -74,7 +74,7 @@ build_lambda() {
 build_fc() {
     have cargo || die "cargo is missing: install Rust from https://rustup.rs"
     have zip || die "zip is missing: apt-get install zip"
-    local target=x86_64-unknown-linux-musl args f src_dir bin out
+    local target=x86_64-unknown-linux-musl args f src_dir bin out pem
     if have_cargo_lambda; then
         src_dir=lambda
     elif [ "$(uname -sm)" = "Linux x86_64" ] && have musl-gcc; then
@@ -106,7 +106,15 @@ or, on an x86_64 Linux host: apt-get install musl-tools"
         if have file && ! file "dist/fc/$f/bootstrap" | grep -Eq 'statically linked|static-pie linked'; then
             die "dist/fc/$f/bootstrap is not statically linked: it would not run on FC's Debian 10"
         fi
-        (cd "dist/fc/$f" && zip -q -X "../$f.zip" bootstrap)
+        # The managed services' CA bundles (ca/*.pem) sit next to the
+        # bootstrap: /code/<file> on FC (DATABASE_CA_CERT_PATH).
+        local bundles=()
+        for pem in ca/*.pem; do
+            [ -f "$pem" ] || continue
+            install -m 0644 "$pem" "dist/fc/$f/"
+            bundles+=("$(basename "$pem")")
+        done
+        (cd "dist/fc/$f" && zip -q -X "../$f.zip" bootstrap "${bundles[@]}")
         echo "dist/fc/$f/bootstrap (and dist/fc/$f.zip)"
     done
 }

@@ -48,6 +48,37 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A CA bundle (PEM) that a setting names, read once at start: the provider's
+/// CA (RDS, ApsaraDB, a private one) is not among the system's roots.
+#[derive(Clone)]
+pub struct CaBundle {
+    pub path: String,
+    pub pem: std::sync::Arc<[u8]>,
+}
+
+impl fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CaBundle({})", self.path)
+    }
+}
+
+impl CaBundle {
+    fn read(variable: &'static str, path: &str) -> Result<Self, ConfigError> {
+        let pem = std::fs::read(path)
+            .map_err(|e| ConfigError::new(variable, format!("cannot read `{path}`: {e}")))?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ConfigError::new(
+                variable,
+                format!("`{path}` holds no PEM certificate"),
+            ));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            pem: pem.into(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {
     Development,
@@ -99,7 +130,14 @@ pub struct Config {
     pub sso_audience: Option<String>,
     pub redis_url: Option<Secret>,
     pub redis_key_prefix: String,
+    /// `REDIS_CA_CERT_PATH`: the CA that signs a `rediss` server's certificate.
+    pub redis_ca_cert: Option<CaBundle>,
     pub database_url: Option<Secret>,
+    /// `DATABASE_CA_CERT_PATH`: the CA that signs PostgreSQL's certificate,
+    /// verified with `sslmode=verify-full` (see `db::postgres_options`).
+    pub database_ca_cert: Option<CaBundle>,
+    /// `DATABASE_HOST`: connect there instead of to the URL's host (an RDS Proxy endpoint).
+    pub database_host: Option<String>,
     /// PostgreSQL connections per instance (`DB_POOL_SIZE`): as many as the
     /// instance serves requests at once.
     pub db_pool_size: u32,
@@ -212,14 +250,33 @@ impl Config {
         };
 
         let redis_url = match get("REDIS_URL") {
-            Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => {
+            Some(u)
+                if !(u.starts_with("redis://")
+                    || u.starts_with("rediss://")
+                    || crate::redis_client::CLUSTER_SCHEMES
+                        .iter()
+                        .any(|s| u.starts_with(s))) =>
+            {
                 return Err(ConfigError::new(
                     "REDIS_URL",
-                    "must start with redis:// or rediss://",
+                    "must start with redis://, rediss://, redis+cluster:// or rediss+cluster://",
                 ));
             }
             other => other.map(Secret::new),
         };
+        let redis_ca_cert = get("REDIS_CA_CERT_PATH")
+            .map(|path| CaBundle::read("REDIS_CA_CERT_PATH", path))
+            .transpose()?;
+        if redis_ca_cert.is_some()
+            && !redis_url
+                .as_ref()
+                .is_some_and(|u| u.expose().starts_with("rediss"))
+        {
+            return Err(ConfigError::new(
+                "REDIS_CA_CERT_PATH",
+                "needs a TLS REDIS_URL (rediss:// or rediss+cluster://)",
+            ));
+        }
 
         let database_url = match get("DATABASE_URL") {
             Some(u)
@@ -233,6 +290,18 @@ impl Config {
                 ));
             }
             other => other.map(Secret::new),
+        };
+        let database_ca_cert = get("DATABASE_CA_CERT_PATH")
+            .map(|path| CaBundle::read("DATABASE_CA_CERT_PATH", path))
+            .transpose()?;
+        let database_host = match get("DATABASE_HOST") {
+            Some(h) if h.contains(|c: char| c.is_whitespace() || "/:@?".contains(c)) => {
+                return Err(ConfigError::new(
+                    "DATABASE_HOST",
+                    "must be a host name only, like tms.proxy-xxxx.eu-west-1.rds.amazonaws.com",
+                ));
+            }
+            other => other.map(str::to_owned),
         };
 
         if app_env == AppEnv::Production {
@@ -362,7 +431,10 @@ impl Config {
             redis_key_prefix: get("REDIS_KEY_PREFIX")
                 .unwrap_or(DEFAULT_REDIS_KEY_PREFIX)
                 .to_owned(),
+            redis_ca_cert,
             database_url,
+            database_ca_cert,
+            database_host,
             db_pool_size,
             max_body_bytes,
             platform,
@@ -483,6 +555,26 @@ mod tests {
             (&[("MAX_BODY_BYTES", "ten")], "MAX_BODY_BYTES"),
             (&[("DB_POOL_SIZE", "0")], "DB_POOL_SIZE"),
             (&[("DB_POOL_SIZE", "many")], "DB_POOL_SIZE"),
+            (&[("REDIS_URL", "redis+sentinel://x")], "REDIS_URL"),
+            (
+                &[
+                    ("REDIS_URL", "rediss://x"),
+                    ("REDIS_CA_CERT_PATH", "/nonexistent.pem"),
+                ],
+                "REDIS_CA_CERT_PATH",
+            ),
+            (
+                &[("DATABASE_CA_CERT_PATH", "/nonexistent.pem")],
+                "DATABASE_CA_CERT_PATH",
+            ),
+            (
+                &[("DATABASE_CA_CERT_PATH", "Cargo.toml")],
+                "DATABASE_CA_CERT_PATH",
+            ),
+            (
+                &[("DATABASE_HOST", "postgres://proxy:5432")],
+                "DATABASE_HOST",
+            ),
             (
                 &[("JWT_SECRET", SECRET), ("SSO_JWT_SECRET", SECRET)],
                 "SSO_JWT_SECRET",
@@ -624,6 +716,33 @@ mod tests {
             let err = Config::from_vars(&vars(&[("METRICS_NAMESPACE", bad)])).unwrap_err();
             assert_eq!(err.variable, "METRICS_NAMESPACE", "{bad}");
         }
+    }
+
+    #[test]
+    fn managed_redis_urls_and_ca_bundles() {
+        let pem = std::env::temp_dir().join(format!("tms-config-ca-{}.pem", std::process::id()));
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let pem = pem.to_str().unwrap();
+        for url in ["redis+cluster://cache:6379", "rediss+cluster://cache:6379"] {
+            let c = Config::from_vars(&vars(&[("REDIS_URL", url)])).unwrap();
+            assert_eq!(c.redis_url.unwrap().expose(), url);
+        }
+        for url in ["rediss://cache:6379", "rediss+cluster://cache:6379"] {
+            let c = Config::from_vars(&vars(&[("REDIS_URL", url), ("REDIS_CA_CERT_PATH", pem)]));
+            assert_eq!(c.unwrap().redis_ca_cert.unwrap().path, pem);
+        }
+        // A CA for a connection without TLS would silently not be used.
+        for url in ["redis://cache:6379", "redis+cluster://cache:6379"] {
+            let err = Config::from_vars(&vars(&[("REDIS_URL", url), ("REDIS_CA_CERT_PATH", pem)]));
+            assert_eq!(err.unwrap_err().variable, "REDIS_CA_CERT_PATH");
+        }
+        let c = Config::from_vars(&vars(&[("DATABASE_CA_CERT_PATH", pem)])).unwrap();
+        assert!(format!("{c:?}").contains(&format!("CaBundle({pem})")));
+        let _ = std::fs::remove_file(pem);
     }
 
     #[test]

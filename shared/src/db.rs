@@ -13,10 +13,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use crate::config::Config;
+use crate::config::{CaBundle, Config};
 
 pub static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 pub static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -71,13 +71,25 @@ impl Database {
             db.migrate().await?;
             Ok(db)
         } else {
-            Self::open_postgres(&url, config.db_pool_size)
+            let endpoint = PgEndpoint {
+                ca: config.database_ca_cert.as_ref(),
+                host: config.database_host.as_deref(),
+            };
+            Self::open_postgres_at(&url, config.db_pool_size, endpoint)
         }
     }
 
     pub fn open_postgres(url: &str, pool_size: u32) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?
+        Self::open_postgres_at(url, pool_size, PgEndpoint::default())
+    }
+
+    /// [`Database::open_postgres`], with what the deployment adds to the URL.
+    pub fn open_postgres_at(
+        url: &str,
+        pool_size: u32,
+        endpoint: PgEndpoint<'_>,
+    ) -> anyhow::Result<Self> {
+        let options = postgres_options(url, endpoint)?
             .application_name("tms-chat")
             // The server gives up on a statement the function has stopped waiting for.
             .options([("statement_timeout", "5000")]);
@@ -138,6 +150,61 @@ impl Database {
         })
         .await
     }
+}
+
+/// What a deployment adds to a `DATABASE_URL` (whose secret it may not own).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PgEndpoint<'a> {
+    /// `DATABASE_CA_CERT_PATH`: the CA (RDS, ApsaraDB) that signs the server's certificate.
+    pub ca: Option<&'a CaBundle>,
+    /// `DATABASE_HOST`: the host to connect to instead of the URL's, such as
+    /// an RDS Proxy endpoint in front of the database the URL names.
+    pub host: Option<&'a str>,
+}
+
+/// The connect options of a `DATABASE_URL`. With a CA bundle the server is
+/// verified: its certificate must chain to the bundle (or a public root) and
+/// name the host (`sslmode=verify-full`, also when the URL gives no
+/// `sslmode`; an explicit `verify-ca` skips the name only). A weaker
+/// `sslmode` would not use the bundle at all, so it stops the start, as does
+/// a second CA in the URL.
+pub fn postgres_options(url: &str, endpoint: PgEndpoint<'_>) -> anyhow::Result<PgConnectOptions> {
+    let mut options = PgConnectOptions::from_str(url)
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
+    if let Some(host) = endpoint.host {
+        options = options.host(host);
+    }
+    let Some(ca) = endpoint.ca else {
+        return Ok(options);
+    };
+    let params: Vec<&str> = url
+        .split_once('?')
+        .map(|(_, query)| {
+            query
+                .split('&')
+                .filter_map(|p| p.split('=').next())
+                .collect()
+        })
+        .unwrap_or_default();
+    let given = |names: &[&str]| params.iter().any(|p| names.contains(p));
+    if given(&["sslrootcert", "ssl-root-cert", "ssl-ca"]) {
+        anyhow::bail!(
+            "DATABASE_CA_CERT_PATH: the DATABASE_URL names a CA too (sslrootcert); give it in one place"
+        );
+    }
+    let ssl_mode = if given(&["sslmode", "ssl-mode"]) {
+        options.get_ssl_mode()
+    } else {
+        PgSslMode::VerifyFull
+    };
+    if !matches!(ssl_mode, PgSslMode::VerifyFull | PgSslMode::VerifyCa) {
+        anyhow::bail!(
+            "DATABASE_CA_CERT_PATH: the DATABASE_URL's sslmode would not verify the server with it: use sslmode=verify-full"
+        );
+    }
+    Ok(options
+        .ssl_mode(ssl_mode)
+        .ssl_root_cert_from_pem(ca.pem.to_vec()))
 }
 
 /// `$first, $first+1, ...`: bound parameters for an `IN` list, never values.
@@ -236,5 +303,66 @@ pub async fn bounded<T>(
             tracing::warn!("database operation timed out");
             Err(DbError::Unavailable)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca() -> CaBundle {
+        CaBundle {
+            path: "/opt/ca.pem".into(),
+            pem: b"-----BEGIN CERTIFICATE-----".as_slice().into(),
+        }
+    }
+
+    #[test]
+    fn a_ca_bundle_means_the_server_is_verified() {
+        let url = "postgres://u@db.example.com/tms";
+        let ca = ca();
+        let with_ca = PgEndpoint {
+            ca: Some(&ca),
+            host: None,
+        };
+        let mode = |url: &str| postgres_options(url, with_ca).map(|o| o.get_ssl_mode());
+        assert!(matches!(mode(url).unwrap(), PgSslMode::VerifyFull));
+        let full = format!("{url}?sslmode=verify-full");
+        assert!(matches!(mode(&full).unwrap(), PgSslMode::VerifyFull));
+        let ca_only = format!("{url}?sslmode=verify-ca");
+        assert!(matches!(mode(&ca_only).unwrap(), PgSslMode::VerifyCa));
+        for weaker in ["require", "prefer", "disable"] {
+            let err = mode(&format!("{url}?sslmode={weaker}")).unwrap_err();
+            assert!(
+                err.to_string().starts_with("DATABASE_CA_CERT_PATH"),
+                "{err}"
+            );
+        }
+        let twice = mode(&format!("{url}?sslmode=verify-full&sslrootcert=/x.pem")).unwrap_err();
+        assert!(
+            twice.to_string().starts_with("DATABASE_CA_CERT_PATH"),
+            "{twice}"
+        );
+        // Without a bundle the URL is taken as it is.
+        let plain =
+            postgres_options(&format!("{url}?sslmode=require"), PgEndpoint::default()).unwrap();
+        assert!(matches!(plain.get_ssl_mode(), PgSslMode::Require));
+        assert_eq!(plain.get_host(), "db.example.com");
+    }
+
+    #[test]
+    fn database_host_replaces_the_urls_host_only() {
+        let proxy = PgEndpoint {
+            ca: None,
+            host: Some("tms.proxy-abc.eu-west-1.rds.amazonaws.com"),
+        };
+        let options = postgres_options("postgres://u:p@db.example.com:5433/tms", proxy).unwrap();
+        assert_eq!(
+            options.get_host(),
+            "tms.proxy-abc.eu-west-1.rds.amazonaws.com"
+        );
+        assert_eq!(options.get_port(), 5433);
+        assert_eq!(options.get_database(), Some("tms"));
+        assert_eq!(options.get_username(), "u");
     }
 }

@@ -1,25 +1,119 @@
-//! The Redis connection: one multiplexed connection, opened lazily, reused
-//! across invocations, reopened after any failure, with connect and response
+//! The Redis connection: one connection, opened lazily, reused across
+//! invocations, reopened after any failure, with connect and response
 //! timeouts well under a second so that a down or hung Redis is a fast 503.
-//! `rediss://` URLs use TLS (rustls, the system's roots).
+//!
+//! `REDIS_URL` says what kind of Redis it is, because managed ones differ:
+//! - `redis://` / `rediss://`: one server, or a proxy in front of a cluster
+//!   (ElastiCache cluster mode disabled, Tair/Redis proxy mode): one
+//!   multiplexed connection.
+//! - `redis+cluster://` / `rediss+cluster://`: a cluster endpoint the client
+//!   must route by slot itself (ElastiCache Serverless, ElastiCache cluster
+//!   mode enabled, Tair/Redis direct mode): a cluster connection, seeded by
+//!   the one address in the URL.
+//!
+//! `rediss` is TLS (rustls): verified against the system's roots, or against
+//! the CA bundle of `REDIS_CA_CERT_PATH` when the provider signs with its own.
+//! Callers see one [`RedisConnection`] either way.
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 use tokio::sync::Mutex;
+
+use crate::config::CaBundle;
 
 /// Connecting and each command.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(400);
 
+/// The URL schemes that select a cluster connection.
+pub const CLUSTER_SCHEMES: [&str; 2] = ["redis+cluster://", "rediss+cluster://"];
+
 pub struct RedisClient {
-    client: redis::Client,
-    connection: Mutex<Option<MultiplexedConnection>>,
+    client: Client,
+    connection: Mutex<Option<RedisConnection>>,
+}
+
+// One per instance, made at start: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Client {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// A connection to a single Redis or to a cluster; cheap to clone (clones
+/// share the underlying connection).
+#[derive(Clone)]
+pub enum RedisConnection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
 }
 
 impl RedisClient {
-    pub fn new(url: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {}", e.category()))?;
+    /// `ca`: the CA bundle that signs the server's certificate, when it is
+    /// not one of the system's roots (`rediss` URLs only).
+    pub fn new(url: &str, ca: Option<&CaBundle>) -> anyhow::Result<Self> {
+        let invalid = |e: redis::RedisError| match ca {
+            Some(ca) => anyhow::anyhow!(
+                "REDIS_URL with REDIS_CA_CERT_PATH `{}` makes no TLS client: {}",
+                ca.path,
+                e.category()
+            ),
+            None => anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {}", e.category()),
+        };
+        let cluster_seed = CLUSTER_SCHEMES
+            .iter()
+            .find_map(|scheme| url.strip_prefix(scheme).map(|rest| (scheme, rest)))
+            // The cluster client takes node URLs: the seed without `+cluster`.
+            .map(|(scheme, rest)| format!("{}{rest}", scheme.replace("+cluster", "")));
+        let certificates = ca.map(|ca| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.pem.to_vec()),
+        });
+        let client = match (cluster_seed, certificates) {
+            (Some(seed), certificates) => {
+                let mut builder = redis::cluster::ClusterClient::builder([seed])
+                    .connection_timeout(REDIS_TIMEOUT)
+                    .response_timeout(REDIS_TIMEOUT);
+                if let Some(certificates) = certificates {
+                    builder = builder.certs(certificates);
+                }
+                Client::Cluster(builder.build().map_err(invalid)?)
+            }
+            (None, Some(certificates)) => {
+                Client::Single(redis::Client::build_with_tls(url, certificates).map_err(invalid)?)
+            }
+            (None, None) => Client::Single(redis::Client::open(url).map_err(invalid)?),
+        };
         Ok(Self {
             client,
             connection: Mutex::default(),
@@ -27,22 +121,34 @@ impl RedisClient {
     }
 
     /// The shared connection, opened if there is none.
-    pub async fn connection(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+    pub async fn connection(&self) -> Result<RedisConnection, redis::RedisError> {
         // Concurrent requests wait for one connect at most as long as they
         // would wait for Redis itself, never in a queue of connects.
         let mut slot = tokio::time::timeout(REDIS_TIMEOUT, self.connection.lock())
             .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?;
+            .map_err(|_| timed_out())?;
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = match &self.client {
+            Client::Single(client) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(REDIS_TIMEOUT))
+                    .set_response_timeout(Some(REDIS_TIMEOUT));
+                RedisConnection::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
+            }
+            // A cluster connect is several round trips (the seed, its slot
+            // map, every master): bounded as a whole.
+            Client::Cluster(client) => RedisConnection::Cluster(
+                tokio::time::timeout(REDIS_TIMEOUT, client.get_async_connection())
+                    .await
+                    .map_err(|_| timed_out())??,
+            ),
+        };
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -52,16 +158,63 @@ impl RedisClient {
         *self.connection.lock().await = None;
     }
 
-    /// Whether Redis answers a `PING` (for `/health/ready`).
+    /// Whether Redis answers a `PING` (for `/health/ready`). A cluster must
+    /// also serve every slot: each master it is connected to answers, and
+    /// the cluster itself says `cluster_state:ok` (it notices a master that
+    /// is gone, which the client may not have connected to).
     pub async fn ping(&self) -> Result<(), String> {
         let result = async {
             let mut conn = self.connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await
+            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            if let RedisConnection::Cluster(_) = conn {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut conn)
+                    .await?;
+                if !info.contains("cluster_state:ok") {
+                    return Ok(Some("cluster_state is not ok"));
+                }
+            }
+            Ok::<_, redis::RedisError>(None)
         }
         .await;
         if result.is_err() {
             self.forget_connection().await;
         }
-        result.map(|_| ()).map_err(|e| e.category().to_owned())
+        match result {
+            Ok(None) => Ok(()),
+            Ok(Some(problem)) => Err(problem.to_owned()),
+            Err(e) => Err(e.category().to_owned()),
+        }
+    }
+}
+
+fn timed_out() -> redis::RedisError {
+    std::io::Error::from(std::io::ErrorKind::TimedOut).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_bundle_that_is_no_certificate_is_refused_at_start_naming_it() {
+        let ca = CaBundle {
+            path: "/opt/broken.pem".into(),
+            pem: b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"
+                .as_slice()
+                .into(),
+        };
+        for url in ["rediss://cache:6379", "rediss+cluster://cache:6379"] {
+            let err = RedisClient::new(url, Some(&ca))
+                .err()
+                .expect(url)
+                .to_string();
+            assert!(
+                err.contains("REDIS_CA_CERT_PATH `/opt/broken.pem`"),
+                "{err}"
+            );
+        }
+        assert!(RedisClient::new("redis+cluster://cache:6379", None).is_ok());
     }
 }

@@ -3,6 +3,7 @@
 //! that kills or hangs a dependency starts its own throwaway server on a free
 //! port and stops it by its PID, never touching the shared ones.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -174,6 +175,127 @@ fn postgres_user() -> Option<(u32, u32)> {
     Some((id("-u")?, id("-g")?))
 }
 
+/// A certificate authority of the test's own, as RDS, ApsaraDB or a managed
+/// Redis have theirs: a CA certificate (what a client is given to trust) and
+/// the server certificates it signs, made with `openssl` in a temp dir.
+pub struct TestCa {
+    dir: PathBuf,
+}
+
+/// A server certificate and its key, PEM files.
+pub struct ServerCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("tms-ca-{}", uuid_simple()));
+        std::fs::create_dir_all(&dir).expect("ca dir");
+        openssl(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args([
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-sha256",
+                    "-days",
+                    "2",
+                ])
+                .args(["-subj", "/CN=TMS test CA"])
+                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+                .arg("-keyout")
+                .arg(dir.join("ca.key"))
+                .arg("-out")
+                .arg(dir.join("ca.crt")),
+        );
+        Self { dir }
+    }
+
+    /// The CA certificate (PEM): what a client trusts.
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// A server certificate naming `hosts` (DNS names or IP addresses) in
+    /// its subject alternative names, signed by this CA. It may also serve
+    /// as a client certificate: Redis cluster nodes present theirs to peers.
+    pub fn issue(&self, hosts: &[&str]) -> ServerCert {
+        let name = uuid_simple();
+        let names = hosts
+            .iter()
+            .map(|h| match h.parse::<std::net::IpAddr>() {
+                Ok(_) => format!("IP:{h}"),
+                Err(_) => format!("DNS:{h}"),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let ext = self.dir.join(format!("{name}.ext"));
+        std::fs::write(
+            &ext,
+            format!(
+                "subjectAltName={names}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=critical,digitalSignature,keyEncipherment\n\
+                 extendedKeyUsage=serverAuth,clientAuth\n"
+            ),
+        )
+        .expect("write extensions");
+        let cert = ServerCert {
+            cert: self.dir.join(format!("{name}.crt")),
+            key: self.dir.join(format!("{name}.key")),
+        };
+        let csr = self.dir.join(format!("{name}.csr"));
+        openssl(
+            Command::new("openssl")
+                .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:prime256v1", "-nodes", "-sha256"])
+                .args(["-subj", &format!("/CN={}", hosts[0])])
+                .arg("-keyout")
+                .arg(&cert.key)
+                .arg("-out")
+                .arg(&csr),
+        );
+        openssl(
+            Command::new("openssl")
+                .args(["x509", "-req", "-sha256", "-days", "2", "-in"])
+                .arg(&csr)
+                .arg("-CA")
+                .arg(self.dir.join("ca.crt"))
+                .arg("-CAkey")
+                .arg(self.dir.join("ca.key"))
+                .args(["-CAcreateserial", "-extfile"])
+                .arg(&ext)
+                .arg("-out")
+                .arg(&cert.cert),
+        );
+        cert
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn openssl(command: &mut Command) {
+    let out = command
+        .output()
+        .expect("openssl is needed for the TLS tests");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A throwaway PostgreSQL server of the test's own, on a free port, stopped or
 /// hung by its PID.
 pub struct PgServer {
@@ -182,20 +304,32 @@ pub struct PgServer {
     bin: PathBuf,
     user: Option<(u32, u32)>,
     child: Option<Child>,
+    ca: Option<TestCa>,
 }
 
 impl PgServer {
     pub fn start() -> Self {
-        Self::start_with(false)
+        Self::start_with(None)
     }
 
-    /// A server that also speaks TLS, with a self-signed certificate, as
-    /// managed databases do (`sslmode=require`).
+    /// A server that also speaks TLS, as managed databases do, with a
+    /// certificate for `localhost` and `127.0.0.1` signed by a CA of its own
+    /// ([`PgServer::ca_cert_path`]).
     pub fn start_tls() -> Self {
-        Self::start_with(true)
+        Self::start_tls_for(&["localhost", "127.0.0.1"])
     }
 
-    fn start_with(tls: bool) -> Self {
+    /// [`PgServer::start_tls`] with a certificate that names only `hosts`.
+    pub fn start_tls_for(hosts: &[&str]) -> Self {
+        Self::start_with(Some(hosts))
+    }
+
+    /// The CA that signed the server's certificate (TLS servers only).
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.ca.as_ref().expect("a TLS server").cert_path()
+    }
+
+    fn start_with(tls_hosts: Option<&[&str]>) -> Self {
         let dirs = postgres_bin_dirs();
         let initdb = find_binary("initdb", &dirs);
         let bin = find_binary("postgres", &dirs);
@@ -218,31 +352,12 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        if tls {
+        let ca = tls_hosts.map(|_| TestCa::new());
+        if let (Some(ca), Some(hosts)) = (&ca, tls_hosts) {
             let data = dir.join("data");
-            let out = Command::new("openssl")
-                .args([
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                    "-keyout",
-                ])
-                .arg(data.join("server.key"))
-                .arg("-out")
-                .arg(data.join("server.crt"))
-                .output()
-                .expect("openssl is needed for the TLS test");
-            assert!(
-                out.status.success(),
-                "openssl: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let issued = ca.issue(hosts);
+            std::fs::copy(&issued.cert, data.join("server.crt")).expect("copy cert");
+            std::fs::copy(&issued.key, data.join("server.key")).expect("copy key");
             for file in ["server.key", "server.crt"] {
                 let path = data.join(file);
                 std::fs::set_permissions(
@@ -267,6 +382,7 @@ impl PgServer {
             bin,
             user,
             child: None,
+            ca,
         };
         server.resume_serving();
         server
@@ -381,43 +497,98 @@ pub struct RedisServer {
     pub port: u16,
     bin: PathBuf,
     child: Option<Child>,
+    /// What makes it more than a plain server: TLS, a cluster node.
+    args: Vec<OsString>,
+    /// The CA that signed its certificate, when it speaks TLS only.
+    ca_cert: Option<PathBuf>,
+    /// That CA, when the server owns it (a cluster's nodes share their cluster's).
+    _own_ca: Option<TestCa>,
+    /// A cluster node's own directory (its `nodes.conf` survives a restart).
+    dir: Option<PathBuf>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(Vec::new(), None, None)
+    }
+
+    /// A server that speaks TLS only, as managed Redis does, with a
+    /// certificate for `localhost` and `127.0.0.1` signed by a CA of its own
+    /// ([`RedisServer::ca_cert_path`]); clients need no certificate.
+    pub fn start_tls() -> Self {
+        let ca = TestCa::new();
+        let mut server = Self::start_with(tls_args(&ca), Some(ca.cert_path()), None);
+        server._own_ca = Some(ca);
+        server
+    }
+
+    /// A node of a cluster, not yet joined ([`RedisCluster`] joins them),
+    /// speaking TLS only (also to its peers) when a CA is given.
+    fn start_cluster_node(ca: Option<&TestCa>) -> Self {
+        let dir = std::env::temp_dir().join(format!("tms-redis-node-{}", uuid_simple()));
+        std::fs::create_dir_all(&dir).expect("node dir");
+        // The bus port by default is the port + 10000, which may not exist.
+        let bus_port = free_port().to_string();
+        let mut args: Vec<OsString> =
+            ["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"]
+                .into_iter()
+                .chain(["--cluster-port", &bus_port])
+                .map(Into::into)
+                .collect();
+        if let Some(ca) = ca {
+            args.extend(tls_args(ca));
+            args.extend(["--tls-cluster".into(), "yes".into()]);
+        }
+        Self::start_with(args, ca.map(TestCa::cert_path), Some(dir))
+    }
+
+    fn start_with(args: Vec<OsString>, ca_cert: Option<PathBuf>, dir: Option<PathBuf>) -> Self {
         let bin = find_binary("redis-server", &[]);
         let mut server = Self {
             port: free_port(),
             bin,
             child: None,
+            args,
+            ca_cert,
+            _own_ca: None,
+            dir,
         };
         server.resume_serving();
         server
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.ca_cert.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA that signed the server's certificate (TLS servers only).
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.ca_cert.clone().expect("a TLS server")
     }
 
     pub fn pid(&self) -> i32 {
         running_pid(&self.child)
     }
 
-    /// Starts (again) on the same port, empty (it keeps nothing on disk).
+    /// Starts (again) on the same port, empty (it keeps nothing on disk but
+    /// a cluster node's membership).
     pub fn resume_serving(&mut self) {
+        let port = self.port.to_string();
+        let ports = match self.ca_cert {
+            Some(_) => vec!["--port", "0", "--tls-port", &port],
+            None => vec!["--port", &port],
+        };
         let child = Command::new(&self.bin)
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(ports)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(std::env::temp_dir())
+            .arg(self.dir.clone().unwrap_or_else(std::env::temp_dir))
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -440,6 +611,32 @@ impl RedisServer {
     pub fn unhang(&self) {
         signal(self.pid(), "CONT");
     }
+
+    /// A command sent to this one server, not to a cluster.
+    fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let client = match &self.ca_cert {
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca)?),
+                },
+            )?,
+            None => redis::Client::open(self.url())?,
+        };
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        cmd.query(&mut conn)
+    }
+}
+
+/// Serving TLS only with a certificate from `ca` for this host; no client certificates.
+fn tls_args(ca: &TestCa) -> Vec<OsString> {
+    let cert = ca.issue(&["localhost", "127.0.0.1"]);
+    let mut args: Vec<OsString> = vec!["--tls-cert-file".into(), cert.cert.into()];
+    args.extend(["--tls-key-file".into(), cert.key.into()]);
+    args.extend(["--tls-ca-cert-file".into(), ca.cert_path().into()]);
+    args.extend(["--tls-auth-clients".into(), "no".into()]);
+    args
 }
 
 impl Drop for RedisServer {
@@ -449,6 +646,114 @@ impl Drop for RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A throwaway Redis cluster of three masters and no replicas, as a cluster
+/// endpoint (ElastiCache Serverless, cluster mode, Tair direct mode) is to
+/// its clients. Without replicas a stopped master's slots stay down until it
+/// comes back ([`RedisServer::resume_serving`] on the same port).
+pub struct RedisCluster {
+    pub masters: Vec<RedisServer>,
+    ca: Option<TestCa>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A cluster that speaks TLS only, to clients and between its nodes, with
+    /// certificates signed by a CA of its own ([`RedisCluster::ca_cert_path`]),
+    /// as ElastiCache Serverless is.
+    pub fn start_tls() -> Self {
+        Self::start_with(Some(TestCa::new()))
+    }
+
+    fn start_with(ca: Option<TestCa>) -> Self {
+        let masters: Vec<RedisServer> = (0..3)
+            .map(|_| RedisServer::start_cluster_node(ca.as_ref()))
+            .collect();
+        // Bounded: a cluster that cannot form would make it wait forever.
+        let mut create = Command::new("timeout");
+        create.arg("30").arg(find_binary("redis-cli", &[]));
+        if let Some(ca) = &ca {
+            create.arg("--tls").arg("--cacert").arg(ca.cert_path());
+        }
+        let out = create
+            .arg("--cluster")
+            .arg("create")
+            .args(masters.iter().map(|m| format!("127.0.0.1:{}", m.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Self { masters, ca };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// The CA that signed the nodes' certificates (TLS clusters only).
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.ca.as_ref().expect("a TLS cluster").cert_path()
+    }
+
+    /// The URL a client is given: the cluster scheme and one seed node.
+    pub fn url(&self) -> String {
+        let scheme = if self.ca.is_some() {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.masters[0].port)
+    }
+
+    /// Which master serves `key` now (the one that answers it instead of
+    /// redirecting).
+    pub fn master_of(&self, key: &str) -> usize {
+        self.masters
+            .iter()
+            .position(|m| {
+                m.query::<Option<String>>(redis::cmd("GET").arg(key))
+                    .is_ok()
+            })
+            .expect("a master serves the key")
+    }
+
+    /// Waits until every running master says `cluster_state:ok` (all slots
+    /// served), as after a create or a master's return.
+    pub fn wait_until_ok(&self) {
+        self.wait_for_state("ok");
+    }
+
+    /// Waits until the running masters have seen a stopped one fail
+    /// (`cluster_state:fail`: its slots are not served).
+    pub fn wait_until_failed(&self) {
+        self.wait_for_state("fail");
+    }
+
+    fn wait_for_state(&self, state: &str) {
+        let wanted = format!("cluster_state:{state}");
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            let all = self.masters.iter().filter(|m| m.child.is_some()).all(|m| {
+                m.query::<String>(redis::cmd("CLUSTER").arg("INFO"))
+                    .is_ok_and(|info| info.contains(&wanted))
+            });
+            if all {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the Redis cluster did not reach {wanted}");
     }
 }
 

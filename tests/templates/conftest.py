@@ -80,6 +80,8 @@ def translate(source):
     for res in translatable["Resources"].values():
         if res.get("Type") == "AWS::Serverless::Function":
             res["Properties"]["CodeUri"] = "s3://check-templates/code.zip"
+        if res.get("Type") == "AWS::Serverless::LayerVersion":
+            res["Properties"]["ContentUri"] = "s3://check-templates/layer.zip"
     return transform(translatable, {"DeploymentType": PROBE_DEPLOYMENT_TYPE}, _ManagedPolicies())
 
 

@@ -72,7 +72,7 @@ SCRIPTS_CHECKED = [
     "scripts/rollback-fc.sh", "scripts/functions.sh", "scripts/local-env.sh", "scripts/run-local.sh",
     "scripts/test.sh", "scripts/services.sh", "scripts/tool.sh", "scripts/watch.sh",
     "scripts/lambda-env.sh", "scripts/check-watch.sh", "scripts/bench.sh", "scripts/check-templates.sh",
-    "scripts/verify-local.sh", "scripts/browser.sh",
+    "scripts/verify-local.sh", "scripts/browser.sh", "scripts/fetch-ca-bundles.sh",
     ".ci/run",
 ]
 
@@ -229,6 +229,18 @@ def test_function_gets_the_environment_variables_its_code_reads(resources, name)
     env = set(props.get("Environment", {}).get("Variables", {}))
     missing = ENV_NAMES[name] - env
     assert not missing, f"missing {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_verifies_the_database_with_the_ca_bundle_layer(source, resources, name):
+    props = resources.get(logical_id(name), {}).get("Properties", {})
+    env = props.get("Environment", {}).get("Variables", {})
+    assert "DATABASE_CA_CERT_PATH" in env
+    default = str(source["Parameters"].get("DatabaseCaCertPath", {}).get("Default", ""))
+    assert default.startswith("/opt/"), default
+    layers = props.get("Layers", [])
+    assert any(isinstance(layer, dict) and str(layer.get("Ref", "")).startswith("CaBundleLayer") for layer in layers), layers
+    assert source["Resources"].get("CaBundleLayer", {}).get("Properties", {}).get("ContentUri") == "ca/"
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
@@ -426,6 +438,13 @@ def test_fc_function_pool_holds_one_connection_per_concurrent_request(s_yaml, na
     env = p.get("environmentVariables") or {}
     assert "DB_POOL_SIZE" in env, "DB_POOL_SIZE unset: the pool would not match instanceConcurrency"
     assert int(env["DB_POOL_SIZE"]) == int(p.get("instanceConcurrency", 1))
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_fc_function_verifies_the_database_with_a_ca_file_under_code(s_yaml, name):
+    _, p = _fc_props(s_yaml, name)
+    env = p.get("environmentVariables") or {}
+    assert "'/code/" in str(env.get("DATABASE_CA_CERT_PATH", "")), env.get("DATABASE_CA_CERT_PATH")
 
 
 def test_fc_custom_domain_serves_https_only_with_a_certificate_from_the_environment(s_yaml):

@@ -37,7 +37,10 @@ pub fn routes(dependencies: Dependencies) -> Router {
 /// when `REDIS_URL` names one.
 pub async fn build(config: &Config) -> Result<Router, StartError> {
     let redis = match &config.redis_url {
-        Some(url) => Some(Arc::new(RedisClient::new(url.expose())?)),
+        Some(url) => Some(Arc::new(RedisClient::new(
+            url.expose(),
+            config.redis_ca_cert.as_ref(),
+        )?)),
         None => None,
     };
     Ok(routes(Dependencies {

@@ -29,11 +29,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
 use sha2::{Digest, Sha256};
 use shared::clock::{LEEWAY_SECS, unix_secs};
-use shared::config::Config;
-use shared::redis_client::{REDIS_TIMEOUT, RedisClient};
+use shared::config::{CaBundle, Config};
+use shared::redis_client::{REDIS_TIMEOUT, RedisClient, RedisConnection};
 
 use crate::verify::VerifiedToken;
 
@@ -135,7 +134,10 @@ enum Backend {
 impl ReplayStore {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let backend = match &config.redis_url {
-            Some(url) => Backend::Redis(Arc::new(RedisBackend::new(url.expose())?)),
+            Some(url) => Backend::Redis(Arc::new(RedisBackend::new(
+                url.expose(),
+                config.redis_ca_cert.as_ref(),
+            )?)),
             None => {
                 tracing::warn!(
                     "REDIS_URL is unset: the in-process replay store protects this one instance only"
@@ -226,9 +228,9 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl RedisBackend {
-    fn new(url: &str) -> anyhow::Result<Self> {
+    fn new(url: &str, ca: Option<&CaBundle>) -> anyhow::Result<Self> {
         Ok(Self {
-            redis: RedisClient::new(url)?,
+            redis: RedisClient::new(url, ca)?,
             take_over: redis::Script::new(TAKE_OVER),
             complete: redis::Script::new(COMPLETE),
             release: redis::Script::new(RELEASE),
@@ -271,7 +273,7 @@ impl RedisBackend {
     /// retry).
     async fn try_claim(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConnection,
         claim: &Claim,
     ) -> Result<bool, redis::RedisError> {
         let set: Option<String> = redis::cmd("SET")

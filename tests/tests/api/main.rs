@@ -5,6 +5,8 @@ mod conversations;
 mod function_binaries;
 mod lambda_events;
 mod layers;
+mod managed_postgres;
+mod managed_redis;
 mod metrics;
 mod platform;
 mod secrets_and_verify;

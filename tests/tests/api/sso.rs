@@ -19,24 +19,24 @@ use tests::tokens::{sign as gcgc_with, sso_claims as claims, sso_token};
 use tests::*;
 use tokio::sync::RwLock;
 
-const SSO_SECRET: &str = "test-sso-secret-0123456789abcdef0123456789";
-const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+pub(crate) const SSO_SECRET: &str = "test-sso-secret-0123456789abcdef0123456789";
+pub(crate) const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
 
-fn gcgc(claims: &Value) -> String {
+pub(crate) fn gcgc(claims: &Value) -> String {
     sso_token(SSO_SECRET, claims)
 }
 
 /// An sso-login (and conversations) app on a random port, with its own key
 /// prefix on the given Redis and its own database.
-struct Sso {
+pub(crate) struct Sso {
     app: TestApp,
-    prefix: String,
+    pub(crate) prefix: String,
     redis_url: String,
     _db: TestDb,
 }
 
 impl Sso {
-    async fn start(redis_url: &str, db: TestDb, extra: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(redis_url: &str, db: TestDb, extra: &[(&str, &str)]) -> Self {
         let prefix = format!("tms-test-{}:", uuid_simple());
         let mut vars = vec![
             ("SSO_JWT_SECRET", SSO_SECRET),
@@ -68,7 +68,7 @@ impl Sso {
         Self::shared(&[("SSO_JWKS_URL", url), ("SSO_JWT_SECRET", "")]).await
     }
 
-    async fn login(&self, token: &str) -> reqwest::Response {
+    pub(crate) async fn login(&self, token: &str) -> reqwest::Response {
         login_at(&self.app.client, &self.app.address, token).await
     }
 
@@ -99,7 +99,11 @@ impl Drop for Sso {
     }
 }
 
-async fn login_at(client: &reqwest::Client, base: &str, token: &str) -> reqwest::Response {
+pub(crate) async fn login_at(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> reqwest::Response {
     client
         .post(format!("{base}/api/v1/auth/login/sso"))
         .header("Origin", ALLOWED_ORIGIN)
@@ -109,7 +113,7 @@ async fn login_at(client: &reqwest::Client, base: &str, token: &str) -> reqwest:
         .unwrap()
 }
 
-async fn detail(r: reqwest::Response) -> String {
+pub(crate) async fn detail(r: reqwest::Response) -> String {
     r.json::<Value>().await.unwrap()["detail"]
         .as_str()
         .unwrap_or_default()
@@ -117,7 +121,7 @@ async fn detail(r: reqwest::Response) -> String {
 }
 
 /// Retries a login until it answers 200, for a few seconds at most.
-async fn logs_in_eventually(sso: &Sso, token: &str) -> (StatusCode, String) {
+pub(crate) async fn logs_in_eventually(sso: &Sso, token: &str) -> (StatusCode, String) {
     let mut last = (StatusCode::IM_A_TEAPOT, String::new());
     for _ in 0..40 {
         let r = sso.login(token).await;
