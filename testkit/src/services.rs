@@ -381,15 +381,32 @@ pub struct RedisServer {
     pub port: u16,
     bin: PathBuf,
     child: Option<Child>,
+    /// Where a durable server keeps its append-only file.
+    durable_dir: Option<PathBuf>,
 }
 
 impl RedisServer {
+    /// A server that keeps nothing: a restart starts empty.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A server that writes every change to its append-only file before
+    /// answering, so that a restart, even after SIGKILL, keeps every key (as a
+    /// managed Redis with persistence does).
+    pub fn start_durable() -> Self {
+        let dir = std::env::temp_dir().join(format!("tms-redis-{}", uuid_simple()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        Self::start_with(Some(dir))
+    }
+
+    fn start_with(durable_dir: Option<PathBuf>) -> Self {
         let bin = find_binary("redis-server", &[]);
         let mut server = Self {
             port: free_port(),
             bin,
             child: None,
+            durable_dir,
         };
         server.resume_serving();
         server
@@ -403,8 +420,13 @@ impl RedisServer {
         running_pid(&self.child)
     }
 
-    /// Starts (again) on the same port, empty (it keeps nothing on disk).
+    /// Starts (again) on the same port: empty, or with every key a durable
+    /// server had.
     pub fn resume_serving(&mut self) {
+        let persistence = match &self.durable_dir {
+            Some(_) => ["--appendonly", "yes", "--appendfsync", "always"],
+            None => ["--appendonly", "no", "--appendfsync", "no"],
+        };
         let child = Command::new(&self.bin)
             .args([
                 "--port",
@@ -413,11 +435,10 @@ impl RedisServer {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
             ])
+            .args(persistence)
             .arg("--dir")
-            .arg(std::env::temp_dir())
+            .arg(self.durable_dir.clone().unwrap_or_else(std::env::temp_dir))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -448,6 +469,9 @@ impl Drop for RedisServer {
             signal(child.id() as i32, "CONT");
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(dir) = &self.durable_dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
