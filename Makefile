@@ -6,6 +6,7 @@ LISTEN_HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: run test fmt lint check migrate token sso-token watch verify check-watch bench
+.PHONY: chaos
 
 ## run: every function on one port (127.0.0.1:8000), embedded defaults, no external service
 run:
@@ -43,6 +44,13 @@ verify:
 ## bench: binary sizes, start-up time, latencies (prints its figures; never a pass/fail)
 bench:
 	@scripts/bench.sh
+
+## chaos: faults under load (Redis and PostgreSQL stopped and frozen, an sso-login killed, slow
+## keys) with the single-use invariants checked; CHAOS_SECONDS_PER_FAULT=2 (CI) or e.g. 20
+CHAOS_SECONDS_PER_FAULT ?= 2
+chaos:
+	cargo build --quiet --workspace --bins
+	CHAOS_SECONDS_PER_FAULT=$(CHAOS_SECONDS_PER_FAULT) target/debug/tms-chaos
 
 ## sso-token: a GCGC token as the identity provider would issue it, signed with the local SSO_JWT_SECRET
 SSO_SUB ?= local-user
