@@ -76,6 +76,13 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(CLIENT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
     match std::env::var(name) {
         Ok(v) => v
@@ -142,15 +149,15 @@ async fn run() -> anyhow::Result<usize> {
     let health = Function::start(&bin_dir, "health", 0, health_vars, &logs)?;
     let conversations = Function::start(&bin_dir, "conversations", 0, common.to_vec(), &logs)?;
     for f in sso.iter().chain([&health, &conversations]) {
-        f.wait_listening().await?;
+        f.wait_serving().await?;
     }
 
     let load = Arc::new(Load {
-        client: reqwest::Client::builder()
-            .timeout(CLIENT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?,
-        sso_urls: sso.iter().map(Function::url).collect(),
+        client: http_client()?,
+        sso: sso
+            .iter()
+            .map(|f| Ok(std::sync::RwLock::new(SsoEndpoint::new(f.url())?)))
+            .collect::<anyhow::Result<_>>()?,
         health_url: health.url(),
         conversations_url: conversations.url(),
         api_tokens: user_ids
@@ -231,11 +238,16 @@ async fn run() -> anyhow::Result<usize> {
             Fault::SsoInstanceKilled => {
                 // Mid-load: logins are in flight on it. It stays away for
                 // the fault's time, then a new one starts cold.
-                sso[0].kill();
+                // Stamped first: requests in flight fail during the kill.
                 phase.killed = Some((0, Instant::now()));
+                sso[0].kill();
                 tokio::time::sleep(fault_time).await;
+                // On a new address, as a platform's new instance: the old
+                // port's leftovers (TIME_WAIT) are not the function's.
+                sso[0].port = free_port();
                 sso[0].spawn()?;
-                sso[0].wait_listening().await?;
+                sso[0].wait_serving().await?;
+                *load.sso[0].write().expect("endpoint") = SsoEndpoint::new(sso[0].url())?;
             }
             Fault::SlowKeys => {
                 keys.latency_ms
@@ -456,13 +468,14 @@ impl Function {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    async fn wait_listening(&self) -> anyhow::Result<()> {
+    /// Until it answers HTTP. Not a bare TCP connect: a connect to a free
+    /// port of the ephemeral range can connect to itself (TCP simultaneous
+    /// open), which looks like a listener that is not there.
+    async fn wait_serving(&self) -> anyhow::Result<()> {
+        let client = http_client()?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
+            if client.get(format!("{}/", self.url())).send().await.is_ok() {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -589,7 +602,8 @@ struct Ledger {
 
 struct Load {
     client: reqwest::Client,
-    sso_urls: Vec<String>,
+    /// The sso-login instances, as a load balancer knows them.
+    sso: Vec<std::sync::RwLock<SsoEndpoint>>,
     health_url: String,
     conversations_url: String,
     user_ids: Vec<i64>,
@@ -607,6 +621,23 @@ struct Load {
     redis: redis::Client,
 }
 
+/// An instance's address, and a client of its own: a killed instance's
+/// connections go with it.
+#[derive(Clone)]
+struct SsoEndpoint {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl SsoEndpoint {
+    fn new(url: String) -> reqwest::Result<Self> {
+        Ok(Self {
+            url,
+            client: http_client()?,
+        })
+    }
+}
+
 struct Answer {
     status: Option<u16>,
     retry_after: bool,
@@ -615,11 +646,18 @@ struct Answer {
 }
 
 impl Answer {
-    fn none() -> Self {
+    /// No answer: the error's chain says why.
+    fn none(error: &dyn std::error::Error) -> Self {
+        let mut why = error.to_string();
+        let mut source = error.source();
+        while let Some(e) = source {
+            why.push_str(&format!(": {e}"));
+            source = e.source();
+        }
         Self {
             status: None,
             retry_after: false,
-            detail: None,
+            detail: Some(why),
         }
     }
 }
@@ -642,6 +680,10 @@ impl Load {
             // A steady load, not a flood: the machine is shared.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    fn sso_endpoint(&self, instance: usize) -> SsoEndpoint {
+        self.sso[instance].read().expect("endpoint").clone()
     }
 
     fn gcgc_token(&self, n: usize) -> (String, Value) {
@@ -669,10 +711,10 @@ impl Load {
                             .flatten()
                             .and_then(|v| v["detail"].as_str().map(str::to_owned)),
                     },
-                    Err(_) => Answer::none(),
+                    Err(e) => Answer::none(&e),
                 }
             }
-            Err(_) => Answer::none(),
+            Err(e) => Answer::none(&e),
         }
     }
 
@@ -699,11 +741,13 @@ impl Load {
 
     /// One login with `token` on `instance`; the token's ledger entry follows.
     async fn post_login(&self, kind: Kind, jti: &str, token: &str, instance: usize) -> Answer {
+        let endpoint = self.sso_endpoint(instance);
         let started = Instant::now();
         let answer = self
             .send(
-                self.client
-                    .post(format!("{}{LOGIN}", self.sso_urls[instance]))
+                endpoint
+                    .client
+                    .post(format!("{}{LOGIN}", endpoint.url))
                     .json(&json!({ "token": token })),
             )
             .await;
@@ -743,7 +787,7 @@ impl Load {
             },
         );
         // Not n % 2: that would send every rotated-key token to one instance.
-        self.post_login(Kind::Login, &jti, &token, (n / 2) % self.sso_urls.len())
+        self.post_login(Kind::Login, &jti, &token, (n / 2) % self.sso.len())
             .await;
     }
 
@@ -763,7 +807,7 @@ impl Load {
             ledger.used[len - 1 - back].clone()
         };
         // On either instance, whichever it logged in on.
-        self.post_login(Kind::Replay, &jti, &token, (n / 2) % self.sso_urls.len())
+        self.post_login(Kind::Replay, &jti, &token, (n / 2) % self.sso.len())
             .await;
     }
 
@@ -889,7 +933,7 @@ async fn retry_until_logged_in(
     while from.elapsed() < RETRY_LIMIT {
         attempt += 1;
         let answer = load
-            .post_login(Kind::Retry, jti, token, attempt % load.sso_urls.len())
+            .post_login(Kind::Retry, jti, token, attempt % load.sso.len())
             .await;
         match answer.status {
             Some(200) => {
@@ -1048,11 +1092,13 @@ impl PhaseFigures {
                     ));
                 }
                 None if !dropped_by_kill(phase, o) => unanswered.push(format!(
-                    "{}: {} on instance {:?} after {} ms",
+                    "{}: {} on instance {:?}, sent {}, after {} ms: {}",
                     phase.name,
                     o.kind.name(),
                     o.instance,
-                    (o.finished - o.started).as_millis()
+                    relative_to_lift(phase, o.started),
+                    (o.finished - o.started).as_millis(),
+                    o.detail.as_deref().unwrap_or_default()
                 )),
                 _ => {}
             }
@@ -1352,11 +1398,7 @@ fn history(ledger: &Ledger, phases: &[Phase], jti: &str) -> String {
         .filter(|o| o.jti.as_deref() == Some(jti))
         .map(|o| {
             let phase = &phases[o.phase];
-            let at = |t: Instant| match phase.lifted {
-                Some(lifted) if t >= lifted => format!("+{} after the lift", secs(t - lifted)),
-                Some(lifted) => format!("-{} before the lift", secs(lifted - t)),
-                None => format!("+{}", secs(t - phase.started)),
-            };
+            let at = |t: Instant| relative_to_lift(phase, t);
             format!(
                 "[{}, {} on instance {:?}, sent {}, answered {:?} {:?} in {} ms]",
                 phase.name,
@@ -1370,4 +1412,15 @@ fn history(ledger: &Ledger, phases: &[Phase], jti: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+fn relative_to_lift(phase: &Phase, t: Instant) -> String {
+    match phase.lifted {
+        Some(lifted) if t >= lifted => format!("{} after the lift", secs(t - lifted)),
+        Some(lifted) => format!("{} before the lift", secs(lifted - t)),
+        None => format!(
+            "{} into the phase",
+            secs(t.saturating_duration_since(phase.started))
+        ),
+    }
 }
