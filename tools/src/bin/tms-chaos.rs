@@ -182,7 +182,7 @@ async fn run() -> anyhow::Result<usize> {
         .collect();
 
     tokio::time::sleep(fault_time.max(Duration::from_secs(2))).await;
-    finish_phase(&load, &mut phases, None).await;
+    finish_phase(&load, &mut phases, None, None).await;
 
     let faults = [
         Fault::RedisStopped,
@@ -260,10 +260,12 @@ async fn run() -> anyhow::Result<usize> {
         }
         let lifted = Instant::now();
         phase.lifted = Some(lifted);
-        // Time to recover, at least a few seconds (an abandoned claim is
-        // taken over after 3 s), then the 503'd tokens are retried.
+        // The 503'd tokens are retried from the lifting on, while the load
+        // goes on for a while (at least a few seconds: an abandoned claim is
+        // taken over after 3 s).
+        let begun = tokio::spawn(settle(Arc::clone(&load), Some(lifted)));
         tokio::time::sleep((fault_time / 2).max(Duration::from_secs(4))).await;
-        finish_phase(&load, &mut phases, Some(lifted)).await;
+        finish_phase(&load, &mut phases, Some(lifted), Some(begun)).await;
     }
 
     load.stop.store(true, Ordering::SeqCst);
@@ -272,7 +274,7 @@ async fn run() -> anyhow::Result<usize> {
     }
     // Tokens refused during the last settling: retried with the load stopped.
     let last = phases.len() - 1;
-    let late = settle(&load, None).await;
+    let late = settle(Arc::clone(&load), None).await;
     phases[last].settled.extend(late);
 
     let marks = done_marks(&load).await?;
@@ -290,10 +292,19 @@ async fn run() -> anyhow::Result<usize> {
     Ok(broken)
 }
 
-/// Ends the current phase: retries its 503'd tokens while the load goes on,
-/// and prints its row.
-async fn finish_phase(load: &Arc<Load>, phases: &mut [Phase], lifted: Option<Instant>) {
-    let settled = settle(load, lifted).await;
+/// Ends the current phase: waits for the retries of its 503'd tokens begun
+/// at the lifting, retries those refused since, and prints its row.
+async fn finish_phase(
+    load: &Arc<Load>,
+    phases: &mut [Phase],
+    lifted: Option<Instant>,
+    begun: Option<tokio::task::JoinHandle<Vec<Settled>>>,
+) {
+    let mut settled = match begun {
+        Some(task) => task.await.expect("retries"),
+        None => Vec::new(),
+    };
+    settled.extend(settle(Arc::clone(load), lifted).await);
     let index = phases.len() - 1;
     let phase = &mut phases[index];
     phase.settled = settled;
@@ -761,10 +772,13 @@ impl Load {
                 let used = (jti.to_owned(), entry.token.clone());
                 ledger.used.push(used);
             }
-            Some(503) if entry.issued == 0 => entry.refused_at = Some(Instant::now()),
+            // A fresh token refused is retried later; a retry goes on by itself.
+            Some(503) if entry.issued == 0 && kind == Kind::Login => {
+                entry.refused_at = Some(Instant::now());
+            }
             None => {
                 entry.unanswered = true;
-                if entry.issued == 0 {
+                if entry.issued == 0 && kind == Kind::Login {
                     entry.refused_at = Some(Instant::now());
                 }
             }
@@ -883,15 +897,16 @@ enum Settled {
 /// Retries every token that got a 503 (or no answer) and has not logged in,
 /// each until it does, for 60 s at most from `since` (the fault's lifting),
 /// or from its own last refusal when that was later.
-async fn settle(load: &Arc<Load>, since: Option<Instant>) -> Vec<Settled> {
+async fn settle(load: Arc<Load>, since: Option<Instant>) -> Vec<Settled> {
+    // Taken: each token is settled once, whatever becomes of it.
     let pending: Vec<(String, String, Instant)> = {
-        let ledger = load.ledger.lock().expect("ledger");
+        let mut ledger = load.ledger.lock().expect("ledger");
         ledger
             .tokens
-            .iter()
+            .iter_mut()
             .filter(|(_, t)| t.issued == 0)
             .filter_map(|(jti, t)| {
-                let refused = t.refused_at?;
+                let refused = t.refused_at.take()?;
                 let from = since.map_or(refused, |s| s.max(refused));
                 Some((jti.clone(), t.token.clone(), from))
             })
@@ -902,7 +917,7 @@ async fn settle(load: &Arc<Load>, since: Option<Instant>) -> Vec<Settled> {
         .into_iter()
         .enumerate()
         .map(|(i, (jti, token, from))| {
-            let (load, limit) = (Arc::clone(load), Arc::clone(&limit));
+            let (load, limit) = (Arc::clone(&load), Arc::clone(&limit));
             tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await.expect("semaphore");
                 retry_until_logged_in(&load, i, &jti, &token, from).await
@@ -912,11 +927,6 @@ async fn settle(load: &Arc<Load>, since: Option<Instant>) -> Vec<Settled> {
     let mut settled = Vec::new();
     for task in tasks {
         settled.push(task.await.expect("retry task"));
-    }
-    // Each token is settled once, whatever became of it.
-    let mut ledger = load.ledger.lock().expect("ledger");
-    for token in ledger.tokens.values_mut() {
-        token.refused_at = None;
     }
     settled
 }
