@@ -70,7 +70,17 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let broken = rt.block_on(run())?;
+    // On Ctrl-C the run is dropped, and with it every process it started.
+    let broken = rt.block_on(async {
+        tokio::select! {
+            broken = run() => broken.map(Some),
+            _ = tokio::signal::ctrl_c() => Ok(None),
+        }
+    })?;
+    let Some(broken) = broken else {
+        eprintln!("chaos: interrupted");
+        std::process::exit(130);
+    };
     if broken > 0 {
         eprintln!("chaos: {broken} invariant(s) broken");
         std::process::exit(1);
