@@ -320,7 +320,6 @@ async fn finish_phase(
     let index = phases.len() - 1;
     let phase = &mut phases[index];
     phase.settled = settled;
-    phase.ended = Some(Instant::now());
     let ledger = load.ledger.lock().expect("ledger");
     let row = PhaseFigures::of(index, phase, &ledger);
     println!("{}", row.line(phase));
@@ -353,7 +352,6 @@ struct Phase {
     name: &'static str,
     started: Instant,
     lifted: Option<Instant>,
-    ended: Option<Instant>,
     /// The sso-login instance killed, and when.
     killed: Option<(usize, Instant)>,
     settled: Vec<Settled>,
@@ -365,7 +363,6 @@ impl Phase {
             name,
             started: Instant::now(),
             lifted: None,
-            ended: None,
             killed: None,
             settled: Vec::new(),
         }
