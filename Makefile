@@ -11,7 +11,7 @@ SHELL := /bin/bash
 USER_ID ?= local-user
 SSO_SUB ?= local-user
 
-.PHONY: help run test fmt lint check migrate token sso-token watch check-watch verify verify-local bench
+.PHONY: help run test fmt lint check migrate token sso-token watch check-watch verify verify-local bench chaos
 
 ## help: list every target with what it does (also what bare `make` does)
 help:
@@ -58,6 +58,12 @@ migrate:
 ## bench: binary sizes, start-up time, latencies (prints figures; never a pass/fail)
 bench:
 	@scripts/bench.sh
+
+## chaos: faults under load, single-use invariants checked (CHAOS_SECONDS_PER_FAULT=2 in CI; 20 for a long run)
+CHAOS_SECONDS_PER_FAULT ?= 2
+chaos:
+	cargo build --workspace --bins
+	CHAOS_SECONDS_PER_FAULT=$(CHAOS_SECONDS_PER_FAULT) "$${CARGO_TARGET_DIR:-target}/debug/tms-chaos"
 
 ## fmt: format the Rust code
 fmt:

@@ -508,6 +508,7 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// A server that keeps nothing: a restart starts empty.
     pub fn start() -> Self {
         Self::start_with(Vec::new(), None, None)
     }
@@ -520,6 +521,20 @@ impl RedisServer {
         let mut server = Self::start_with(tls_args(&ca), Some(ca.cert_path()), None);
         server._own_ca = Some(ca);
         server
+    }
+
+    /// A server that writes every change to its append-only file before
+    /// answering, so that a restart, even after SIGKILL, keeps every key (as a
+    /// managed Redis with persistence does).
+    pub fn start_durable() -> Self {
+        let dir = std::env::temp_dir().join(format!("tms-redis-{}", uuid_simple()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        // Later options override the plain server's `--appendonly no`.
+        let args = ["--appendonly", "yes", "--appendfsync", "always"]
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        Self::start_with(args, None, Some(dir))
     }
 
     /// A node of a cluster, not yet joined ([`RedisCluster`] joins them),

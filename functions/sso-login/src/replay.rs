@@ -19,8 +19,11 @@
 //! database failed, the client left) is *abandoned* once it is older than
 //! [`ABANDONED_AFTER`]: the next login with the token takes it over, from any
 //! instance, and it expires by itself anyway. A login that fails after its
-//! claim releases it at once (compare-and-delete on its own value), best
-//! effort: if that fails too, the takeover covers it.
+//! claim releases it at once (compare-and-delete on its own value). If that
+//! fails too, the release is retried in the background for
+//! [`RELEASE_RETRY_FOR`]: a completion that Redis applied but whose reply was
+//! lost (Redis killed or frozen right after it) leaves a done mark that no
+//! takeover frees, and no API token was issued under it.
 //!
 //! Without `REDIS_URL`, an in-process store with the same rules: it protects
 //! one instance only, and says so at start.
@@ -44,6 +47,9 @@ pub const ABANDONED_AFTER: Duration = Duration::from_secs(3);
 pub const PENDING_TTL: Duration = Duration::from_secs(60);
 /// Room for the completion's reply to arrive before the caller stops waiting.
 const REPLY_MARGIN: Duration = Duration::from_millis(100);
+/// How long a release that failed is retried in the background, and how often.
+pub const RELEASE_RETRY_FOR: Duration = PENDING_TTL;
+const RELEASE_RETRY_EVERY: Duration = Duration::from_millis(500);
 
 /// Takes a key over from an abandoned pending claim (or recognises a retry
 /// of this very claim). KEYS[1] key; ARGV: new pending value, pending TTL
@@ -326,21 +332,37 @@ impl RedisBackend {
         }
     }
 
-    async fn release(&self, claim: &Claim) {
-        let result = async {
-            let mut conn = self.redis.connection().await?;
-            self.release
-                .key(&claim.key)
-                .arg(claim.pending_value())
-                .arg(claim.done_value())
-                .invoke_async::<i64>(&mut conn)
-                .await
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "cannot release a replay claim; it will be taken over");
-            self.redis.forget_connection().await;
-        }
+    async fn release(self: &Arc<Self>, claim: &Claim) {
+        let Err(e) = self.try_release(claim).await else {
+            return;
+        };
+        tracing::warn!(error = %e, "cannot release a replay claim; retrying in the background");
+        self.redis.forget_connection().await;
+        let (backend, claim) = (Arc::clone(self), claim.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            while started.elapsed() < RELEASE_RETRY_FOR {
+                tokio::time::sleep(RELEASE_RETRY_EVERY).await;
+                match backend.try_release(&claim).await {
+                    Ok(_) => {
+                        tracing::info!("replay claim released after a retry");
+                        return;
+                    }
+                    Err(_) => backend.redis.forget_connection().await,
+                }
+            }
+            tracing::warn!("replay claim not released; a done mark would lock its token out");
+        });
+    }
+
+    async fn try_release(&self, claim: &Claim) -> Result<i64, redis::RedisError> {
+        let mut conn = self.redis.connection().await?;
+        self.release
+            .key(&claim.key)
+            .arg(claim.pending_value())
+            .arg(claim.done_value())
+            .invoke_async::<i64>(&mut conn)
+            .await
     }
 }
 

@@ -421,6 +421,126 @@ async fn a_hung_redis_is_a_fast_503_and_its_late_claim_is_released() {
     );
 }
 
+/// A proxy in front of Redis that, once armed, passes the next command that
+/// carries a `done:` value (the completion of a claim), then cuts every
+/// connection and refuses new ones for [`ReplyLosingProxy::OUTAGE`]: Redis
+/// applied the completion, its reply is lost, and the release cannot get
+/// through at once (as when Redis is killed or frozen right after it).
+struct ReplyLosingProxy {
+    url: String,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ReplyLosingProxy {
+    const OUTAGE: Duration = Duration::from_secs(1);
+
+    async fn start(upstream: u16) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let outage_until = Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let in_outage = {
+            let outage_until = outage_until.clone();
+            move || {
+                outage_until
+                    .lock()
+                    .unwrap()
+                    .is_some_and(|t| Instant::now() < t)
+            }
+        };
+        let proxy_armed = armed.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if in_outage() {
+                    continue; // dropped: the connection closes at once
+                }
+                let Ok(mut redis) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                let (armed, outage_until, in_outage) =
+                    (proxy_armed.clone(), outage_until.clone(), in_outage.clone());
+                tokio::spawn(async move {
+                    let (mut from_client, mut from_redis) = ([0u8; 16384], [0u8; 16384]);
+                    loop {
+                        tokio::select! {
+                            n = client.read(&mut from_client) => {
+                                let Ok(n @ 1..) = n else { break };
+                                if in_outage() || redis.write_all(&from_client[..n]).await.is_err() {
+                                    break;
+                                }
+                                let completion = from_client[..n].windows(5).any(|w| w == b"done:");
+                                if completion && armed.swap(false, Ordering::SeqCst) {
+                                    // Redis applies it; its reply is never passed on.
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    *outage_until.lock().unwrap() =
+                                        Some(Instant::now() + Self::OUTAGE);
+                                    break;
+                                }
+                            }
+                            n = redis.read(&mut from_redis) => {
+                                let Ok(n @ 1..) = n else { break };
+                                if in_outage() || client.write_all(&from_redis[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                                if in_outage() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, armed }
+    }
+}
+
+#[tokio::test]
+async fn a_completion_whose_reply_is_lost_does_not_lock_the_token_out() {
+    let redis = RedisServer::start();
+    let proxy = ReplyLosingProxy::start(redis.port).await;
+    let sso = Sso::start(&proxy.url, TestDb::sqlite(), &[]).await;
+    // A first login loads the completion script into Redis, so that the
+    // armed completion runs there instead of asking for the script.
+    assert_eq!(
+        sso.login(&gcgc(&claims("warm"))).await.status(),
+        StatusCode::OK
+    );
+    let token = gcgc(&claims("reply-lost"));
+    proxy.armed.store(true, Ordering::SeqCst);
+    let r = sso.login(&token).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Read past the proxy: the completion was applied.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", sso.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let marks: Vec<String> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        marks.iter().filter(|m| m.starts_with("done:")).count(),
+        2,
+        "the warm-up's mark and the one whose reply was lost: {marks:?}"
+    );
+
+    // Nothing was issued under that done mark: once Redis can be reached,
+    // the login gives it back, and the user logs in with the same token.
+    tokio::time::sleep(ReplyLosingProxy::OUTAGE).await;
+    let (status, body) = logs_in_eventually(&sso, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(sso.login(&token).await.status(), StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn a_database_failure_after_the_claim_releases_it() {
     let mut pg = PgServer::start();
