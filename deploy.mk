@@ -22,6 +22,8 @@ build-fc:
 deploy-aws:
 	@command -v sam >/dev/null 2>&1 || { echo "deploy-aws: the AWS SAM CLI (sam) is missing. Install it with: python3 -m pip install aws-sam-cli" >&2; exit 1; }
 	@cargo lambda --version >/dev/null 2>&1 || { echo "deploy-aws: sam build needs cargo-lambda. Install it with: python3 -m pip install cargo-lambda ziglang" >&2; exit 1; }
+	@# The functions verify RDS with its public CA bundle, shipped in CaBundleLayer (ca/).
+	@[ -f ca/rds-global-bundle.pem ] || scripts/fetch-ca-bundles.sh
 	SAM_CLI_BETA_RUST_CARGO_LAMBDA=1 sam build --template-file template.yaml
 	@if [ -f "$(SAM_CONFIG)" ]; then \
 		echo "sam deploy (settings from $(SAM_CONFIG))"; \
