@@ -4,5 +4,6 @@ mod conversations;
 mod function_binaries;
 mod lambda_events;
 mod layers;
+mod properties;
 mod secrets_and_verify;
 mod sso;
