@@ -5,7 +5,7 @@ SHELL := /bin/bash
 LISTEN_HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test fmt lint check migrate token sso-token watch verify check-watch bench
+.PHONY: run test fmt lint check migrate token sso-token watch verify check-watch bench openapi schemathesis
 
 ## run: every function on one port (127.0.0.1:8000), embedded defaults, no external service
 run:
@@ -48,6 +48,15 @@ bench:
 SSO_SUB ?= local-user
 sso-token:
 	@source scripts/local-env.sh && cargo run --quiet -p tools --bin tms-token -- sso "$(SSO_SUB)" "$(SSO_SUB)@example.com" "Local User"
+
+## openapi: regenerate docs/openapi.json from the annotations beside the handlers
+openapi:
+	cargo run --quiet -p tools --bin tms-openapi > docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
+
+## schemathesis: schemathesis (PyPI) against every route of tms-local, from docs/openapi.json:
+## no server error, nothing the document does not describe (SCHEMATHESIS_MAX_EXAMPLES=500, ~30 s)
+schemathesis:
+	@scripts/schemathesis.sh
 
 fmt:
 	cargo fmt --all

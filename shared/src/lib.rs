@@ -11,13 +11,14 @@ pub mod db;
 pub mod error;
 pub mod host;
 pub mod http;
+pub mod openapi;
 pub mod redis_client;
 pub mod runtime;
 pub mod secrets;
 pub mod tokens;
 
 pub use config::{Config, ConfigError};
-pub use error::{ApiError, ApiJson};
+pub use error::{ApiError, ApiJson, ApiQuery, ErrorBody};
 pub use http::{App, app};
 pub use runtime::StartError;
 pub use tracing;

@@ -568,7 +568,7 @@ fn gcgc_tokens_with_any_claims_are_never_5xx() {
 }
 
 #[test]
-fn odd_query_strings_are_never_5xx() {
+fn odd_query_strings_are_never_5xx_and_a_bad_list_query_is_422() {
     let backends = Backends::start();
     backends.check(
         (select(ROUTES), query_string()),
@@ -584,13 +584,23 @@ fn odd_query_strings_are_never_5xx() {
                 .client
                 .request(method.clone(), url)
                 .bearer_auth(&target.token);
-            well_behaved(&send(request).await?, &method)
+            let answer = send(request).await?;
+            well_behaved(&answer, &method)?;
+            if *route == CONVERSATIONS {
+                // A query the list cannot read is a 422 that says why, never a bare 400.
+                prop_assert!(
+                    [StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY].contains(&answer.status),
+                    "{}",
+                    answer.status
+                );
+            }
+            Ok(())
         },
     );
 }
 
 #[test]
-fn odd_path_ids_are_never_5xx() {
+fn odd_path_ids_are_never_5xx_and_a_malformed_one_is_404() {
     let backends = Backends::start();
     backends.check(
         (path_id(), option::of(Just("/"))),
@@ -601,7 +611,15 @@ fn odd_path_ids_are_never_5xx() {
                 .client
                 .get(target.app.url(&path))
                 .bearer_auth(&target.token);
-            well_behaved(&send(request).await?, &Method::GET)
+            let answer = send(request).await?;
+            well_behaved(&answer, &Method::GET)?;
+            // Any malformed id (invalid UTF-8 too) names no conversation: 404.
+            prop_assert!(
+                [StatusCode::OK, StatusCode::NOT_FOUND].contains(&answer.status),
+                "{}",
+                answer.status
+            );
+            Ok(())
         },
     );
 }
