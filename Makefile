@@ -54,7 +54,7 @@ openapi:
 	cargo run --quiet -p tools --bin tms-openapi > docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
 
 ## schemathesis: schemathesis (PyPI) against every route of tms-local, from docs/openapi.json:
-## no server error, nothing the document does not describe (SCHEMATHESIS_MAX_EXAMPLES=500, ~30 s)
+## no server error, nothing the document does not describe (SCHEMATHESIS_MAX_EXAMPLES=500, ~1 min)
 schemathesis:
 	@scripts/schemathesis.sh
 

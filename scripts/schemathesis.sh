@@ -5,7 +5,8 @@
 # the protected routes are tested past authentication) and fails on any
 # server error or any status code, content type, header or body that the
 # document does not describe. Bounded: SCHEMATHESIS_MAX_EXAMPLES cases per
-# operation and phase (500: about half a minute). Exits non-zero on any failure.
+# operation and phase (500: about a minute), and the stateful phase follows
+# the link from a created conversation to its fetch. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,7 +57,7 @@ python3 -m schemathesis.cli run "$document" \
   --header "Authorization: Bearer $token" \
   --checks all \
   --exclude-checks positive_data_acceptance \
-  --phases examples,coverage,fuzzing \
+  --phases examples,coverage,fuzzing,stateful \
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-500}" \
   --workers 2 \
   --generation-database none \

@@ -213,7 +213,12 @@ pub struct CreateBody {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = ConversationBody,
-            headers(("Location" = String, description = "The new conversation's URL path"))),
+            headers(("Location" = String, description = "The new conversation's URL path")),
+            links(("GetConversation" = (
+                operation_id = "get_conversation",
+                parameters(("id" = "$response.body#/id")),
+                description = "The conversation just created"
+            )))),
         (status = 401, description = "Missing, malformed, expired or badly signed API token, or its user is gone", body = ErrorBody),
         (status = 422, description = "Invalid title or member_ids, unknown members, or text that cannot be stored", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),

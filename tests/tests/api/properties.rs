@@ -688,11 +688,10 @@ fn any_method_host_and_origin_on_any_route_is_never_5xx() {
 /// Text both databases can store: no NUL, something left after trimming,
 /// at most the title's length.
 fn storable_title() -> impl Strategy<Value = String> {
-    vec(odd_char(), 1..60)
+    let storable_char = odd_char().prop_filter("not NUL", |c| *c != '\0');
+    vec(storable_char, 1..60)
         .prop_map(String::from_iter)
-        .prop_filter("storable", |t| {
-            !t.contains('\0') && !t.trim().is_empty() && t.trim().chars().count() <= 200
-        })
+        .prop_filter("not blank", |t| !t.trim().is_empty())
 }
 
 #[test]
