@@ -25,15 +25,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The local settings of `make run`, on a free port and a database of its own.
+# The local settings of `make run`, on a free port and a database of its own
+# (SCHEMATHESIS_DATABASE_URL=postgres://... for an empty PostgreSQL database).
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-DATABASE_URL="sqlite://$work/tms.sqlite3"
+DATABASE_URL="${SCHEMATHESIS_DATABASE_URL:-sqlite://$work/tms.sqlite3}"
 RUST_LOG="${RUST_LOG:-warn}"
 export PORT DATABASE_URL RUST_LOG
 # shellcheck disable=SC1091
 source scripts/local-env.sh
 
-cargo build --quiet -p tools --bin tms-local --bin tms-token
+cargo build --quiet -p tools --bin tms-local --bin tms-token --bin tms-migrate
+cargo run --quiet -p tools --bin tms-migrate >/dev/null
 token=$(cargo run --quiet -p tools --bin tms-token -- user schemathesis-user)
 # `cargo run` replaces itself with the program: $! is the server.
 cargo run --quiet -p tools --bin tms-local 2>"$work/server.log" &
