@@ -11,7 +11,7 @@ SHELL := /bin/bash
 USER_ID ?= local-user
 SSO_SUB ?= local-user
 
-.PHONY: help run test fmt lint check migrate token sso-token watch check-watch verify verify-local bench chaos
+.PHONY: help run test fmt lint check migrate token sso-token watch check-watch verify verify-local bench chaos openapi schemathesis
 
 ## help: list every target with what it does (also what bare `make` does)
 help:
@@ -64,6 +64,14 @@ CHAOS_SECONDS_PER_FAULT ?= 2
 chaos:
 	cargo build --workspace --bins
 	CHAOS_SECONDS_PER_FAULT=$(CHAOS_SECONDS_PER_FAULT) "$${CARGO_TARGET_DIR:-target}/debug/tms-chaos"
+
+## openapi: regenerate docs/openapi.json from the annotations beside the handlers
+openapi:
+	cargo run --quiet -p tools --bin tms-openapi > docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
+
+## schemathesis: schemathesis against every route of tms-local from docs/openapi.json (~1 min)
+schemathesis:
+	@scripts/schemathesis.sh
 
 ## fmt: format the Rust code
 fmt:

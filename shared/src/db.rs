@@ -25,6 +25,8 @@ pub static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Longest to wait for a (new or pooled) connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(800);
+/// The embedded database (local runs): generous, see [`Database::open_sqlite`].
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const EMBEDDED_FILE: &str = "tms-chat.sqlite3";
 
 #[derive(Clone)]
@@ -120,7 +122,9 @@ impl Database {
             .min_connections(u32::from(in_memory))
             .idle_timeout((!in_memory).then_some(Duration::from_secs(600)))
             .max_lifetime((!in_memory).then_some(Duration::from_secs(1800)))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // Opening and migrating the file happens at start, where a loaded
+            // machine may take longer; requests are bounded by `bounded` anyway.
+            .acquire_timeout(SQLITE_ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the embedded database {url}: {e}"))?;

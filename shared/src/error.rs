@@ -7,11 +7,10 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::FromRequest;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use serde_json::json;
 
 use crate::db::DbError;
 
@@ -70,9 +69,22 @@ impl ApiError {
     }
 }
 
-/// `{"detail": ...}`, the error shape the web app reads.
+/// Every error's body: `{"detail": ...}`, the shape the web app reads; a
+/// 500 adds the request id to quote when reporting it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// `{"detail": ...}` with this status.
 pub fn detail_response(status: StatusCode, detail: &str) -> Response {
-    (status, Json(json!({ "detail": detail }))).into_response()
+    let body = ErrorBody {
+        detail: detail.to_owned(),
+        request_id: None,
+    };
+    (status, Json(body)).into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -83,7 +95,10 @@ impl IntoResponse for ApiError {
                 let request_id = crate::http::current_request_id();
                 let request_id = request_id.as_deref().unwrap_or("-");
                 tracing::error!(request_id, cause = %format!("{cause:#}"), "internal error");
-                let body = json!({ "detail": INTERNAL_DETAIL, "request_id": request_id });
+                let body = ErrorBody {
+                    detail: INTERNAL_DETAIL.to_owned(),
+                    request_id: Some(request_id.to_owned()),
+                };
                 (status, Json(body)).into_response()
             }
             Self::Unauthorized(detail) => {
@@ -156,3 +171,15 @@ impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
         Json(self.0).into_response()
     }
 }
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::Unprocessable(format!("Invalid query string: {}", rejection.body_text()))
+    }
+}
+
+/// `Query` whose rejections are [`ApiError`]s: a query string that does not
+/// fit the parameters (a repeated one, say) is a 422 that says why.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);

@@ -12,13 +12,14 @@ pub mod error;
 pub mod host;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod redis_client;
 pub mod runtime;
 pub mod secrets;
 pub mod tokens;
 
 pub use config::{Config, ConfigError};
-pub use error::{ApiError, ApiJson};
+pub use error::{ApiError, ApiJson, ApiQuery, ErrorBody};
 pub use http::{App, app};
 pub use metrics::Outcome;
 pub use runtime::StartError;

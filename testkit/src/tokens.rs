@@ -1,6 +1,8 @@
 //! Every token the tools and the tests mint, in one place: GCGC tokens as
 //! the identity provider issues them, and API tokens as sso-login does.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use shared::clock::unix_secs;
@@ -35,6 +37,21 @@ pub fn sso_token(secret: &str, claims: &Value) -> String {
         &EncodingKey::from_secret(secret.as_bytes()),
         None,
     )
+}
+
+/// A token whose header and payload are exactly these JSON texts, signed
+/// HS256 with `secret`: for claims no `serde_json::Value` can hold (a lone
+/// surrogate escape, `1e400`, deep nesting, duplicate keys).
+pub fn hs256_from_json_text(secret: &str, header: &str, payload: &str) -> String {
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    let key = EncodingKey::from_secret(secret.as_bytes());
+    let signature = jsonwebtoken::crypto::sign(signed.as_bytes(), &key, Algorithm::HS256)
+        .expect("sign a token");
+    format!("{signed}.{signature}")
 }
 
 /// An API token for `user_id`, as sso-login issues it (`JWT_SECRET`, an hour).

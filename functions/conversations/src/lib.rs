@@ -6,7 +6,8 @@
 pub mod store;
 
 use axum::Router;
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,7 +16,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use shared::db::{Database, DbError};
 use shared::tokens::{ApiTokens, AuthUser};
-use shared::{ApiError, ApiJson, Config, Outcome, StartError};
+use shared::{ApiError, ApiJson, ApiQuery, Config, ErrorBody, Outcome, StartError};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::store::{Conversation, PageAfter};
 
@@ -45,6 +48,12 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The routes' OpenAPI description (the shared layers' part comes from
+/// [`shared::openapi::SharedLayers`]).
+#[derive(OpenApi)]
+#[openapi(paths(list, create, fetch))]
+pub struct ApiDoc;
+
 /// The function's routes for its configuration (`JWT_SECRET`, `DATABASE_URL`).
 pub async fn build(config: &Config) -> Result<Router, StartError> {
     let tokens = ApiTokens::from_config(config)?;
@@ -53,13 +62,16 @@ pub async fn build(config: &Config) -> Result<Router, StartError> {
 }
 
 /// A conversation as the web app reads it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ConversationBody {
     pub id: i64,
     pub title: String,
+    /// Every member, the creator included.
     pub member_ids: Vec<i64>,
     pub created_by: i64,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub last_activity_at: String,
 }
 
@@ -86,23 +98,66 @@ fn rfc3339(micros: i64) -> String {
         .unwrap_or_default()
 }
 
-#[derive(Debug, Serialize)]
+/// A page of the caller's conversations, newest activity first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page {
     pub items: Vec<ConversationBody>,
+    /// The `cursor` of the next page; null on the last one.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
 /// Query parameters arrive as text, so a bad one is a clear 422, not a rejection.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    // Described by `page_size`.
+    #[param(schema_with = page_size)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page; the first page when absent or empty.
     cursor: Option<String>,
 }
 
+/// `limit` as [`list`] reads it: a whole number from 1 to [`MAX_LIMIT`], or empty.
+fn page_size() -> Schema {
+    OneOfBuilder::new()
+        .description(Some(format!(
+            "Page size from 1 to {MAX_LIMIT}; {DEFAULT_LIMIT} when absent or empty"
+        )))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .maximum(Some(MAX_LIMIT)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([""])),
+        )
+        .build()
+        .into()
+}
+
+/// The caller's conversations
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/",
+    operation_id = "list_conversations",
+    tag = "conversations",
+    params(ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of conversations", body = Page),
+        (status = 401, description = "Missing, malformed, expired or badly signed API token", body = ErrorBody),
+        (status = 422, description = "`limit` or `cursor` is invalid, or given twice", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
 async fn list(
     State(db): State<Database>,
     user: AuthUser,
-    Query(params): Query<ListParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<(Outcome, ApiJson<Page>), ApiError> {
     let limit = match params.limit.as_deref() {
         None | Some("") => DEFAULT_LIMIT,
@@ -146,14 +201,40 @@ async fn list(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new conversation; the caller becomes a member.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// Trimmed; then 1 to 200 characters, without NUL.
+    #[schema(min_length = 1)]
     title: String,
+    /// Users to add beside the caller.
     #[serde(default)]
+    #[schema(max_items = 100)]
     member_ids: Vec<i64>,
 }
 
+/// Create a conversation
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/",
+    operation_id = "create_conversation",
+    tag = "conversations",
+    request_body = CreateBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = ConversationBody,
+            headers(("Location" = String, description = "The new conversation's URL path")),
+            links(("GetConversation" = (
+                operation_id = "get_conversation",
+                parameters(("id" = "$response.body#/id")),
+                description = "The conversation just created"
+            )))),
+        (status = 401, description = "Missing, malformed, expired or badly signed API token, or its user is gone", body = ErrorBody),
+        (status = 422, description = "Invalid title or member_ids, unknown members, or text that cannot be stored", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
 async fn create(
     State(db): State<Database>,
     user: AuthUser,
@@ -213,13 +294,31 @@ async fn create(
         .into_response())
 }
 
+/// One of the caller's conversations
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}",
+    operation_id = "get_conversation",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "The conversation's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The conversation", body = ConversationBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed API token", body = ErrorBody),
+        (status = 404, description = "No such conversation among the caller's (a malformed id too)", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
 async fn fetch(
     State(db): State<Database>,
     user: AuthUser,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<ApiJson<ConversationBody>, ApiError> {
-    // A malformed id names no conversation the caller can see.
-    let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
+    // A malformed id (not even UTF-8, say) names no conversation the caller can see.
+    let id: i64 = id
+        .ok()
+        .and_then(|Path(id)| id.parse().ok())
+        .ok_or(ApiError::NotFound)?;
     let conversation = store::get(&db, user.user_id, id)
         .await
         .map_err(store_error)?

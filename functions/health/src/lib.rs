@@ -2,6 +2,7 @@
 //! (pings every configured dependency at once, each within
 //! [`PING_TIMEOUT`]; 503 naming the ones that failed).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,10 +11,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
 use shared::db::Database;
 use shared::redis_client::RedisClient;
 use shared::{Config, StartError};
+use utoipa::{OpenApi, ToSchema};
 
 /// How long one dependency may take to answer a readiness ping.
 pub const PING_TIMEOUT: Duration = Duration::from_millis(800);
@@ -33,6 +35,36 @@ pub fn routes(dependencies: Dependencies) -> Router {
         .with_state(dependencies)
 }
 
+/// The routes' OpenAPI description (the shared layers' part comes from
+/// [`shared::openapi::SharedLayers`]).
+#[derive(OpenApi)]
+#[openapi(paths(live, ready))]
+pub struct ApiDoc;
+
+/// The function runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    #[schema(example = "ok")]
+    status: String,
+    version: String,
+}
+
+/// Every configured dependency answered: each one is "ok".
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    status: String,
+    checks: BTreeMap<String, String>,
+}
+
+/// Not ready: `detail` names the dependencies that failed; `checks` tells
+/// each one's state ("ok" or "unavailable").
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotReady {
+    detail: String,
+    checks: BTreeMap<String, String>,
+}
+
 /// The function's routes for its configuration: the database, and Redis
 /// when `REDIS_URL` names one.
 pub async fn build(config: &Config) -> Result<Router, StartError> {
@@ -49,8 +81,19 @@ pub async fn build(config: &Config) -> Result<Router, StartError> {
     }))
 }
 
-async fn live() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+/// Liveness
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "health",
+    responses((status = 200, description = "The function runs", body = Liveness))
+)]
+async fn live() -> Json<Liveness> {
+    Json(Liveness {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
 }
 
 /// A ping's outcome: `None` when the dependency answered.
@@ -62,6 +105,17 @@ async fn ping(check: impl Future<Output = Result<(), String>>) -> Option<String>
     }
 }
 
+/// Readiness: pings the database and Redis
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    operation_id = "ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "Every dependency answered", body = Readiness),
+        (status = 503, description = "A dependency did not answer in time", body = NotReady),
+    )
+)]
 async fn ready(State(deps): State<Dependencies>) -> Response {
     let database = ping(async { deps.database.ping().await.map_err(|e| e.to_string()) });
     let redis = async {
@@ -72,7 +126,7 @@ async fn ready(State(deps): State<Dependencies>) -> Response {
     };
     let (database, redis) = tokio::join!(database, redis);
     let results = [("database", Some(database)), ("redis", redis)];
-    let mut checks = serde_json::Map::new();
+    let mut checks = BTreeMap::new();
     let mut failed = Vec::new();
     for (name, outcome) in results {
         let Some(error) = outcome else { continue };
@@ -84,15 +138,16 @@ async fn ready(State(deps): State<Dependencies>) -> Response {
                 "unavailable"
             }
         };
-        checks.insert(name.to_owned(), json!(state));
+        checks.insert(name.to_owned(), state.to_owned());
     }
     if failed.is_empty() {
-        return Json(json!({ "status": "ready", "checks": checks })).into_response();
+        let status = "ready".to_owned();
+        return Json(Readiness { status, checks }).into_response();
     }
     let detail = format!("Not ready: {} unavailable", failed.join(", "));
     let mut response = (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "detail": detail, "checks": checks })),
+        Json(NotReady { detail, checks }),
     )
         .into_response();
     response

@@ -16,7 +16,8 @@ use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use shared::db::{Database, DbError};
 use shared::tokens::ApiTokens;
-use shared::{ApiError, ApiJson, Config, Outcome, StartError};
+use shared::{ApiError, ApiJson, Config, ErrorBody, Outcome, StartError};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::replay::{ClaimError, ReplayStore};
 use crate::users::User;
@@ -48,6 +49,12 @@ pub fn routes(state: AppState) -> Router {
     Router::new().route(ROUTE, post(login)).with_state(state)
 }
 
+/// The route's OpenAPI description (the shared layers' part comes from
+/// [`shared::openapi::SharedLayers`]).
+#[derive(OpenApi)]
+#[openapi(paths(login))]
+pub struct ApiDoc;
+
 /// The function's routes for its configuration: `JWT_SECRET`, the SSO keys,
 /// `REDIS_URL` and `DATABASE_URL`.
 pub async fn build(config: &Config) -> Result<Router, StartError> {
@@ -60,19 +67,36 @@ pub async fn build(config: &Config) -> Result<Router, StartError> {
     Ok(routes(state))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginBody {
+    /// The GCGC token (a JWT) from the identity provider; usable once.
     token: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LoginResponse {
+    /// The API token, for `Authorization: Bearer`.
     access_token: String,
+    #[schema(value_type = String, example = "bearer")]
     token_type: &'static str,
+    /// Seconds until the API token expires.
     expires_in: u64,
     user: User,
 }
 
+/// Exchange a GCGC token for an API token, once
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login/sso",
+    operation_id = "login_sso",
+    tag = "sso-login",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Logged in", body = LoginResponse),
+        (status = 401, description = "Invalid, expired or already used token (\"Token has already been used\")", body = ErrorBody),
+        (status = 503, description = "The replay protection store, the database or the identity provider's keys are unavailable", body = ErrorBody),
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<LoginBody>,

@@ -6,7 +6,7 @@ use shared::on_pool;
 use sqlx::Row;
 
 /// A user as the login answers it (the upstream id stays inside).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: i64,
     pub email: Option<String>,

@@ -8,6 +8,8 @@ mod layers;
 mod managed_postgres;
 mod managed_redis;
 mod metrics;
+mod openapi;
 mod platform;
+mod properties;
 mod secrets_and_verify;
 mod sso;
