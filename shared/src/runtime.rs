@@ -2,15 +2,23 @@
 //! (through `lambda_http`) and, when no Lambda runtime API is present, as plain
 //! HTTP for Alibaba Function Compute's custom runtime and for local runs.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;
 
 use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use axum::{Router, ServiceExt};
+use http::HeaderValue;
+use lambda_http::lambda_runtime::{LambdaEvent, Service, service_fn};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Adapter, TransformResponse};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError};
-use crate::http::{App, app};
+use crate::error::ApiError;
+use crate::http::{App, REQUEST_ID, app};
 
 /// FC's custom runtime tells the function its port in this variable.
 pub const FC_PORT_VAR: &str = "FC_CUSTOM_LISTEN_PORT";
@@ -70,7 +78,8 @@ pub async fn start(build: impl AsyncFnOnce(&Config) -> Result<Router, StartError
 pub async fn serve(app: App) -> anyhow::Result<()> {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         tracing::info!("serving through the Lambda runtime API");
-        return lambda_http::run(app)
+        let mut handler = LambdaHandler::new(app);
+        return lambda_http::lambda_runtime::run(service_fn(move |event| handler.call(event)))
             .await
             .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
@@ -79,6 +88,39 @@ pub async fn serve(app: App) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     serve_http(listener, app).await
+}
+
+/// What the Lambda runtime calls: `lambda_http`'s adapter around the app,
+/// except for an event that `lambda_http` cannot turn into a request (it
+/// panics on a body marked base64 that is not, a `Host` that is no URL
+/// authority, ...): that is a 400, where the runtime would report an
+/// invocation error that the client sees as a 502.
+pub struct LambdaHandler(Adapter<'static, Response, App>);
+
+impl LambdaHandler {
+    pub fn new(app: App) -> Self {
+        Self(Adapter::from(app))
+    }
+
+    /// The response to one event. (The app is always ready: a `Router`
+    /// needs no `poll_ready`.)
+    pub fn call(
+        &mut self,
+        event: LambdaEvent<LambdaRequest>,
+    ) -> TransformResponse<'static, Response, Infallible> {
+        let origin = event.payload.request_origin();
+        let request_id = event.context.request_id.clone();
+        let adapter = &mut self.0;
+        // The conversion runs in `call`, before the app: only it can panic here
+        // (the app's own panics are the catch-panic layer's).
+        catch_unwind(AssertUnwindSafe(|| adapter.call(event))).unwrap_or_else(|_| {
+            let mut response = ApiError::BadRequest("Invalid request".into()).into_response();
+            if let Ok(id) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID, id);
+            }
+            TransformResponse::Request(origin, Box::pin(std::future::ready(Ok(response))))
+        })
+    }
 }
 
 /// Plain HTTP on a bound listener until SIGTERM or Ctrl-C, finishing in-flight requests.
