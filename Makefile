@@ -86,3 +86,11 @@ lint:
 check: lint test
 
 include deploy.mk
+
+## fuzz: a fuzzing campaign, FUZZ_SECONDS (60) per target, on nightly with cargo-fuzz;
+## a crash fails it (make fuzz FUZZ_TARGETS="cursor host" for some); see docs/fuzzing.md
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+.PHONY: fuzz
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)

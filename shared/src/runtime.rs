@@ -2,17 +2,27 @@
 //! (through `lambda_http`) and, when no Lambda runtime API is present, as plain
 //! HTTP for Alibaba Function Compute's custom runtime and for local runs.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::task::{Context, Poll};
 
 use axum::body::Bytes;
 use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use axum::{Router, ServiceExt};
+use http::HeaderValue;
 use http_body_util::{BodyExt, Full};
+use lambda_http::lambda_runtime::{LambdaEvent, Service, service_fn};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Adapter, TransformResponse};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError};
-use crate::http::{App, app};
+use crate::error::ApiError;
+use crate::http::{App, REQUEST_ID, app};
 
 /// FC's custom runtime tells the function its port in this variable.
 pub const FC_PORT_VAR: &str = "FC_CUSTOM_LISTEN_PORT";
@@ -74,9 +84,12 @@ pub async fn serve(app: App) -> anyhow::Result<()> {
         tracing::info!("serving through the Lambda runtime API");
         // One invocation at a time, or as many as AWS_LAMBDA_MAX_CONCURRENCY
         // allows (Lambda Managed Instances; `cargo lambda watch` sets it too).
-        return lambda_http::run_concurrent(with_whole_bodies(app))
-            .await
-            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
+        let mut handler = LambdaHandler::new(app);
+        return lambda_http::lambda_runtime::run_concurrent(service_fn(move |event| {
+            handler.call(event)
+        }))
+        .await
+        .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
     let addr = listen_addr()?;
     let listener = TcpListener::bind(addr)
@@ -85,34 +98,75 @@ pub async fn serve(app: App) -> anyhow::Result<()> {
     serve_http(listener, app).await
 }
 
-/// The app with each response body read whole: Lambda answers with one
-/// payload anyway, and its concurrent runtime needs a body it can share
-/// between threads (axum's streaming body cannot be).
-fn with_whole_bodies(
-    app: App,
-) -> impl tower::Service<
-    lambda_http::Request,
-    Response = http::Response<Full<Bytes>>,
-    Error = std::convert::Infallible,
-    Future = impl Send,
-> + Clone
-+ Send
-+ 'static {
-    tower::ServiceBuilder::new()
-        .map_future(|response| async move {
-            let response: axum::response::Response = response.await?;
-            let (parts, body) = response.into_parts();
-            let bytes = match body.collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) => {
-                    // In-memory bodies do not fail; if one ever does, say so.
-                    tracing::error!(error = %e, "cannot read a response body");
-                    Bytes::new()
-                }
-            };
-            Ok(http::Response::from_parts(parts, Full::new(bytes)))
+/// What the Lambda runtime calls: `lambda_http`'s adapter around the app,
+/// except for an event that `lambda_http` cannot turn into a request (it
+/// panics on a body marked base64 that is not, a `Host` that is no URL
+/// authority, ...): that is a 400, where the runtime would report an
+/// invocation error that the client sees as a 502.
+#[derive(Clone)]
+pub struct LambdaHandler(Adapter<'static, WholeResponse, WholeBodies>);
+
+/// A response whose body is read whole: Lambda answers with one payload
+/// anyway, and its concurrent runtime needs a body it can share between
+/// threads (axum's streaming body cannot be).
+pub type WholeResponse = http::Response<Full<Bytes>>;
+
+impl LambdaHandler {
+    pub fn new(app: App) -> Self {
+        Self(Adapter::from(WholeBodies(app)))
+    }
+
+    /// The response to one event. (The app is always ready: a `Router`
+    /// needs no `poll_ready`.)
+    pub fn call(
+        &mut self,
+        event: LambdaEvent<LambdaRequest>,
+    ) -> TransformResponse<'static, WholeResponse, Infallible> {
+        let origin = event.payload.request_origin();
+        let request_id = event.context.request_id.clone();
+        let adapter = &mut self.0;
+        // The conversion runs in `call`, before the app: only it can panic here
+        // (the app's own panics are the catch-panic layer's).
+        catch_unwind(AssertUnwindSafe(|| adapter.call(event))).unwrap_or_else(|_| {
+            let mut response = ApiError::BadRequest("Invalid request".into()).into_response();
+            if let Ok(id) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID, id);
+            }
+            TransformResponse::Request(origin, Box::pin(async { Ok(whole(response).await) }))
         })
-        .service(app)
+    }
+}
+
+/// The app, answering [`WholeResponse`]s.
+#[derive(Clone)]
+pub struct WholeBodies(App);
+
+impl Service<lambda_http::Request> for WholeBodies {
+    type Response = WholeResponse;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<WholeResponse, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<lambda_http::Request>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: lambda_http::Request) -> Self::Future {
+        let response = self.0.call(request);
+        Box::pin(async move { Ok(whole(response.await?).await) })
+    }
+}
+
+async fn whole(response: Response) -> WholeResponse {
+    let (parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            // In-memory bodies do not fail; if one ever does, say so.
+            tracing::error!(error = %e, "cannot read a response body");
+            Bytes::new()
+        }
+    };
+    http::Response::from_parts(parts, Full::new(bytes))
 }
 
 /// Plain HTTP on a bound listener until SIGTERM or Ctrl-C, finishing in-flight requests.

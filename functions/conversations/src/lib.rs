@@ -1,8 +1,9 @@
 //! The conversations function: the caller's conversations, listed newest
 //! activity first with an opaque cursor, created, and fetched. A caller sees
 //! only conversations it is a member of; any other is 404 (no leaking of ids).
-//! The handlers are here; the queries in [`store`].
+//! The handlers are here; the cursor in [`cursor`], the queries in [`store`].
 
+pub mod cursor;
 pub mod store;
 
 use axum::Router;
@@ -11,8 +12,6 @@ use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use shared::db::{Database, DbError};
 use shared::tokens::{ApiTokens, AuthUser};
@@ -173,9 +172,9 @@ async fn list(
     };
     let after = match params.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => {
-            Some(decode_cursor(c).ok_or_else(|| ApiError::Unprocessable("Invalid cursor".into()))?)
-        }
+        Some(c) => Some(
+            cursor::decode(c).ok_or_else(|| ApiError::Unprocessable("Invalid cursor".into()))?,
+        ),
     };
     // One extra row tells whether another page follows.
     let mut rows = store::list(&db, user.user_id, after, limit + 1)
@@ -184,7 +183,7 @@ async fn list(
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
         rows.last().map(|c| {
-            encode_cursor(PageAfter {
+            cursor::encode(PageAfter {
                 last_activity_at: c.last_activity_at,
                 id: c.id,
             })
@@ -335,37 +334,5 @@ fn store_error(e: DbError) -> ApiError {
             ApiError::Unprocessable("The conversation contains text that cannot be stored".into())
         }
         other => other.into(),
-    }
-}
-
-/// The cursor is opaque to clients: base64url of "activity:id".
-fn encode_cursor(after: PageAfter) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}", after.last_activity_at, after.id))
-}
-
-fn decode_cursor(cursor: &str) -> Option<PageAfter> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    let text = std::str::from_utf8(&bytes).ok()?;
-    let (activity, id) = text.split_once(':')?;
-    Some(PageAfter {
-        last_activity_at: activity.parse().ok()?,
-        id: id.parse().ok()?,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        let after = PageAfter {
-            last_activity_at: 1_764_000_000_000_000,
-            id: 42,
-        };
-        assert_eq!(decode_cursor(&encode_cursor(after)), Some(after));
-        for bad in ["", "!!!", "bm9wZQ", &URL_SAFE_NO_PAD.encode("1:x")] {
-            assert_eq!(decode_cursor(bad), None, "{bad}");
-        }
     }
 }
