@@ -72,7 +72,7 @@ SCRIPTS_CHECKED = [
     "scripts/rollback-fc.sh", "scripts/functions.sh", "scripts/local-env.sh", "scripts/run-local.sh",
     "scripts/test.sh", "scripts/services.sh", "scripts/tool.sh", "scripts/watch.sh",
     "scripts/lambda-env.sh", "scripts/check-watch.sh", "scripts/bench.sh", "scripts/check-templates.sh",
-    "scripts/verify-local.sh", "scripts/browser.sh", "scripts/fetch-ca-bundles.sh", "scripts/schemathesis.sh",
+    "scripts/verify-local.sh", "scripts/browser.sh", "scripts/fetch-ca-bundles.sh", "scripts/schemathesis.sh", "scripts/fuzz.sh",
     ".ci/run",
 ]
 
