@@ -11,7 +11,7 @@ SHELL := /bin/bash
 USER_ID ?= local-user
 SSO_SUB ?= local-user
 
-.PHONY: help run test fmt lint check migrate token sso-token watch check-watch verify verify-local bench chaos openapi schemathesis
+.PHONY: help run test fmt lint check migrate token sso-token watch check-watch verify verify-local bench chaos openapi schemathesis fuzz
 
 ## help: list every target with what it does (also what bare `make` does)
 help:
@@ -82,15 +82,13 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+## fuzz: a fuzzing campaign on nightly, FUZZ_SECONDS (60) per target (FUZZ_TARGETS="cursor host"; docs/fuzzing.md)
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)
+
 ## check: lint, then test
 check: lint test
 
 include deploy.mk
-
-## fuzz: a fuzzing campaign, FUZZ_SECONDS (60) per target, on nightly with cargo-fuzz;
-## a crash fails it (make fuzz FUZZ_TARGETS="cursor host" for some); see docs/fuzzing.md
-FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?=
-.PHONY: fuzz
-fuzz:
-	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)
