@@ -55,7 +55,7 @@ check-watch:
 migrate:
 	cargo run --release -p tools --bin tms-migrate
 
-## bench: binary sizes, start-up time, latencies (prints figures; never a pass/fail)
+## bench: every function against its ceiling and floor in one run, one table (prints figures; never a pass/fail)
 bench:
 	@scripts/bench.sh
 

@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
-# `make bench`: builds the functions in release and prints sizes, start-up time
-# and latencies against the machine's PostgreSQL and Redis. Figures only: the
-# machine is shared and noisy, so nothing here passes or fails on a number.
+# `make bench`: every function against what this machine allows (bare axum
+# for /health, pgbench of each route's own SQL), in one run, as one table.
+# Builds with the release profile that deploy builds use (a deploy build is
+# reused), starts its own PostgreSQL and Redis on free ports, loads only
+# 127.0.0.1. Figures only: the load generator shares the machine, so compare
+# the ratios of one run; nothing here passes or fails on a number.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
 source scripts/services.sh all
-# shellcheck source=scripts/functions.sh
-source scripts/functions.sh
-packages=()
-for f in "${FUNCTION_NAMES[@]}"; do packages+=(-p "$f"); done
-cargo build --release --quiet "${packages[@]}"
-cargo run --quiet -p tools --bin tms-bench
+if ! command -v wrk >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bench: installing wrk with apt-get" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null ||
+      { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+  else
+    echo "bench: wrk is missing: install it (e.g. sudo apt-get install wrk) and run again" >&2
+    exit 1
+  fi
+fi
+command -v pgbench >/dev/null || { echo "bench: pgbench is missing (it comes with PostgreSQL: apt-get install postgresql)" >&2; exit 1; }
+# Only the binaries the bench runs: each release link does LTO, which is
+# the slow part of a build here.
+cargo build --release --quiet --bin health --bin sso-login --bin conversations \
+  --bin tms-bench --bin tms-ceiling
+exec target/release/tms-bench

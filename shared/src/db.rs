@@ -5,12 +5,20 @@
 //! pool, bounds each operation in time and tells what an error means.
 //!
 //! Serverless-minded: the PostgreSQL pool opens its connections lazily on
-//! first use, keeps them across invocations, checks them before use (a
-//! dropped connection is replaced, not served), and every operation is
-//! bounded, so a database that is down or hung is a 503 within about a second.
+//! first use, keeps them across invocations, checks a connection before use
+//! when it may have died unseen (idle for a while: a frozen instance, a
+//! server that closes idle sessions; or any connection failed lately: a
+//! restarted server dropped its siblings too), so a dropped connection is
+//! replaced, not served; and every operation is bounded, so a database that
+//! is down or hung is a 503 within about a second. A connection in steady use
+//! is not pinged before each use (that was one more round trip per query);
+//! sqlx already tests each one as it goes back to the pool, off the
+//! request's path, and closes it if it broke.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
@@ -28,6 +36,12 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(800);
 /// The embedded database (local runs): generous, see [`Database::open_sqlite`].
 const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const EMBEDDED_FILE: &str = "tms-chat.sqlite3";
+/// A pooled connection idle longer than this is pinged before use.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+/// For this long after a connection broke, every pooled connection is
+/// pinged before use: the cause (a restart, a network cut) has likely
+/// broken the idle ones too.
+const PING_ALL_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub enum Database {
@@ -101,7 +115,16 @@ impl Database {
             .max_connections(pool_size.max(1))
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(true)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_WHEN_IDLE_FOR || connection_failed_lately() {
+                        // An error closes this connection; the pool opens a new one.
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .idle_timeout(Some(Duration::from_secs(300)))
             .max_lifetime(Some(Duration::from_secs(1800)))
             .connect_lazy_with(options);
@@ -259,6 +282,19 @@ impl From<sqlx::Error> for DbError {
             }
             _ => false,
         };
+        // A connection that broke (not a busy pool or server): its idle
+        // siblings have likely broken too.
+        let broken = match &error {
+            E::Io(_) | E::Tls(_) | E::Protocol(_) => true,
+            E::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                code.starts_with("08") || code.starts_with("57P")
+            }
+            _ => false,
+        };
+        if broken {
+            note_connection_failure();
+        }
         if unavailable {
             tracing::warn!(error = %error, "database unavailable");
             return Self::Unavailable;
@@ -294,6 +330,30 @@ fn sqlite_primary_code(code: &str) -> Option<u32> {
         .then(|| code.parse::<u32>().ok())
         .flatten()
         .map(|c| c & 0xff)
+}
+
+/// When a pooled connection last broke
+/// (milliseconds after [`process_start`], plus one; 0: never).
+static LAST_CONNECTION_FAILURE: AtomicU64 = AtomicU64::new(0);
+
+fn process_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn note_connection_failure() {
+    let at = process_start().elapsed().as_millis() as u64 + 1;
+    LAST_CONNECTION_FAILURE.store(at, Ordering::Relaxed);
+}
+
+fn connection_failed_lately() -> bool {
+    match LAST_CONNECTION_FAILURE.load(Ordering::Relaxed) {
+        0 => false,
+        at => {
+            let now = process_start().elapsed().as_millis() as u64 + 1;
+            now.saturating_sub(at) < PING_ALL_AFTER_FAILURE.as_millis() as u64
+        }
+    }
 }
 
 /// Bounds a database operation in time and tells what its error means: a

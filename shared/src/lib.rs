@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod host;
 pub mod http;
+pub mod log_writer;
 pub mod metrics;
 pub mod openapi;
 pub mod redis_client;

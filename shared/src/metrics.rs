@@ -9,7 +9,6 @@
 //! among its response parts; `observe` (`http.rs`) writes the line.
 
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -88,14 +87,14 @@ impl AccessLog {
         }
     }
 
-    /// One line on stderr, in one write (as tracing's writer does), so that
-    /// lines of concurrent requests never interleave. Written directly, not
-    /// through `tracing`: its JSON cannot nest the `_aws` object, and a log
+    /// One whole line on stderr (so lines of concurrent requests never
+    /// interleave), by the same writer as tracing's lines. Not through
+    /// `tracing` itself: its JSON cannot nest the `_aws` object, and a log
     /// filter must not drop metrics.
     pub fn write(&self, entry: &AccessEntry<'_>) {
         let mut line = self.line(entry, SystemTime::now()).to_string();
         line.push('\n');
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        crate::log_writer::write_stderr_line(line.into_bytes());
     }
 
     /// The line as JSON: the access log fields, the figures, and on Lambda `_aws`.

@@ -37,35 +37,61 @@ pub enum StartError {
     Other(#[from] anyhow::Error),
 }
 
+/// Dropping it writes the log lines still queued (none on Lambda).
+pub type LogGuard = Option<crate::log_writer::Flush>;
+
 /// JSON log lines on stderr, `RUST_LOG` to filter (default `info`). Set up once.
-pub fn init_tracing() {
+///
+/// On Lambda each line is written before the request's response is handed
+/// back (a frozen or recycled instance must not lose lines of finished
+/// requests). Elsewhere (FC, local) a thread writes them ([`crate::log_writer`]),
+/// off the requests' path; the returned guard writes what is still queued
+/// when `start` returns.
+pub fn init_tracing() -> LogGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_env_filter(filter);
+    let guard = if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        let _ = builder.with_writer(std::io::stderr).try_init();
+        None
+    } else {
+        match crate::log_writer::spawn(std::io::stderr()) {
+            Ok((writer, flush)) => {
+                // The access lines (metrics.rs) take the same way as tracing's.
+                crate::log_writer::route_stderr_lines_to(&writer);
+                builder.with_writer(writer).try_init().ok().map(|()| flush)
+            }
+            Err(_) => {
+                let _ = builder.with_writer(std::io::stderr).try_init();
+                None
+            }
+        }
+    };
     // A panic's message is logged as JSON too; its response is the catch-panic layer's.
     std::panic::set_hook(Box::new(|info| {
         tracing::error!(panic = %info, "panic");
     }));
+    guard
 }
 
 /// The whole of a function's `main`: read the config, build the function's
 /// routes, wrap them in the shared layers, serve.
 /// A start-up error is one line on stderr naming its cause, and exit code 1.
 pub async fn start(build: impl AsyncFnOnce(&Config) -> Result<Router, StartError>) -> ExitCode {
-    init_tracing();
+    let log = init_tracing();
     let result = async {
         let config = Config::load().await?;
         let routes = build(&config).await?;
         serve(app(routes, &config)).await.map_err(StartError::Other)
     }
     .await;
+    // The queued log lines first (a start-up error's line comes last).
+    drop(log);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

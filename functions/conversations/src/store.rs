@@ -1,5 +1,8 @@
 //! The conversations' queries. One query text serves PostgreSQL and the
-//! embedded SQLite ([`on_pool!`]); every operation is bounded in time.
+//! embedded SQLite ([`on_pool!`]), except create: one statement on
+//! PostgreSQL, a transaction on SQLite (no data-modifying CTE there). Each
+//! route is one round trip to PostgreSQL where one statement can do it;
+//! every operation is bounded in time.
 
 use shared::clock::unix_micros;
 use shared::db::{Database, DbError, bounded, placeholders};
@@ -23,20 +26,45 @@ pub struct PageAfter {
     pub id: i64,
 }
 
-/// A conversation as [`member_conversations!`] selects it; members come separately.
-type ConversationRow = (i64, String, i64, i64, i64);
+/// A conversation and one of its members, as [`with_members!`] selects them.
+type MemberRow = (i64, String, i64, i64, i64, i64);
 
-/// Conversations joined with their memberships, filtered by `$conditions`.
-macro_rules! member_conversations {
-    ($conditions:literal) => {
+/// The conversations a member sees (`$page`: conditions on `c` and its
+/// membership `m`, order, limit), each with all its members, in one query:
+/// one row per (conversation, member), in the page's order, members by id.
+macro_rules! with_members {
+    ($page:literal) => {
         concat!(
-            "SELECT c.id, c.title, c.created_by, c.created_at, c.last_activity_at \
-             FROM conversations c \
-             JOIN conversation_members m ON m.conversation_id = c.id \
-             WHERE ",
-            $conditions
+            "SELECT p.id, p.title, p.created_by, p.created_at, p.last_activity_at, mm.user_id \
+             FROM (SELECT c.id, c.title, c.created_by, c.created_at, c.last_activity_at \
+                   FROM conversations c \
+                   JOIN conversation_members m ON m.conversation_id = c.id \
+                   WHERE ",
+            $page,
+            ") p \
+             JOIN conversation_members mm ON mm.conversation_id = p.id \
+             ORDER BY p.last_activity_at DESC, p.id DESC, mm.user_id"
         )
     };
+}
+
+/// A page of a member's conversations with their members: $1 user, $2 and
+/// $3 the (activity, id) the page starts after, $4 the number of
+/// conversations. (The SQL texts are public for `make bench`, whose pgbench
+/// reference runs them as they are.)
+pub const LIST_SQL: &str = with_members!(
+    "m.user_id = $1 \
+     AND (c.last_activity_at < $2 OR (c.last_activity_at = $2 AND c.id < $3)) \
+     ORDER BY c.last_activity_at DESC, c.id DESC \
+     LIMIT $4"
+);
+
+/// Which of `count` user ids ($1 ... $count) exist.
+pub fn users_sql(count: usize) -> String {
+    format!(
+        "SELECT id FROM users WHERE id IN ({})",
+        placeholders(1, count)
+    )
 }
 
 /// The ids among `ids` that name no user.
@@ -44,10 +72,7 @@ pub async fn unknown_users(db: &Database, ids: &[i64]) -> Result<Vec<i64>, DbErr
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!(
-        "SELECT id FROM users WHERE id IN ({})",
-        placeholders(1, ids.len())
-    );
+    let sql = users_sql(ids.len());
     let found: Vec<i64> = bounded(async {
         on_pool!(db, pool => {
             // Audited: `sql` holds only `$N` placeholders, never values.
@@ -66,7 +91,34 @@ pub async fn unknown_users(db: &Database, ids: &[i64]) -> Result<Vec<i64>, DbErr
         .collect())
 }
 
-/// Creates a conversation with its members (the creator among them), in one transaction.
+/// PostgreSQL: the conversation and its members in one statement (atomic
+/// on its own: one round trip, no BEGIN/COMMIT). $1 title, $2 creator,
+/// $3 now, $4 the member ids (bigint[]).
+pub const CREATE_SQL: &str = "WITH conversation AS ( \
+       INSERT INTO conversations (title, created_by, created_at, last_activity_at) \
+       VALUES ($1, $2, $3, $3) RETURNING id \
+     ), members AS ( \
+       INSERT INTO conversation_members (conversation_id, user_id, joined_at) \
+       SELECT conversation.id, member, $3 FROM conversation, unnest($4::bigint[]) AS member \
+     ) \
+     SELECT id FROM conversation";
+
+/// SQLite (no data-modifying CTE, no arrays): the conversation, then its
+/// members in one multi-row INSERT, in a transaction. $1 title, $2 creator, $3 now.
+const SQLITE_CREATE_SQL: &str = "INSERT INTO conversations (title, created_by, created_at, last_activity_at) \
+     VALUES ($1, $2, $3, $3) RETURNING id";
+
+/// SQLite: `count` members of one conversation: $1 conversation, $2 now,
+/// $3 ... the user ids.
+fn sqlite_add_members_sql(count: usize) -> String {
+    let rows: Vec<String> = (3..3 + count).map(|i| format!("($1, ${i}, $2)")).collect();
+    format!(
+        "INSERT INTO conversation_members (conversation_id, user_id, joined_at) VALUES {}",
+        rows.join(", ")
+    )
+}
+
+/// Creates a conversation with its members (the creator among them), atomically.
 pub async fn create(
     db: &Database,
     creator: i64,
@@ -79,31 +131,35 @@ pub async fn create(
     members.sort_unstable();
     members.dedup();
     let id: i64 = bounded(async {
-        on_pool!(db, pool => {
-            let mut tx = pool.begin().await?;
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO conversations (title, created_by, created_at, last_activity_at) \
-                 VALUES ($1, $2, $3, $3) RETURNING id",
-            )
-            .bind(title)
-            .bind(creator)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            for member in &members {
-                sqlx::query(
-                    "INSERT INTO conversation_members (conversation_id, user_id, joined_at) \
-                     VALUES ($1, $2, $3)",
-                )
-                .bind(id)
-                .bind(member)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+        match db {
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(CREATE_SQL)
+                    .bind(title)
+                    .bind(creator)
+                    .bind(now)
+                    .bind(&members)
+                    .fetch_one(pool)
+                    .await
             }
-            tx.commit().await?;
-            Ok(id)
-        })
+            Database::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let id: i64 = sqlx::query_scalar(SQLITE_CREATE_SQL)
+                    .bind(title)
+                    .bind(creator)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                // Audited: only `$N` placeholders, never values.
+                let sql = sqlite_add_members_sql(members.len());
+                let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(now);
+                for member in &members {
+                    insert = insert.bind(member);
+                }
+                insert.execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+        }
     })
     .await?;
     Ok(Conversation {
@@ -128,14 +184,9 @@ pub async fn list(
         last_activity_at: i64::MAX,
         id: i64::MAX,
     });
-    let rows: Vec<ConversationRow> = bounded(async {
+    let rows: Vec<MemberRow> = bounded(async {
         on_pool!(db, pool => {
-            sqlx::query_as(member_conversations!(
-                "m.user_id = $1 \
-                 AND (c.last_activity_at < $2 OR (c.last_activity_at = $2 AND c.id < $3)) \
-                 ORDER BY c.last_activity_at DESC, c.id DESC \
-                 LIMIT $4"
-            ))
+            sqlx::query_as(LIST_SQL)
             .bind(user)
             .bind(after.last_activity_at)
             .bind(after.id)
@@ -145,14 +196,14 @@ pub async fn list(
         })
     })
     .await?;
-    with_members(db, rows).await
+    Ok(grouped(rows))
 }
 
 /// The conversation, if `user` is a member of it.
 pub async fn get(db: &Database, user: i64, id: i64) -> Result<Option<Conversation>, DbError> {
-    let rows: Vec<ConversationRow> = bounded(async {
+    let rows: Vec<MemberRow> = bounded(async {
         on_pool!(db, pool => {
-            sqlx::query_as(member_conversations!("c.id = $1 AND m.user_id = $2"))
+            sqlx::query_as(with_members!("c.id = $1 AND m.user_id = $2"))
             .bind(id)
             .bind(user)
             .fetch_all(pool)
@@ -160,44 +211,24 @@ pub async fn get(db: &Database, user: i64, id: i64) -> Result<Option<Conversatio
         })
     })
     .await?;
-    Ok(with_members(db, rows).await?.pop())
+    Ok(grouped(rows).pop())
 }
 
-async fn with_members(
-    db: &Database,
-    rows: Vec<ConversationRow>,
-) -> Result<Vec<Conversation>, DbError> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-    let sql = format!(
-        "SELECT conversation_id, user_id FROM conversation_members \
-         WHERE conversation_id IN ({}) ORDER BY user_id",
-        placeholders(1, ids.len())
-    );
-    let pairs: Vec<(i64, i64)> = bounded(async {
-        on_pool!(db, pool => {
-            // Audited: `sql` holds only `$N` placeholders, never values.
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
-            for id in &ids {
-                query = query.bind(id);
-            }
-            query.fetch_all(pool).await
-        })
-    })
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, title, created_by, created_at, last_activity_at)| Conversation {
+/// Rows of one conversation follow each other: one [`Conversation`] each.
+fn grouped(rows: Vec<MemberRow>) -> Vec<Conversation> {
+    let mut conversations: Vec<Conversation> = Vec::new();
+    for (id, title, created_by, created_at, last_activity_at, member) in rows {
+        match conversations.last_mut() {
+            Some(last) if last.id == id => last.member_ids.push(member),
+            _ => conversations.push(Conversation {
                 id,
                 title,
                 created_by,
                 created_at,
                 last_activity_at,
-                member_ids: pairs.iter().filter(|p| p.0 == id).map(|p| p.1).collect(),
-            },
-        )
-        .collect())
+                member_ids: vec![member],
+            }),
+        }
+    }
+    conversations
 }

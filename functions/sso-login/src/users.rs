@@ -13,6 +13,14 @@ pub struct User {
     pub name: Option<String>,
 }
 
+/// The upsert of [`upsert_user`] (public for `make bench`'s pgbench reference).
+/// $1 external id, $2 email, $3 name, $4 now.
+pub const UPSERT_SQL: &str = "INSERT INTO users (external_id, email, name, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $4) \
+     ON CONFLICT (external_id) DO UPDATE \
+     SET email = excluded.email, name = excluded.name, updated_at = excluded.updated_at \
+     RETURNING id, email, name";
+
 /// Creates the user of an external (SSO) id, or updates its email and name.
 pub async fn upsert_user(
     db: &Database,
@@ -20,15 +28,10 @@ pub async fn upsert_user(
     email: Option<&str>,
     name: Option<&str>,
 ) -> Result<User, DbError> {
-    const SQL: &str = "INSERT INTO users (external_id, email, name, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $4) \
-         ON CONFLICT (external_id) DO UPDATE \
-         SET email = excluded.email, name = excluded.name, updated_at = excluded.updated_at \
-         RETURNING id, email, name";
     let now = unix_micros();
     bounded(async {
         on_pool!(db, pool => {
-            let row = sqlx::query(SQL)
+            let row = sqlx::query(UPSERT_SQL)
                 .bind(external_id)
                 .bind(email)
                 .bind(name)

@@ -1,254 +1,1311 @@
-//! `make bench`: the figures behind the speed and size targets, printed, never
-//! asserted (these machines are shared and noisy). Runs the release binaries
-//! in `BENCH_BIN_DIR` (default target/release) against the machine's
-//! PostgreSQL and Redis, in a database (testkit's) and a key prefix of its own.
+//! `make bench`: every function against what this machine allows, in one
+//! run, as one table (figure, function, reference, ratio, target, met).
+//! Throughput is compared with its ceiling or floor measured in the same run
+//! at the same concurrency: `/health` with a bare axum server (`tms-ceiling`),
+//! each database-bound route with pgbench running the route's own SQL. The
+//! load generator shares the machine with what it loads, and so do other
+//! users of a shared machine: ratios of one run, not absolute figures, are
+//! what can be compared. Prints, never asserts.
+//!
+//! It starts its own PostgreSQL and Redis on free ports (testkit) and the
+//! release binaries in `BENCH_BIN_DIR` (default target/release); wrk and
+//! pgbench come from the system (scripts/bench.sh installs wrk).
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use conversations::store;
 use serde_json::json;
+use sqlx::Connection;
 use testkit::free_port;
+use testkit::services::{PgServer, RedisServer, SecretsManager};
 
 const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
 const SSO_SECRET: &str = "bench-sso-secret-0123456789abcdef0123456789";
+/// wrk's connections and pgbench's clients: FC serves this many requests at
+/// once per instance, with as many database connections.
+const CONCURRENCY: u32 = 32;
+/// Seconds of each measured load run.
+const RUN_SECS: u32 = 3;
+/// Each pair (reference, function) is run this many times, alternating; the
+/// best of each side is kept (noise from other processes only slows).
+const ROUNDS: usize = 2;
+/// Distinct users that the logins (and their pgbench reference) upsert.
+const LOGIN_USERS: u32 = 1000;
+/// GCGC tokens minted per second of a login run (each is single-use).
+const TOKENS_PER_SEC: u32 = 25_000;
+const STARTS: usize = 10;
+const FUNCTIONS: [&str; 3] = ["health", "sso-login", "conversations"];
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run())
-}
-
-async fn run() -> anyhow::Result<()> {
     let bin_dir =
         PathBuf::from(std::env::var("BENCH_BIN_DIR").unwrap_or_else(|_| "target/release".into()));
-    let redis_url =
-        std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-
-    println!("== binary sizes ({})", bin_dir.display());
-    for name in ["health", "sso-login", "conversations"] {
-        let size = std::fs::metadata(bin_dir.join(name))?.len();
-        println!(
-            "{name:>14}: {:.2} MiB ({size} bytes)",
-            size as f64 / 1048576.0
-        );
-    }
-
-    println!("== health: process start to first 200 (20 cold starts, embedded in-memory database)");
-    let mut starts = Vec::new();
-    let mut rss = Vec::new();
-    for _ in 0..20 {
-        let port = free_port();
-        let started = Instant::now();
-        let mut child = spawn(
-            &bin_dir.join("health"),
-            port,
-            &[("DATABASE_URL", "sqlite::memory:")],
-        )?;
-        wait_ok(
-            &format!("http://127.0.0.1:{port}/health"),
-            Duration::from_millis(1),
-        )
-        .await?;
-        starts.push(started.elapsed());
-        rss.push(rss_kib(child.id()));
-        stop(&mut child);
-    }
-    report("start to first response", &mut starts);
-    rss.sort();
-    println!(
-        "{:>24}: median {} KiB, max {} KiB",
-        "RSS after it",
-        rss[rss.len() / 2],
-        rss[rss.len() - 1]
-    );
-
-    // A database of the bench's own on the machine's PostgreSQL (dropped after).
-    let db = testkit::services::TestDb::postgres().await;
-    bench_with_services(&bin_dir, &db.url, &redis_url).await
+    let work = std::env::temp_dir().join(format!("tms-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let result = Bench::new(&rt, bin_dir, work.clone()).and_then(|mut b| b.run());
+    let _ = std::fs::remove_dir_all(&work);
+    result
 }
 
-async fn bench_with_services(bin_dir: &Path, db_url: &str, redis_url: &str) -> anyhow::Result<()> {
-    let db = shared::db::Database::open_postgres(db_url, 2)?;
-    let user =
-        sso_login::users::upsert_user(&db, "bench-user", Some("bench@example.com"), Some("Bench"))
-            .await?;
-    for i in 0..100 {
-        conversations::store::create(&db, user.id, &format!("conversation {i}"), &[]).await?;
+/// A row of the table.
+struct Row {
+    figure: String,
+    function: String,
+    reference: String,
+    ratio: f64,
+    target: Target,
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    /// function / reference at least this.
+    AtLeast(f64),
+    /// function / reference at most this.
+    AtMost(f64),
+}
+
+impl Target {
+    fn met(self, ratio: f64) -> bool {
+        match self {
+            Target::AtLeast(t) => ratio >= t,
+            Target::AtMost(t) => ratio <= t,
+        }
     }
-    let token = testkit::tokens::api_token(JWT_SECRET, user.id);
-    let client = reqwest::Client::new();
+    fn text(self) -> String {
+        match self {
+            Target::AtLeast(t) => format!(">= {t:.2}"),
+            Target::AtMost(t) => format!("<= {t:.2}"),
+        }
+    }
+}
 
-    println!("== round trips on this machine (for scale)");
-    let redis = redis::Client::open(redis_url)?;
-    let mut conn = redis.get_multiplexed_async_connection().await?;
-    let mut pings = sample(1000, 0, async |_| {
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+/// CPU time (clock ticks) of each process a load involves, over one run.
+#[derive(Default, Clone, Copy)]
+struct Cpu {
+    function: u64,
+    redis: u64,
+    postgres: u64,
+    load_generator: u64,
+    machine_busy: u64,
+}
+
+/// One load run: wrk against a function, or pgbench.
+#[derive(Clone, Copy)]
+struct Load {
+    per_sec: f64,
+    p50_ms: f64,
+    done: u64,
+    failed: u64,
+    cpu: Cpu,
+}
+
+struct Bench<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    bin_dir: PathBuf,
+    work: PathBuf,
+    pg: PgServer,
+    redis: RedisServer,
+    rows: Vec<Row>,
+    /// (scenario, function load, reference load) for the CPU budget table.
+    budgets: Vec<(String, Load, Option<Load>)>,
+    peak_rss_kib: Vec<(&'static str, u64)>,
+    notes: Vec<String>,
+    tokens_minted: usize,
+}
+
+/// A function (or the ceiling) serving plain HTTP on a port of its own.
+struct Served {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl<'a> Bench<'a> {
+    fn new(
+        rt: &'a tokio::runtime::Runtime,
+        bin_dir: PathBuf,
+        work: PathBuf,
+    ) -> anyhow::Result<Self> {
+        for name in FUNCTIONS.iter().chain(&["tms-ceiling"]) {
+            anyhow::ensure!(
+                bin_dir.join(name).exists(),
+                "{} is missing: run `make bench`, which builds it",
+                bin_dir.join(name).display()
+            );
+        }
+        let pg = PgServer::start();
+        let redis = RedisServer::start();
+        rt.block_on(async {
+            let db = shared::db::Database::open_postgres(&pg.url(), 1)?;
+            db.migrate().await?;
+            if let shared::db::Database::Postgres(pool) = db {
+                pool.close().await;
+            }
+            anyhow::Ok(())
+        })?;
+        Ok(Self {
+            rt,
+            bin_dir,
+            work,
+            pg,
+            redis,
+            rows: Vec::new(),
+            budgets: Vec::new(),
+            peak_rss_kib: Vec::new(),
+            notes: Vec::new(),
+            tokens_minted: 0,
+        })
+    }
+
+    fn run(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        print_machine();
+        println!(
+            "load: wrk, 1 thread, {CONCURRENCY} connections; pgbench, {CONCURRENCY} clients, prepared; \
+             {RUN_SECS} s per run, best of {ROUNDS} alternating runs; all on this machine's loopback"
+        );
+        let health_p50 = self.health()?;
+        self.login(health_p50)?;
+        self.conversations(health_p50)?;
+        self.start_up()?;
+        self.sizes_and_memory()?;
+        self.print_table();
+        self.print_budgets();
+        for note in &self.notes {
+            println!("note: {note}");
+        }
+        println!("bench took {:.0} s", started.elapsed().as_secs_f64());
         Ok(())
-    })
-    .await?;
-    report("Redis PING", &mut pings);
-    let mut selects = sample(500, 0, async |_| Ok(db.ping().await?)).await?;
-    report("PostgreSQL SELECT 1", &mut selects);
+    }
 
-    println!(
-        "== conversations: GET /api/v1/conversations/?limit=20 (PostgreSQL, 100 rows, 500 sequential requests)"
+    // ---- the scenarios ---------------------------------------------------
+
+    /// `/health` with every layer and the access log against bare axum.
+    /// Returns health's one-connection p50 (ms).
+    fn health(&mut self) -> anyhow::Result<f64> {
+        println!("== /health against the bare axum ceiling");
+        let ceiling = self.serve("tms-ceiling", &[])?;
+        let health = self.serve("health", &[])?;
+        let url = |s: &Served| format!("http://127.0.0.1:{}/health", s.port);
+        let (reference, function) = self.pair(
+            || {
+                wrk(
+                    &url(&ceiling),
+                    CONCURRENCY,
+                    RUN_SECS,
+                    &[],
+                    None,
+                    self.watch(Some(&ceiling)),
+                )
+            },
+            || {
+                wrk(
+                    &url(&health),
+                    CONCURRENCY,
+                    RUN_SECS,
+                    &[],
+                    None,
+                    self.watch(Some(&health)),
+                )
+            },
+        )?;
+        let one = wrk(&url(&health), 1, 2, &[], None, self.watch(Some(&health)))?;
+        let one_ceiling = wrk(&url(&ceiling), 1, 2, &[], None, self.watch(Some(&ceiling)))?;
+        self.throughput("/health req/s", function, reference, "bare axum", 0.8);
+        println!(
+            "   one connection p50: health {:.3} ms, ceiling {:.3} ms",
+            one.p50_ms, one_ceiling.p50_ms
+        );
+        self.budgets
+            .push(("/health".into(), function, Some(reference)));
+        self.note_rss("health", &health);
+        Ok(one.p50_ms)
+    }
+
+    fn login(&mut self, health_p50: f64) -> anyhow::Result<()> {
+        println!("== sso-login against pgbench of its upsert");
+        let (pg_url, redis_url) = (self.pg.url(), self.redis.url());
+        let sso = self.serve(
+            "sso-login",
+            &[
+                ("DATABASE_URL", &pg_url),
+                ("REDIS_URL", &redis_url),
+                ("SSO_JWT_SECRET", SSO_SECRET),
+            ],
+        )?;
+        let url = format!("http://127.0.0.1:{}{}", sso.port, sso_login::ROUTE);
+        let script = self.write(
+            "login.lua",
+            "-- Each request sends the next body of the file named after `--`: a fresh token each.\n\
+             local bodies, count, at = {}, 0, 0\n\
+             function init(args)\n  for line in io.lines(args[1]) do count = count + 1; bodies[count] = line end\nend\n\
+             function request()\n  at = at % count + 1\n  \
+             return wrk.format(\"POST\", nil, {[\"Content-Type\"] = \"application/json\"}, bodies[at])\nend\n",
+        )?;
+        let upsert = pgbench_sql(
+            sso_login::users::UPSERT_SQL,
+            &[
+                "'bench-sso-' || :n",
+                "'bench-sso-' || :n || '@example.com'",
+                "'Test User'",
+                ":now",
+            ],
+        );
+        let reference_script = self.write(
+            "login.sql",
+            &format!(
+                "\\set n random(0, {})\n\\set now 1764000000000000\n{upsert};\n",
+                LOGIN_USERS - 1
+            ),
+        )?;
+        // Warm-up: the pool's connections open, the statements are prepared.
+        let warm = self.tokens(TOKENS_PER_SEC)?;
+        wrk(
+            &url,
+            CONCURRENCY,
+            1,
+            &[],
+            Some((&script, &warm)),
+            self.watch(Some(&sso)),
+        )?;
+        // Not `pair`: each run needs tokens of its own.
+        let mut best: Option<(Load, Load)> = None;
+        for _ in 0..ROUNDS {
+            let reference = pgbench(
+                &self.pg,
+                &reference_script,
+                CONCURRENCY,
+                RUN_SECS,
+                self.watch(None),
+            )?;
+            let tokens = self.tokens(TOKENS_PER_SEC * RUN_SECS)?;
+            let function = wrk(
+                &url,
+                CONCURRENCY,
+                RUN_SECS,
+                &[],
+                Some((&script, &tokens)),
+                self.watch(Some(&sso)),
+            )?;
+            best = Some(best_of(best, reference, function));
+        }
+        let (reference, function) = best.expect("rounds");
+        self.throughput(
+            "sso-login req/s",
+            function,
+            reference,
+            "pgbench upsert",
+            0.7,
+        );
+        self.budgets
+            .push(("sso-login".into(), function, Some(reference)));
+
+        let tokens = self.tokens(5000)?;
+        let one = wrk(
+            &url,
+            1,
+            2,
+            &[],
+            Some((&script, &tokens)),
+            self.watch(Some(&sso)),
+        )?;
+        let alone = self.rt.block_on(login_round_trips(&pg_url, &redis_url))?;
+        self.latency("sso-login p50, 1 connection", one.p50_ms, health_p50, alone);
+        self.note_rss("sso-login", &sso);
+        Ok(())
+    }
+
+    fn conversations(&mut self, health_p50: f64) -> anyhow::Result<()> {
+        println!("== conversations against pgbench of their queries");
+        let pg_url = self.pg.url();
+        let data = self.rt.block_on(conversations_data(&pg_url))?;
+        let conv = self.serve("conversations", &[("DATABASE_URL", &pg_url)])?;
+        let auth = |user| {
+            format!(
+                "Authorization: Bearer {}",
+                testkit::tokens::api_token(JWT_SECRET, user)
+            )
+        };
+        let list_url = format!(
+            "http://127.0.0.1:{}/api/v1/conversations?limit=20",
+            conv.port
+        );
+        let create_url = format!("http://127.0.0.1:{}/api/v1/conversations", conv.port);
+        let list_headers = [auth(data.lister)];
+        let create_headers = [auth(data.creator)];
+
+        // list: its one query (a page of conversations with their members).
+        let list_sql = pgbench_sql(
+            store::LIST_SQL,
+            &[&data.lister.to_string(), ":max", ":max", "21"],
+        );
+        let list_reference = self.write(
+            "list.sql",
+            &format!("\\set max 9223372036854775807\n{list_sql};\n"),
+        )?;
+        let create_body = json!({ "title": "bench", "member_ids": data.others }).to_string();
+        let create_script = self.write(
+            "create.lua",
+            &format!(
+                "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{create_body}'\n"
+            ),
+        )?;
+        let create_reference = self.write("create.sql", &create_sql(&data))?;
+
+        wrk(
+            &list_url,
+            CONCURRENCY,
+            1,
+            &list_headers,
+            None,
+            self.watch(Some(&conv)),
+        )?;
+        let (reference, function) = self.pair(
+            || {
+                pgbench(
+                    &self.pg,
+                    &list_reference,
+                    CONCURRENCY,
+                    RUN_SECS,
+                    self.watch(None),
+                )
+            },
+            || {
+                wrk(
+                    &list_url,
+                    CONCURRENCY,
+                    RUN_SECS,
+                    &list_headers,
+                    None,
+                    self.watch(Some(&conv)),
+                )
+            },
+        )?;
+        self.throughput(
+            "conversations list req/s",
+            function,
+            reference,
+            "pgbench its query",
+            0.6,
+        );
+        self.budgets
+            .push(("conversations list".into(), function, Some(reference)));
+
+        let (reference, function) = self.pair(
+            || {
+                pgbench(
+                    &self.pg,
+                    &create_reference,
+                    CONCURRENCY,
+                    RUN_SECS,
+                    self.watch(None),
+                )
+            },
+            || {
+                wrk(
+                    &create_url,
+                    CONCURRENCY,
+                    RUN_SECS,
+                    &create_headers,
+                    Some((&create_script, &PathBuf::new())),
+                    self.watch(Some(&conv)),
+                )
+            },
+        )?;
+        self.throughput(
+            "conversations create req/s",
+            function,
+            reference,
+            "pgbench its SQL",
+            0.6,
+        );
+        self.budgets
+            .push(("conversations create".into(), function, Some(reference)));
+
+        let one = wrk(
+            &list_url,
+            1,
+            2,
+            &list_headers,
+            None,
+            self.watch(Some(&conv)),
+        )?;
+        let alone = self.rt.block_on(list_round_trips(&pg_url, &data))?;
+        self.latency(
+            "conversations list p50, 1 connection",
+            one.p50_ms,
+            health_p50,
+            alone,
+        );
+        self.note_rss("conversations", &conv);
+        Ok(())
+    }
+
+    /// Process start to first answer, in plain HTTP and under a Lambda
+    /// runtime API, with and without secrets from a local Secrets Manager.
+    fn start_up(&mut self) -> anyhow::Result<()> {
+        println!("== start-up ({STARTS} starts each, median)");
+        let secrets = SecretsManager::start();
+        let arn = self
+            .rt
+            .block_on(secrets.create(&format!("bench-{}", std::process::id()), JWT_SECRET));
+        let mut secret_vars: Vec<(&str, String)> = secrets.aws_vars();
+        secret_vars.push(("JWT_SECRET_ARN", arn));
+        let pg_url = self.pg.url();
+        let redis_url = self.redis.url();
+        for name in FUNCTIONS {
+            let vars: Vec<(&str, String)> = vec![
+                ("DATABASE_URL", pg_url.clone()),
+                ("REDIS_URL", redis_url.clone()),
+                ("SSO_JWT_SECRET", SSO_SECRET.into()),
+            ];
+            for with_secrets in [false, true] {
+                if with_secrets && name != "health" {
+                    continue;
+                }
+                let mut vars = vars.clone();
+                if with_secrets {
+                    vars.extend(secret_vars.iter().cloned());
+                } else {
+                    vars.push(("JWT_SECRET", JWT_SECRET.into()));
+                }
+                let suffix = if with_secrets {
+                    ", secrets from Secrets Manager"
+                } else {
+                    ""
+                };
+                let http = median((0..STARTS).map(|_| self.first_http_answer(name, &vars)))?;
+                let what = if name == "health" {
+                    "first 200"
+                } else {
+                    "first answer"
+                };
+                self.limit(&format!("{name}: start to {what}, HTTP{suffix}"), http, 5.0);
+                let lambda = median((0..STARTS).map(|_| self.first_lambda_next(name, &vars)))?;
+                self.limit(
+                    &format!("{name}: Lambda init to first /next{suffix}"),
+                    lambda,
+                    10.0,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn sizes_and_memory(&mut self) -> anyhow::Result<()> {
+        println!("== sizes");
+        for name in FUNCTIONS {
+            let size = std::fs::metadata(self.bin_dir.join(name))?.len();
+            let zip = PathBuf::from(format!("dist/lambda/{name}/bootstrap.zip"));
+            let zip = match std::fs::metadata(&zip) {
+                Ok(m) => format!(
+                    "{:.2} MiB (arm64 Lambda zip, {})",
+                    mib(m.len()),
+                    zip.display()
+                ),
+                Err(_) => "no arm64 Lambda zip (make build-lambda builds it)".into(),
+            };
+            println!("   {name:>14}: binary {:.2} MiB; {zip}", mib(size));
+        }
+        for (name, kib) in self.peak_rss_kib.clone() {
+            self.rows.push(Row {
+                figure: format!("{name}: peak RSS under load"),
+                function: format!("{:.1} MB", kib as f64 / 1024.0),
+                reference: "16 MB".into(),
+                ratio: kib as f64 / 1024.0 / 16.0,
+                target: Target::AtMost(1.0),
+            });
+        }
+        Ok(())
+    }
+
+    // ---- helpers ---------------------------------------------------------
+
+    /// Runs a reference and a function load alternately, keeps the best of each.
+    fn pair(
+        &self,
+        mut reference: impl FnMut() -> anyhow::Result<Load>,
+        mut function: impl FnMut() -> anyhow::Result<Load>,
+    ) -> anyhow::Result<(Load, Load)> {
+        function()?; // warm-up
+        let mut best = None;
+        for _ in 0..ROUNDS {
+            let r = reference()?;
+            let f = function()?;
+            best = Some(best_of(best, r, f));
+        }
+        Ok(best.expect("rounds"))
+    }
+
+    fn throughput(
+        &mut self,
+        figure: &str,
+        function: Load,
+        reference: Load,
+        what: &str,
+        target: f64,
+    ) {
+        if function.failed > 0 {
+            self.notes.push(format!(
+                "{figure}: {} of {} answers were not 2xx",
+                function.failed, function.done
+            ));
+        }
+        self.rows.push(Row {
+            figure: figure.into(),
+            function: format!("{:.0}", function.per_sec),
+            reference: format!("{:.0} ({what})", reference.per_sec),
+            ratio: function.per_sec / reference.per_sec,
+            target: Target::AtLeast(target),
+        });
+    }
+
+    /// One-connection p50 against /health's p50 plus twice the route's own
+    /// Redis and PostgreSQL round trips, each measured alone.
+    fn latency(&mut self, figure: &str, p50: f64, health_p50: f64, alone: (f64, String)) {
+        let bound = health_p50 + 2.0 * alone.0;
+        self.rows.push(Row {
+            figure: figure.into(),
+            function: format!("{p50:.3} ms"),
+            reference: format!(
+                "{bound:.3} ms (health {health_p50:.3} + 2 x {:.3}: {})",
+                alone.0, alone.1
+            ),
+            ratio: p50 / bound,
+            target: Target::AtMost(1.0),
+        });
+    }
+
+    fn limit(&mut self, figure: &str, ms: f64, limit_ms: f64) {
+        self.rows.push(Row {
+            figure: figure.into(),
+            function: format!("{ms:.2} ms"),
+            reference: format!("{limit_ms:.0} ms"),
+            ratio: ms / limit_ms,
+            target: Target::AtMost(1.0),
+        });
+    }
+
+    fn note_rss(&mut self, name: &'static str, served: &Served) {
+        self.peak_rss_kib
+            .push((name, status_kib(served.child.id(), "VmHWM:")));
+    }
+
+    /// The processes whose CPU a load run counts.
+    fn watch(&self, function: Option<&Served>) -> Watch {
+        Watch {
+            function: function.map(|s| s.child.id()),
+            redis: self.redis.pid() as u32,
+            postgres: self.pg.pid() as u32,
+        }
+    }
+
+    fn serve(&self, name: &str, vars: &[(&str, &str)]) -> anyhow::Result<Served> {
+        let port = free_port();
+        let log = std::fs::File::create(self.work.join(format!("{name}.log")))?;
+        let child = Command::new(self.bin_dir.join(name))
+            .env_clear()
+            .envs(common_vars(port))
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("DB_POOL_SIZE", CONCURRENCY.to_string())
+            .envs(vars.iter().copied())
+            .stdout(Stdio::null())
+            // The access log goes to a file, as a platform's log pipe takes it.
+            .stderr(log)
+            .spawn()?;
+        let served = Served { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http_status(port, "/").is_none() {
+            anyhow::ensure!(Instant::now() < deadline, "{name} did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(served)
+    }
+
+    fn first_http_answer(&self, name: &str, vars: &[(&str, String)]) -> anyhow::Result<f64> {
+        let port = free_port();
+        let started = Instant::now();
+        let mut child = Command::new(self.bin_dir.join(name))
+            .env_clear()
+            .envs(common_vars(port))
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let path = if name == "health" { "/health" } else { "/" };
+        let result = loop {
+            if let Some(status) = http_status(port, path) {
+                break if name == "health" && status != 200 {
+                    Err(anyhow::anyhow!("{name} answered {status}"))
+                } else {
+                    Ok(started.elapsed())
+                };
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                break Err(anyhow::anyhow!("{name} did not answer"));
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(result?.as_secs_f64() * 1000.0)
+    }
+
+    /// From exec to the function's first `GET .../invocation/next` on a
+    /// minimal runtime API that answers nothing.
+    fn first_lambda_next(&self, name: &str, vars: &[(&str, String)]) -> anyhow::Result<f64> {
+        let api = TcpListener::bind("127.0.0.1:0")?;
+        let api_addr = api.local_addr()?.to_string();
+        let started = Instant::now();
+        let mut child = Command::new(self.bin_dir.join(name))
+            .env_clear()
+            .envs(common_vars(free_port()))
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("AWS_LAMBDA_RUNTIME_API", &api_addr)
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+            .env("AWS_REGION", "us-east-1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        api.set_nonblocking(true)?;
+        let result = loop {
+            match api.accept() {
+                Ok((mut conn, _)) => {
+                    conn.set_nonblocking(false)?;
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte)? == 1 {
+                        head.push(byte[0]);
+                    }
+                    let elapsed = started.elapsed();
+                    let head = String::from_utf8_lossy(&head);
+                    break if head.starts_with("GET /2018-06-01/runtime/invocation/next") {
+                        Ok(elapsed)
+                    } else {
+                        Err(anyhow::anyhow!(
+                            "{name} asked first: {}",
+                            head.lines().next().unwrap_or("")
+                        ))
+                    };
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if started.elapsed() > Duration::from_secs(10) {
+                        break Err(anyhow::anyhow!("{name} never asked for an event"));
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                Err(e) => break Err(e.into()),
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(result?.as_secs_f64() * 1000.0)
+    }
+
+    /// A file of fresh login bodies, one per line.
+    fn tokens(&mut self, count: u32) -> anyhow::Result<PathBuf> {
+        let path = self.work.join(format!("tokens-{}.txt", self.tokens_minted));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        for _ in 0..count {
+            let sub = format!("bench-sso-{}", self.tokens_minted as u32 % LOGIN_USERS);
+            let token = testkit::tokens::sso_token(SSO_SECRET, &testkit::tokens::sso_claims(&sub));
+            writeln!(out, "{}", json!({ "token": token }))?;
+            self.tokens_minted += 1;
+        }
+        out.flush()?;
+        Ok(path)
+    }
+
+    fn write(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+        let path = self.work.join(name);
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    // ---- output ----------------------------------------------------------
+
+    fn print_table(&self) {
+        println!();
+        println!(
+            "{:<58} | {:>14} | {:<56} | {:>6} | {:>7} | met",
+            "figure", "function", "reference", "ratio", "target"
+        );
+        println!("{}", "-".repeat(160));
+        for row in &self.rows {
+            println!(
+                "{:<58} | {:>14} | {:<56} | {:>6.2} | {:>7} | {}",
+                row.figure,
+                row.function,
+                row.reference,
+                row.ratio,
+                row.target.text(),
+                if row.target.met(row.ratio) {
+                    "yes"
+                } else {
+                    "NO"
+                }
+            );
+        }
+    }
+
+    fn print_budgets(&self) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        println!();
+        println!(
+            "CPU per request (us), from /proc utime+stime over each best run; the machine's \
+             {cores:.0} cores give {:.0} us of CPU per second",
+            cores * 1e6
+        );
+        println!(
+            "{:<34} | {:>8} | {:>8} | {:>6} | {:>8} | {:>8} | {:>8} | {:>9} | {:>9}",
+            "run",
+            "req/s",
+            "function",
+            "redis",
+            "postgres",
+            "load gen",
+            "ours",
+            "others",
+            "if alone"
+        );
+        let tick_us = 1e6 / clock_ticks_per_sec();
+        let line = |name: &str, load: &Load| {
+            let per = |ticks: u64| ticks as f64 * tick_us / load.done.max(1) as f64;
+            let c = load.cpu;
+            let ours = c.function + c.redis + c.postgres + c.load_generator;
+            // Everything else the machine ran meanwhile (other users' builds).
+            let others = c.machine_busy.saturating_sub(ours);
+            println!(
+                "{:<34} | {:>8.0} | {:>8.1} | {:>6.1} | {:>8.1} | {:>8.1} | {:>8.1} | {:>9.1} | {:>9.0}",
+                name,
+                load.per_sec,
+                per(c.function),
+                per(c.redis),
+                per(c.postgres),
+                per(c.load_generator),
+                per(ours),
+                per(others),
+                cores * 1e6 / per(ours).max(0.001),
+            );
+        };
+        for (name, function, reference) in &self.budgets {
+            line(name, function);
+            if let Some(r) = reference {
+                line("  its reference", r);
+            }
+        }
+        println!(
+            "('if alone': requests per second the {cores:.0} cores could serve if only these processes ran, at this CPU per request; \
+             'others': CPU of other processes on the machine during the run, per request)"
+        );
+    }
+}
+
+fn best_of(best: Option<(Load, Load)>, reference: Load, function: Load) -> (Load, Load) {
+    match best {
+        None => (reference, function),
+        Some((r, f)) => (
+            if reference.per_sec > r.per_sec {
+                reference
+            } else {
+                r
+            },
+            if function.per_sec > f.per_sec {
+                function
+            } else {
+                f
+            },
+        ),
+    }
+}
+
+fn common_vars(port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("FC_CUSTOM_LISTEN_PORT", port.to_string()),
+        ("LISTEN_HOST", "127.0.0.1".into()),
+        ("ALLOWED_HOSTS", "127.0.0.1,localhost".into()),
+        ("RUST_LOG", "info".into()),
+    ]
+}
+
+/// `$N` placeholders of a query replaced by pgbench expressions (`:var`,
+/// literals): the same statement, prepared by pgbench.
+fn pgbench_sql(sql: &str, params: &[&str]) -> String {
+    let mut text = sql.to_owned();
+    for (i, param) in params.iter().enumerate().rev() {
+        text = text.replace(&format!("${}", i + 1), param);
+    }
+    text
+}
+
+/// Conversations' create as the function sends it: the users check, then
+/// the conversation with its members in one statement.
+fn create_sql(data: &ConversationsData) -> String {
+    let mut ids: Vec<i64> = data.others.clone();
+    ids.push(data.creator);
+    let texts: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut members = ids.clone();
+    members.sort_unstable();
+    let array = format!(
+        "'{{{}}}'",
+        members
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     );
-    let port = free_port();
-    let mut conv = spawn(
-        &bin_dir.join("conversations"),
-        port,
-        &[("DATABASE_URL", db_url)],
-    )?;
-    let list_url = format!("http://127.0.0.1:{port}/api/v1/conversations/?limit=20");
-    wait_ok(
-        &format!("http://127.0.0.1:{port}/api/v1/conversations/"),
-        Duration::from_millis(5),
-    )
-    .await?;
-    let mut lists = sample(500, 50, async |_| {
-        let r = client.get(&list_url).bearer_auth(&token).send().await?;
-        anyhow::ensure!(r.status() == 200, "list answered {}", r.status());
-        r.bytes().await?;
-        Ok(())
-    })
-    .await?;
-    report("list latency", &mut lists);
-    stop(&mut conv);
-
-    println!(
-        "== sso-login: POST /api/v1/auth/login/sso (Redis SET NX + PostgreSQL upsert + token, 300 sequential logins)"
+    let mut script = String::from("\\set now 1764000000000000\n");
+    script += &pgbench_sql(&store::users_sql(ids.len()), &texts);
+    script += ";\n";
+    script += &pgbench_sql(
+        store::CREATE_SQL,
+        &["'bench'", &data.creator.to_string(), ":now", &array],
     );
-    let prefix = format!("tms-bench-{}:", uuid::Uuid::new_v4().simple());
-    let port = free_port();
-    let mut sso = spawn(
-        &bin_dir.join("sso-login"),
-        port,
-        &[
-            ("DATABASE_URL", db_url),
-            ("REDIS_URL", redis_url),
-            ("REDIS_KEY_PREFIX", &prefix),
-            ("SSO_JWT_SECRET", SSO_SECRET),
-        ],
-    )?;
-    let login_url = format!("http://127.0.0.1:{port}/api/v1/auth/login/sso");
-    // Any answer under 500 (here a 404) means it serves.
-    wait_ok(
-        &format!("http://127.0.0.1:{port}/"),
-        Duration::from_millis(5),
-    )
-    .await?;
-    // Minted beforehand: the timing covers the login alone.
-    let gcgc: Vec<String> = (0..330)
-        .map(|i| gcgc_token(&format!("bench-sso-{}", i % 10)))
-        .collect();
-    let mut logins = sample(300, 30, async |i| {
-        let r = client
-            .post(&login_url)
-            .json(&json!({ "token": gcgc[i] }))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status() == 200, "login answered {}", r.status());
-        r.bytes().await?;
-        Ok(())
-    })
-    .await?;
-    report("login latency", &mut logins);
-    stop(&mut sso);
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await?;
-    if !keys.is_empty() {
-        let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
+    script += ";\n";
+    script
+}
+
+struct ConversationsData {
+    /// A user with 100 conversations of 3 members.
+    lister: i64,
+    /// Who creates conversations, with `others` as members.
+    creator: i64,
+    others: Vec<i64>,
+}
+
+async fn conversations_data(pg_url: &str) -> anyhow::Result<ConversationsData> {
+    let db = shared::db::Database::open_postgres(pg_url, 2)?;
+    let user = async |name: &str| {
+        anyhow::Ok(
+            sso_login::users::upsert_user(&db, name, None, None)
+                .await?
+                .id,
+        )
+    };
+    let lister = user("bench-lister").await?;
+    let creator = user("bench-creator").await?;
+    let others = vec![user("bench-member-1").await?, user("bench-member-2").await?];
+    for i in 0..100 {
+        store::create(&db, lister, &format!("conversation {i}"), &others).await?;
     }
     if let shared::db::Database::Postgres(pool) = db {
         pool.close().await;
     }
-    Ok(())
+    Ok(ConversationsData {
+        lister,
+        creator,
+        others,
+    })
 }
 
-fn gcgc_token(sub: &str) -> String {
-    testkit::tokens::sso_token(SSO_SECRET, &testkit::tokens::sso_claims(sub))
-}
-
-/// Times `runs` calls of `op`, after `warmup` untimed ones.
-async fn sample(
+/// p50 of `op` over `runs` calls, in ms.
+async fn p50(
     runs: usize,
-    warmup: usize,
     mut op: impl AsyncFnMut(usize) -> anyhow::Result<()>,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<f64> {
     let mut samples = Vec::with_capacity(runs);
-    for i in 0..warmup + runs {
+    for i in 0..runs + runs / 10 {
         let started = Instant::now();
         op(i).await?;
-        if i >= warmup {
-            samples.push(started.elapsed());
+        if i >= runs / 10 {
+            samples.push(started.elapsed().as_secs_f64() * 1000.0);
         }
     }
-    Ok(samples)
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
 }
 
-fn report(what: &str, samples: &mut [Duration]) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "{what:>24}: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms (n={})",
-        ms(at(0.5)),
-        ms(at(0.9)),
-        ms(at(0.99)),
-        ms(at(1.0)),
-        samples.len()
+/// A login's own round trips, each alone from one connection: the claim
+/// (`SET NX PX`), the completion (a Lua compare-and-set of the same shape,
+/// by EVALSHA), the upsert.
+async fn login_round_trips(pg_url: &str, redis_url: &str) -> anyhow::Result<(f64, String)> {
+    let redis = redis::Client::open(redis_url)?;
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let claim = p50(500, async |i| {
+        let _: Option<String> = redis::cmd("SET")
+            .arg(format!("bench-alone:{i}"))
+            .arg("pending:x")
+            .arg("NX")
+            .arg("PX")
+            .arg(60000)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    })
+    .await?;
+    let complete_script = redis::Script::new(
+        r#"if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
+local age = 60000 - redis.call("PTTL", KEYS[1])
+redis.call("SET", KEYS[1], ARGV[2], "EX", 3600)
+return 1"#,
     );
+    let complete = p50(500, async |i| {
+        let _: i64 = complete_script
+            .key(format!("bench-alone:{i}"))
+            .arg("pending:x")
+            .arg("done:x")
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    })
+    .await?;
+    let mut pg = sqlx::PgConnection::connect(pg_url).await?;
+    let upsert = p50(500, async |i| {
+        let sub = format!("bench-sso-{}", i as u32 % LOGIN_USERS);
+        sqlx::query(sso_login::users::UPSERT_SQL)
+            .bind(&sub)
+            .bind(format!("{sub}@example.com"))
+            .bind("Test User")
+            .bind(1_764_000_000_000_000_i64)
+            .fetch_one(&mut pg)
+            .await?;
+        Ok(())
+    })
+    .await?;
+    Ok((
+        claim + complete + upsert,
+        format!("SET NX {claim:.3} + EVALSHA {complete:.3} + upsert {upsert:.3}"),
+    ))
 }
 
-fn spawn(bin: &Path, port: u16, vars: &[(&str, &str)]) -> anyhow::Result<Child> {
-    Command::new(bin)
-        .env_clear()
-        .env("FC_CUSTOM_LISTEN_PORT", port.to_string())
-        .env("ALLOWED_HOSTS", "127.0.0.1,localhost")
-        .env("JWT_SECRET", JWT_SECRET)
-        .env("RUST_LOG", "warn")
-        .envs(vars.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot start {}: {e} (run `make bench`, which builds it)",
-                bin.display()
-            )
-        })
+/// The list's own query, alone from one connection.
+async fn list_round_trips(pg_url: &str, data: &ConversationsData) -> anyhow::Result<(f64, String)> {
+    let mut pg = sqlx::PgConnection::connect(pg_url).await?;
+    let page = p50(500, async |_| {
+        let _: Vec<(i64, String, i64, i64, i64, i64)> = sqlx::query_as(store::LIST_SQL)
+            .bind(data.lister)
+            .bind(i64::MAX)
+            .bind(i64::MAX)
+            .bind(21_i64)
+            .fetch_all(&mut pg)
+            .await?;
+        Ok(())
+    })
+    .await?;
+    Ok((page, format!("its query {page:.3}")))
 }
 
-async fn wait_ok(url: &str, every: Duration) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(url).send().await
-            && r.status().as_u16() < 500
-        {
-            return Ok(());
+// ---- load generators and CPU accounting ---------------------------------
+
+struct Watch {
+    function: Option<u32>,
+    redis: u32,
+    postgres: u32,
+}
+
+struct CpuSnapshot {
+    function: u64,
+    redis: u64,
+    postgres: u64,
+    machine_busy: u64,
+}
+
+impl Watch {
+    fn snapshot(&self) -> CpuSnapshot {
+        CpuSnapshot {
+            function: self.function.map_or(0, |p| proc_ticks(p, false)),
+            redis: proc_ticks(self.redis, false),
+            postgres: postgres_ticks(self.postgres),
+            machine_busy: machine_busy_ticks(),
         }
-        tokio::time::sleep(every).await;
     }
-    anyhow::bail!("{url} did not answer")
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// Runs a load generator to its end and counts everyone's CPU meanwhile.
+fn measured(mut command: Command, watch: &Watch) -> anyhow::Result<(String, Cpu)> {
+    let before = watch.snapshot();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut out)?;
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut err)?;
+    // wait4 reaps it with its own CPU usage.
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our own unreaped child; both pointers are valid.
+    let reaped = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    anyhow::ensure!(reaped > 0, "wait4 failed");
+    let after = watch.snapshot();
+    anyhow::ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{command:?} failed: {out}{err}"
+    );
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let load_secs = tv(usage.ru_utime) + tv(usage.ru_stime);
+    let cpu = Cpu {
+        function: after.function.saturating_sub(before.function),
+        redis: after.redis.saturating_sub(before.redis),
+        postgres: after.postgres.saturating_sub(before.postgres),
+        load_generator: (load_secs * clock_ticks_per_sec()).round() as u64,
+        machine_busy: after.machine_busy.saturating_sub(before.machine_busy),
+    };
+    Ok((out, cpu))
+}
+
+fn wrk(
+    url: &str,
+    connections: u32,
+    secs: u32,
+    headers: &[String],
+    script: Option<(&Path, &PathBuf)>,
+    watch: Watch,
+) -> anyhow::Result<Load> {
+    let mut command = Command::new("wrk");
+    command
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{secs}s"),
+            "--latency",
+        ])
+        .env_clear();
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    if let Some((script, _)) = script {
+        command.arg("-s").arg(script);
+    }
+    command.arg(url);
+    if let Some((_, arg)) = script
+        && !arg.as_os_str().is_empty()
+    {
+        command.arg("--").arg(arg);
+    }
+    let (out, cpu) = measured(command, &watch)?;
+    let number_after = |label: &str| -> Option<f64> {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.trim_end_matches(',').parse().ok())
+    };
+    let per_sec =
+        number_after("Requests/sec:").ok_or_else(|| anyhow::anyhow!("wrk said: {out}"))?;
+    let done = out
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let failed = number_after("Non-2xx or 3xx responses:").unwrap_or(0.0) as u64;
+    let p50_ms = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("50%"))
+        .and_then(|v| duration_ms(v.trim()))
+        .unwrap_or(f64::NAN);
+    Ok(Load {
+        per_sec,
+        p50_ms,
+        done,
+        failed,
+        cpu,
+    })
+}
+
+/// wrk's durations: "812.00us", "1.23ms", "1.01s".
+fn duration_ms(text: &str) -> Option<f64> {
+    for (unit, scale) in [("us", 1e-3), ("ms", 1.0), ("s", 1e3), ("m", 60e3)] {
+        if let Some(v) = text.strip_suffix(unit) {
+            return v.parse::<f64>().ok().map(|v| v * scale);
+        }
+    }
+    None
+}
+
+fn pgbench(
+    pg: &PgServer,
+    script: &Path,
+    clients: u32,
+    secs: u32,
+    watch: Watch,
+) -> anyhow::Result<Load> {
+    let mut command = Command::new("pgbench");
+    command
+        .args(["-n", "-M", "prepared", "-j", "1"])
+        .args(["-c", &clients.to_string(), "-T", &secs.to_string()])
+        .arg("-f")
+        .arg(script)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "postgres",
+        ]);
+    let (out, cpu) = measured(command, &watch)?;
+    let per_sec = out
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("pgbench said: {out}"))?;
+    let done = out
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let failed = out
+        .lines()
+        .find_map(|l| l.strip_prefix("number of failed transactions: "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(Load {
+        per_sec,
+        p50_ms: f64::NAN,
+        done,
+        failed,
+        cpu,
+    })
+}
+
+/// utime + stime of a process (all its threads), with its reaped children's.
+fn proc_ticks(pid: u32, with_children: bool) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // After the command: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
+    let own = fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0);
+    if with_children {
+        own + fields.get(13).unwrap_or(&0) + fields.get(14).unwrap_or(&0)
+    } else {
+        own
+    }
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The postmaster and its backends: the live ones, and the ones that
+/// exited (the postmaster reaps them into its children's time).
+fn postgres_ticks(postmaster: u32) -> u64 {
+    let mut ticks = proc_ticks(postmaster, true);
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            if let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                && parent_of(pid) == Some(postmaster)
+            {
+                ticks += proc_ticks(pid, false);
+            }
+        }
+    }
+    ticks
+}
+
+/// Busy ticks of all the machine's CPUs (everything but idle and iowait).
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    total - v.get(3).unwrap_or(&0) - v.get(4).unwrap_or(&0)
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+/// A GET over a fresh connection: the status, or None if nothing answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
 }
 
-fn stop(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+fn median(samples: impl Iterator<Item = anyhow::Result<f64>>) -> anyhow::Result<f64> {
+    let mut v = samples.collect::<anyhow::Result<Vec<f64>>>()?;
+    v.sort_by(f64::total_cmp);
+    Ok(v[v.len() / 2])
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
+fn print_machine() {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "machine: {model}, {cores} cores, Linux {}; load average at start {}",
+        kernel.trim(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
 }
