@@ -135,6 +135,18 @@ pub(crate) async fn logs_in_eventually(sso: &Sso, token: &str) -> (StatusCode, S
     last
 }
 
+/// The token logs in within a few seconds, and is single-use again after.
+pub(crate) async fn logs_in_once_eventually(sso: &Sso, token: &str) {
+    let (status, body) = logs_in_eventually(sso, token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r = sso.login(token).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "and it is single-use again"
+    );
+}
+
 #[tokio::test]
 async fn a_token_logs_in_once_and_the_replay_is_401() {
     let sso = Sso::shared(&[]).await;
@@ -384,9 +396,7 @@ async fn a_stopped_redis_is_a_fast_503_and_the_token_works_once_it_is_back() {
     );
 
     redis.resume_serving();
-    let (status, body) = logs_in_eventually(&sso, &token).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(sso.login(&token).await.status(), StatusCode::UNAUTHORIZED);
+    logs_in_once_eventually(&sso, &token).await;
 }
 
 #[tokio::test]
@@ -411,14 +421,7 @@ async fn a_hung_redis_is_a_fast_503_and_its_late_claim_is_released() {
     );
 
     // Redis woke up and may have applied the queued SET: the refused user is not locked out.
-    let (status, body) = logs_in_eventually(&sso, &token).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let r = sso.login(&token).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::UNAUTHORIZED,
-        "and it is single-use again"
-    );
+    logs_in_once_eventually(&sso, &token).await;
 }
 
 /// A proxy in front of Redis that, once armed, passes the next command that
@@ -536,9 +539,7 @@ async fn a_completion_whose_reply_is_lost_does_not_lock_the_token_out() {
     // Nothing was issued under that done mark: once Redis can be reached,
     // the login gives it back, and the user logs in with the same token.
     tokio::time::sleep(ReplyLosingProxy::OUTAGE).await;
-    let (status, body) = logs_in_eventually(&sso, &token).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(sso.login(&token).await.status(), StatusCode::UNAUTHORIZED);
+    logs_in_once_eventually(&sso, &token).await;
 }
 
 #[tokio::test]
