@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use axum::Router;
 use http::StatusCode;
-use jsonwebtoken::{Algorithm, EncodingKey};
-use serde_json::{Value, json};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
 use shared::db::Database;
 use tests::services::{PgServer, RedisServer, TestDb, clear_redis_prefix, uuid_simple};
 use tests::tokens::{sign, sso_claims, sso_token};
 use tests::*;
+
+use crate::sso::{jwk, rsa1_key};
 
 const SSO_SECRET: &str = "platform-sso-secret-0123456789abcdef0123";
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
@@ -190,9 +192,7 @@ struct SlowJwks {
 
 impl SlowJwks {
     async fn serve(delay: Duration) -> Self {
-        let all: Value =
-            serde_json::from_str(include_str!("../../fixtures/keys/jwks.json")).unwrap();
-        let keys = json!({ "keys": [all["rsa1"].clone()] });
+        let keys = json!({ "keys": [jwk("rsa1")] });
         let fetching = Arc::new(AtomicBool::new(false));
         let fetches = Arc::new(AtomicUsize::new(0));
         let router = Router::new().route(
@@ -220,8 +220,7 @@ impl SlowJwks {
 }
 
 fn rs256(sub: &str, kid: &str) -> String {
-    let key = EncodingKey::from_rsa_pem(include_bytes!("../../fixtures/keys/rsa1.pem")).unwrap();
-    sign(&sso_claims(sub), Algorithm::RS256, &key, Some(kid))
+    sign(&sso_claims(sub), Algorithm::RS256, &rsa1_key(), Some(kid))
 }
 
 async fn jwks_app(jwks_url: &str) -> TestApp {

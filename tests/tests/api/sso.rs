@@ -626,11 +626,11 @@ struct Jwks {
     fetches: Arc<AtomicUsize>,
 }
 
-fn rsa1_key() -> EncodingKey {
+pub(crate) fn rsa1_key() -> EncodingKey {
     EncodingKey::from_rsa_pem(include_bytes!("../../fixtures/keys/rsa1.pem")).unwrap()
 }
 
-fn jwk(name: &str) -> Value {
+pub(crate) fn jwk(name: &str) -> Value {
     let all: Value = serde_json::from_str(include_str!("../../fixtures/keys/jwks.json")).unwrap();
     all[name].clone()
 }
