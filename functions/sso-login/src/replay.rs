@@ -23,12 +23,20 @@
 //! fails too, the release is retried in the background for
 //! [`RELEASE_RETRY_FOR`]: a completion that Redis applied but whose reply was
 //! lost (Redis killed or frozen right after it) leaves a done mark that no
-//! takeover frees, and no API token was issued under it.
+//! takeover frees, and no API token was issued under it. Such a mark is
+//! given back before anything else once Redis answers again: the instance
+//! keeps its unreleased claims, retries them every
+//! [`RELEASE_RETRY_EVERY`], and releases a token's own unreleased claim
+//! before it claims that token again; a login on another instance that
+//! finds a done mark looks once more after [`DONE_RECHECK_AFTER`], so a
+//! retry that reaches Redis first is not told the token was used. (A
+//! frozen Lambda instance retries when it next runs.)
 //!
 //! Without `REDIS_URL`, an in-process store with the same rules: it protects
 //! one instance only, and says so at start.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,11 +57,16 @@ pub const PENDING_TTL: Duration = Duration::from_secs(60);
 const REPLY_MARGIN: Duration = Duration::from_millis(100);
 /// How long a release that failed is retried in the background, and how often.
 pub const RELEASE_RETRY_FOR: Duration = PENDING_TTL;
-const RELEASE_RETRY_EVERY: Duration = Duration::from_millis(500);
+pub const RELEASE_RETRY_EVERY: Duration = Duration::from_millis(50);
+/// How long a login that found a done mark waits before it looks again: a
+/// mark whose completion's reply was lost is given back within a few
+/// [`RELEASE_RETRY_EVERY`] of Redis answering again. Only refusals wait.
+pub const DONE_RECHECK_AFTER: Duration = Duration::from_millis(300);
 
 /// Takes a key over from an abandoned pending claim (or recognises a retry
 /// of this very claim). KEYS[1] key; ARGV: new pending value, pending TTL
-/// (ms), age after which a pending claim is abandoned (ms).
+/// (ms), age after which a pending claim is abandoned (ms). Returns 1 when
+/// taken, 0 when another login holds it, -1 when a login completed it.
 const TAKE_OVER: &str = r#"
 local held = redis.call("GET", KEYS[1])
 if held == ARGV[1] then return 1 end
@@ -63,20 +76,24 @@ if held and string.sub(held, 1, 8) == "pending:" then
     redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
     return 1
   end
+  return 0
 end
 if not held then
   redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
   return 1
 end
-return 0
+return -1
 "#;
 
 /// Completes a claim: its own pending value becomes the done value with the
-/// full TTL, only if the claim is no older than the caller's budget.
-/// KEYS[1] key; ARGV: pending value, done value, pending TTL (ms), budget
-/// (ms), full TTL (s).
+/// full TTL, only if the claim is no older than the caller's budget; a
+/// claim it already completed (a retry whose first reply was lost) is
+/// recognised. KEYS[1] key; ARGV: pending value, done value, pending TTL
+/// (ms), budget (ms), full TTL (s).
 const COMPLETE: &str = r#"
-if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
+local held = redis.call("GET", KEYS[1])
+if held == ARGV[2] then return 1 end
+if held ~= ARGV[1] then return 0 end
 local age = tonumber(ARGV[3]) - redis.call("PTTL", KEYS[1])
 if age > tonumber(ARGV[4]) then return 0 end
 redis.call("SET", KEYS[1], ARGV[2], "EX", ARGV[5])
@@ -112,8 +129,11 @@ impl Claim {
     }
     /// How long, counted from the claim, Redis may apply a completion sent
     /// now: as long as the caller will still be waiting for its reply.
-    fn completion_budget(&self) -> Duration {
-        (self.claimed_at.elapsed() + REDIS_TIMEOUT).saturating_sub(REPLY_MARGIN)
+    /// `None` when that is too late: another login may already have taken
+    /// the token over.
+    fn completion_budget(&self) -> Option<Duration> {
+        let budget = (self.claimed_at.elapsed() + REDIS_TIMEOUT).saturating_sub(REPLY_MARGIN);
+        (budget <= ABANDONED_AFTER).then_some(budget)
     }
 }
 
@@ -201,14 +221,9 @@ impl ReplayStore {
     /// Makes the claim permanent for the token's life: the last step before
     /// the API token is issued. Anything but `Ok` means: issue nothing.
     pub async fn complete(&self, claim: &Claim) -> Result<(), ClaimError> {
-        let budget = claim.completion_budget();
-        if budget > ABANDONED_AFTER {
-            // Too late: another login may already have taken the token over.
-            return Err(ClaimError::Unavailable);
-        }
         match &self.backend {
-            Backend::Redis(redis) => redis.complete(claim, budget).await,
-            Backend::Memory(memory) => memory.complete(claim, budget),
+            Backend::Redis(redis) => redis.complete(claim).await,
+            Backend::Memory(memory) => memory.complete(claim),
         }
     }
 
@@ -227,6 +242,19 @@ struct RedisBackend {
     take_over: redis::Script,
     complete: redis::Script,
     release: redis::Script,
+    /// Claims whose release failed, by key, with when it first failed.
+    unreleased: Mutex<HashMap<String, (Claim, Instant)>>,
+    /// Whether the task that retries [`Self::unreleased`] is running.
+    release_worker: AtomicBool,
+}
+
+/// Who holds a token's key after a claim attempt.
+enum Holder {
+    ThisClaim,
+    /// Another login, still running.
+    AnotherLogin,
+    /// A completed login (or one whose completion's reply was lost).
+    Done,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -240,10 +268,43 @@ impl RedisBackend {
             take_over: redis::Script::new(TAKE_OVER),
             complete: redis::Script::new(COMPLETE),
             release: redis::Script::new(RELEASE),
+            unreleased: Mutex::default(),
+            release_worker: AtomicBool::new(false),
         })
     }
 
+    fn unreleased(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Claim, Instant)>> {
+        self.unreleased.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn claim(&self, claim: &Claim) -> Result<(), ClaimError> {
+        // This token's own earlier claim, not yet given back: that first, or
+        // the user would be told that their own failed login used the token.
+        let earlier = self.unreleased().get(&claim.key).map(|(c, _)| c.clone());
+        if let Some(earlier) = earlier {
+            if let Err(e) = self.try_release(&earlier).await {
+                tracing::warn!(error = %e, "replay store unreachable");
+                self.redis.forget_connection().await;
+                return Err(ClaimError::Unavailable);
+            }
+            self.forget_unreleased(&earlier);
+        }
+        match self.claim_once(claim).await? {
+            Holder::ThisClaim => Ok(()),
+            Holder::AnotherLogin => Err(ClaimError::AlreadyUsed),
+            Holder::Done => {
+                // Maybe a mark whose completion's reply was lost, about to be
+                // given back by the instance that knows nothing was issued.
+                tokio::time::sleep(DONE_RECHECK_AFTER).await;
+                match self.claim_once(claim).await? {
+                    Holder::ThisClaim => Ok(()),
+                    _ => Err(ClaimError::AlreadyUsed),
+                }
+            }
+        }
+    }
+
+    async fn claim_once(&self, claim: &Claim) -> Result<Holder, ClaimError> {
         let mut conn = match self.redis.connection().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -263,8 +324,7 @@ impl RedisBackend {
             }
         }
         match result {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ClaimError::AlreadyUsed),
+            Ok(holder) => Ok(holder),
             Err(e) => {
                 // If the SET lands later, it is abandoned and taken over.
                 tracing::warn!(error = %e, "replay claim failed");
@@ -281,7 +341,7 @@ impl RedisBackend {
         &self,
         conn: &mut RedisConnection,
         claim: &Claim,
-    ) -> Result<bool, redis::RedisError> {
+    ) -> Result<Holder, redis::RedisError> {
         let set: Option<String> = redis::cmd("SET")
             .arg(&claim.key)
             .arg(claim.pending_value())
@@ -291,7 +351,7 @@ impl RedisBackend {
             .query_async(conn)
             .await?;
         if set.is_some() {
-            return Ok(true);
+            return Ok(Holder::ThisClaim);
         }
         let taken: i64 = self
             .take_over
@@ -301,26 +361,27 @@ impl RedisBackend {
             .arg(millis(ABANDONED_AFTER))
             .invoke_async(conn)
             .await?;
-        Ok(taken == 1)
+        Ok(match taken {
+            1 => Holder::ThisClaim,
+            0 => Holder::AnotherLogin,
+            _ => Holder::Done,
+        })
     }
 
-    async fn complete(&self, claim: &Claim, budget: Duration) -> Result<(), ClaimError> {
-        let result = async {
-            let mut conn = self.redis.connection().await?;
-            self.complete
-                .key(&claim.key)
-                .arg(claim.pending_value())
-                .arg(claim.done_value())
-                .arg(millis(PENDING_TTL))
-                .arg(millis(budget))
-                .arg(claim.full_ttl.as_secs())
-                .invoke_async::<i64>(&mut conn)
-                .await
+    async fn complete(&self, claim: &Claim) -> Result<(), ClaimError> {
+        let mut result = self.try_complete(claim).await;
+        if let Err(e) = &result
+            && !e.is_timeout()
+        {
+            // The connection broke, maybe after Redis applied the completion:
+            // once more on a fresh one, which recognises its own done mark.
+            tracing::warn!(error = %e, "replay claim completion failed; once more");
+            self.redis.forget_connection().await;
+            result = self.try_complete(claim).await;
         }
-        .await;
         match result {
-            Ok(1) => Ok(()),
-            Ok(_) => {
+            Ok(true) => Ok(()),
+            Ok(false) => {
                 tracing::warn!("replay claim could not be completed in time");
                 Err(ClaimError::Unavailable)
             }
@@ -332,27 +393,82 @@ impl RedisBackend {
         }
     }
 
+    /// `Ok(false)`: too late, or the claim is no longer this login's.
+    async fn try_complete(&self, claim: &Claim) -> Result<bool, redis::RedisError> {
+        let Some(budget) = claim.completion_budget() else {
+            return Ok(false);
+        };
+        let mut conn = self.redis.connection().await?;
+        let completed: i64 = self
+            .complete
+            .key(&claim.key)
+            .arg(claim.pending_value())
+            .arg(claim.done_value())
+            .arg(millis(PENDING_TTL))
+            .arg(millis(budget))
+            .arg(claim.full_ttl.as_secs())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(completed == 1)
+    }
+
     async fn release(self: &Arc<Self>, claim: &Claim) {
         let Err(e) = self.try_release(claim).await else {
             return;
         };
         tracing::warn!(error = %e, "cannot release a replay claim; retrying in the background");
         self.redis.forget_connection().await;
-        let (backend, claim) = (Arc::clone(self), claim.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            while started.elapsed() < RELEASE_RETRY_FOR {
-                tokio::time::sleep(RELEASE_RETRY_EVERY).await;
-                match backend.try_release(&claim).await {
-                    Ok(_) => {
-                        tracing::info!("replay claim released after a retry");
-                        return;
-                    }
-                    Err(_) => backend.redis.forget_connection().await,
+        self.unreleased()
+            .insert(claim.key.clone(), (claim.clone(), Instant::now()));
+        if !self.release_worker.swap(true, Ordering::AcqRel) {
+            let backend = Arc::clone(self);
+            tokio::spawn(async move { backend.release_until_done().await });
+        }
+    }
+
+    /// Retries every unreleased claim until each is released or is older
+    /// than [`RELEASE_RETRY_FOR`], then stops.
+    async fn release_until_done(&self) {
+        loop {
+            tokio::time::sleep(RELEASE_RETRY_EVERY).await;
+            let claims: Vec<(Claim, Instant)> = self.unreleased().values().cloned().collect();
+            if claims.is_empty() {
+                self.release_worker.store(false, Ordering::Release);
+                // A release queued in between found the worker still running.
+                if self.unreleased().is_empty() || self.release_worker.swap(true, Ordering::AcqRel)
+                {
+                    return;
                 }
+                continue;
             }
-            tracing::warn!("replay claim not released; a done mark would lock its token out");
-        });
+            for (claim, since) in claims {
+                if since.elapsed() > RELEASE_RETRY_FOR {
+                    tracing::warn!(
+                        "replay claim not released; a done mark would lock its token out"
+                    );
+                    self.forget_unreleased(&claim);
+                    continue;
+                }
+                if self.try_release(&claim).await.is_err() {
+                    // Still unreachable: all of them wait for the next round.
+                    self.redis.forget_connection().await;
+                    break;
+                }
+                tracing::info!("replay claim released after a retry");
+                self.forget_unreleased(&claim);
+            }
+        }
+    }
+
+    /// Drops an unreleased claim, unless a later claim of the token took its place.
+    fn forget_unreleased(&self, claim: &Claim) {
+        let mut unreleased = self.unreleased();
+        if unreleased
+            .get(&claim.key)
+            .is_some_and(|(c, _)| c.unique == claim.unique)
+        {
+            unreleased.remove(&claim.key);
+        }
     }
 
     async fn try_release(&self, claim: &Claim) -> Result<i64, redis::RedisError> {
@@ -411,7 +527,8 @@ impl MemoryStore {
         Ok(())
     }
 
-    fn complete(&self, claim: &Claim, budget: Duration) -> Result<(), ClaimError> {
+    fn complete(&self, claim: &Claim) -> Result<(), ClaimError> {
+        let budget = claim.completion_budget().ok_or(ClaimError::Unavailable)?;
         let mut marks = self.marks();
         let now = Instant::now();
         match marks.get_mut(&claim.key) {

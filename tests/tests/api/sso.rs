@@ -38,6 +38,20 @@ pub(crate) struct Sso {
 impl Sso {
     pub(crate) async fn start(redis_url: &str, db: TestDb, extra: &[(&str, &str)]) -> Self {
         let prefix = format!("tms-test-{}:", uuid_simple());
+        Self::start_with_prefix(redis_url, prefix, db, extra).await
+    }
+
+    /// Another instance of the same deployment: the same Redis and prefix.
+    async fn another_instance(&self, redis_url: &str) -> Self {
+        Self::start_with_prefix(redis_url, self.prefix.clone(), TestDb::sqlite(), &[]).await
+    }
+
+    async fn start_with_prefix(
+        redis_url: &str,
+        prefix: String,
+        db: TestDb,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let mut vars = vec![
             ("SSO_JWT_SECRET", SSO_SECRET),
             ("REDIS_URL", redis_url),
@@ -426,18 +440,17 @@ async fn a_hung_redis_is_a_fast_503_and_its_late_claim_is_released() {
 
 /// A proxy in front of Redis that, once armed, passes the next command that
 /// carries a `done:` value (the completion of a claim), then cuts every
-/// connection and refuses new ones for [`ReplyLosingProxy::OUTAGE`]: Redis
-/// applied the completion, its reply is lost, and the release cannot get
-/// through at once (as when Redis is killed or frozen right after it).
+/// connection and refuses new ones for its outage: Redis applied the
+/// completion, its reply is lost, and nothing gets through until the outage
+/// ends (as when Redis is killed or frozen right after it). With no outage,
+/// only the connection that carried the completion breaks.
 struct ReplyLosingProxy {
     url: String,
     armed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ReplyLosingProxy {
-    const OUTAGE: Duration = Duration::from_secs(1);
-
-    async fn start(upstream: u16) -> Self {
+    async fn start(upstream: u16, outage: Duration) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("redis://{}", listener.local_addr().unwrap());
@@ -477,8 +490,7 @@ impl ReplyLosingProxy {
                                 if completion && armed.swap(false, Ordering::SeqCst) {
                                     // Redis applies it; its reply is never passed on.
                                     tokio::time::sleep(Duration::from_millis(50)).await;
-                                    *outage_until.lock().unwrap() =
-                                        Some(Instant::now() + Self::OUTAGE);
+                                    *outage_until.lock().unwrap() = Some(Instant::now() + outage);
                                     break;
                                 }
                             }
@@ -502,22 +514,20 @@ impl ReplyLosingProxy {
     }
 }
 
-#[tokio::test]
-async fn a_completion_whose_reply_is_lost_does_not_lock_the_token_out() {
-    let redis = RedisServer::start();
-    let proxy = ReplyLosingProxy::start(redis.port).await;
+/// An instance behind a [`ReplyLosingProxy`], warmed up: a first login
+/// loads the completion script into Redis, so that the armed completion
+/// runs there instead of asking for the script.
+async fn sso_behind(proxy: &ReplyLosingProxy) -> Sso {
     let sso = Sso::start(&proxy.url, TestDb::sqlite(), &[]).await;
-    // A first login loads the completion script into Redis, so that the
-    // armed completion runs there instead of asking for the script.
     assert_eq!(
         sso.login(&gcgc(&claims("warm"))).await.status(),
         StatusCode::OK
     );
-    let token = gcgc(&claims("reply-lost"));
-    proxy.armed.store(true, Ordering::SeqCst);
-    let r = sso.login(&token).await;
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    // Read past the proxy: the completion was applied.
+    sso
+}
+
+/// The done marks under the instance's prefix, read past any proxy.
+async fn done_marks(redis: &RedisServer, sso: &Sso) -> usize {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -530,16 +540,70 @@ async fn a_completion_whose_reply_is_lost_does_not_lock_the_token_out() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(
-        marks.iter().filter(|m| m.starts_with("done:")).count(),
-        2,
-        "the warm-up's mark and the one whose reply was lost: {marks:?}"
-    );
+    marks.iter().filter(|m| m.starts_with("done:")).count()
+}
 
-    // Nothing was issued under that done mark: once Redis can be reached,
-    // the login gives it back, and the user logs in with the same token.
-    tokio::time::sleep(ReplyLosingProxy::OUTAGE).await;
-    logs_in_once_eventually(&sso, &token).await;
+/// Retries a login as a client does after a 503, and returns the first
+/// answer that is not a 503.
+async fn first_answer_but_503(sso: &Sso, token: &str) -> (StatusCode, String) {
+    let started = Instant::now();
+    loop {
+        let r = sso.login(token).await;
+        if r.status() != StatusCode::SERVICE_UNAVAILABLE
+            || started.elapsed() > Duration::from_secs(10)
+        {
+            return (r.status(), r.text().await.unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Redis applied a completion whose reply was lost, and stays unreachable
+/// for a second: the login answers 503, and no retry after Redis is back
+/// is told that the token was used (nothing was issued under the mark),
+/// whether it goes to the instance that lost the reply or to another one.
+#[tokio::test]
+async fn a_completion_whose_reply_is_lost_does_not_lock_the_token_out() {
+    let redis = RedisServer::start();
+    // An outage that ends off the release retries' beat: only the order of
+    // release and retry (not luck) lets the retry in.
+    let proxy = ReplyLosingProxy::start(redis.port, Duration::from_millis(1250)).await;
+    let sso = sso_behind(&proxy).await;
+    let other = sso.another_instance(&proxy.url).await;
+    for (token, retried_on) in [
+        (gcgc(&claims("reply-lost-same")), &sso),
+        (gcgc(&claims("reply-lost-other")), &other),
+    ] {
+        let marks = done_marks(&redis, &sso).await;
+        proxy.armed.store(true, Ordering::SeqCst);
+        let r = sso.login(&token).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            done_marks(&redis, &sso).await,
+            marks + 1,
+            "the completion was applied"
+        );
+        let (status, body) = first_answer_but_503(retried_on, &token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let r = retried_on.login(&token).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "single-use again");
+    }
+}
+
+/// The connection breaks after Redis applied a completion, but Redis is
+/// reachable: the completion is sent once more on a fresh connection, which
+/// recognises its own done mark, and the login succeeds at once.
+#[tokio::test]
+async fn a_completion_whose_connection_breaks_succeeds_on_a_fresh_one() {
+    let redis = RedisServer::start();
+    let proxy = ReplyLosingProxy::start(redis.port, Duration::ZERO).await;
+    let sso = sso_behind(&proxy).await;
+    let token = gcgc(&claims("connection-breaks"));
+    proxy.armed.store(true, Ordering::SeqCst);
+    let r = sso.login(&token).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert!(!proxy.armed.load(Ordering::SeqCst), "the reply was lost");
+    assert_eq!(sso.login(&token).await.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
