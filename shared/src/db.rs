@@ -16,18 +16,53 @@
 //! request's path, and closes it if it broke.
 
 use std::str::FromStr;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
-use sqlx::migrate::Migrator;
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use crate::config::{CaBundle, Config};
 
-pub static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
-pub static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The migrations of each database, in order: `migrations/<database>/`,
+/// one file per version, each listed here (a test checks the list against
+/// the folders). Listed by hand rather than with `sqlx::migrate!`, whose
+/// macro crate compiles sqlx's drivers a second time in every build.
+const POSTGRES_MIGRATION_FILES: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+const SQLITE_MIGRATION_FILES: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+)];
+
+pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| migrator(POSTGRES_MIGRATION_FILES));
+pub static SQLITE_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| migrator(SQLITE_MIGRATION_FILES));
+
+fn migrator(files: &[(i64, &str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        files
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    description.to_owned().into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
 
 /// Longest a whole database operation may take before the caller gets a 503.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -373,6 +408,32 @@ pub async fn bounded<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_migration_file_is_listed_in_order() {
+        for (database, files) in [
+            ("postgres", POSTGRES_MIGRATION_FILES),
+            ("sqlite", SQLITE_MIGRATION_FILES),
+        ] {
+            let folder = format!("{}/migrations/{database}", env!("CARGO_MANIFEST_DIR"));
+            let mut on_disk: Vec<(i64, String, String)> = std::fs::read_dir(&folder)
+                .unwrap()
+                .map(|entry| {
+                    let path = entry.unwrap().path();
+                    let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+                    let (version, description) = name.split_once('_').unwrap();
+                    let sql = std::fs::read_to_string(&path).unwrap();
+                    (version.parse().unwrap(), description.replace('_', " "), sql)
+                })
+                .collect();
+            on_disk.sort();
+            let listed: Vec<(i64, String, String)> = files
+                .iter()
+                .map(|&(v, d, sql)| (v, d.to_owned(), sql.to_owned()))
+                .collect();
+            assert_eq!(listed, on_disk, "{folder}");
+        }
+    }
 
     fn ca() -> CaBundle {
         CaBundle {
