@@ -53,7 +53,7 @@ check-watch:
 
 ## migrate: apply the migrations to DATABASE_URL (safe in a pipeline, safe when two run at once)
 migrate:
-	cargo run --release -p tools --bin tms-migrate
+	cargo run --release -p tools --features aws-secrets --bin tms-migrate
 
 ## bench: every function against its ceiling and floor in one run, one table (prints figures; never a pass/fail)
 bench:
@@ -81,6 +81,7 @@ fmt:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p shared --all-targets -- -D warnings # without the AWS SDK, as the local tools build it
 
 ## fuzz: a fuzzing campaign on nightly, FUZZ_SECONDS (60) per target (FUZZ_TARGETS="cursor host"; docs/fuzzing.md)
 FUZZ_SECONDS ?= 60

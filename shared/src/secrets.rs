@@ -3,11 +3,13 @@
 //! variable names a secret whose `SecretString` becomes the setting it names.
 //! Credentials, region and endpoint come from aws-config's usual chain
 //! (`AWS_ENDPOINT_URL` points it at a compatible server in tests).
+//!
+//! The AWS SDK is behind the `aws-secrets` feature: every function's own
+//! build has it; a build without it (the local developer tools) refuses an
+//! ARN with a clear error instead of ignoring it.
 
 use std::collections::HashMap;
 use std::time::Duration;
-
-use aws_sdk_secretsmanager::error::DisplayErrorContext;
 
 use crate::config::ConfigError;
 
@@ -35,6 +37,30 @@ pub async fn resolve(vars: &mut HashMap<String, String>) -> Result<(), ConfigErr
     if wanted.is_empty() {
         return Ok(());
     }
+    fetch(vars, wanted).await
+}
+
+#[cfg(not(feature = "aws-secrets"))]
+async fn fetch(
+    _vars: &mut HashMap<String, String>,
+    wanted: Vec<(&'static str, &'static str)>,
+) -> Result<(), ConfigError> {
+    let (arn_var, target) = wanted[0];
+    Err(ConfigError::new(
+        arn_var,
+        format!(
+            "this program was built without AWS Secrets Manager support: set {target} instead, \
+             or build with the aws-secrets feature (cargo build -p tools --features aws-secrets)"
+        ),
+    ))
+}
+
+#[cfg(feature = "aws-secrets")]
+async fn fetch(
+    vars: &mut HashMap<String, String>,
+    wanted: Vec<(&'static str, &'static str)>,
+) -> Result<(), ConfigError> {
+    use aws_sdk_secretsmanager::error::DisplayErrorContext;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     for (arn_var, target) in wanted {
@@ -66,4 +92,33 @@ pub async fn resolve(vars: &mut HashMap<String, String>) -> Result<(), ConfigErr
         tracing::info!(variable = target, "read from AWS Secrets Manager");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_an_arn_nothing_is_read() {
+        let mut vars = HashMap::from([("JWT_SECRET".to_owned(), "s".to_owned())]);
+        resolve(&mut vars).await.unwrap();
+        assert_eq!(vars.len(), 1);
+    }
+
+    /// A build without the AWS SDK (the local tools) refuses an ARN instead
+    /// of starting without the secret. Run by `make test` as a build of
+    /// `shared` alone, where the feature is off.
+    #[cfg(not(feature = "aws-secrets"))]
+    #[tokio::test]
+    async fn a_build_without_the_sdk_refuses_an_arn() {
+        let mut vars = HashMap::from([(
+            "JWT_SECRET_ARN".to_owned(),
+            "arn:aws:secretsmanager:eu-west-1:1:secret:tms/jwt".to_owned(),
+        )]);
+        let e = resolve(&mut vars).await.unwrap_err().to_string();
+        assert!(
+            e.contains("JWT_SECRET_ARN") && e.contains("without AWS Secrets Manager support"),
+            "{e}"
+        );
+    }
 }

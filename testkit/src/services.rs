@@ -815,26 +815,28 @@ impl SecretsManager {
         ]
     }
 
-    /// Creates a secret; returns its ARN.
+    /// Creates a secret; returns its ARN. A plain call of the service's JSON
+    /// protocol (moto does not check signatures), so that the test kit
+    /// needs no AWS SDK: only the functions read secrets.
     pub async fn create(&self, name: &str, value: &str) -> String {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-                "testing", "testing", None, None, "tests",
-            ))
-            .load()
-            .await;
-        aws_sdk_secretsmanager::Client::new(&config)
-            .create_secret()
-            .name(name)
-            .secret_string(value)
+        let created: serde_json::Value = reqwest::Client::new()
+            .post(&self.endpoint)
+            .header("X-Amz-Target", "secretsmanager.CreateSecret")
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .body(serde_json::json!({ "Name": name, "SecretString": value }).to_string())
             .send()
             .await
             .expect("create secret")
-            .arn()
-            .expect("arn")
-            .to_owned()
+            .error_for_status()
+            .expect("create secret")
+            .json()
+            .await
+            .expect("create secret: JSON");
+        created["ARN"].as_str().expect("arn").to_owned()
     }
 }
 
