@@ -10,8 +10,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
@@ -46,43 +45,47 @@ impl Cors {
     }
 }
 
-/// Middleware: the CORS headers on every response to an allowed origin.
-pub async fn add_headers(State(cors): State<Cors>, request: Request, next: Next) -> Response {
-    let allowed_origin = request
-        .headers()
-        .get(ORIGIN)
-        .filter(|origin| cors.origins.contains(origin))
-        .cloned();
-    let is_preflight = request.method() == Method::OPTIONS;
-    let mut response = next.run(request).await;
+impl Cors {
+    /// The request's `Origin` when it is allowed: what its response echoes.
+    pub fn allowed_origin(&self, request: &Request) -> Option<HeaderValue> {
+        request
+            .headers()
+            .get(ORIGIN)
+            .filter(|origin| self.origins.contains(origin))
+            .cloned()
+    }
+}
+
+/// Whether a request is a preflight: every `OPTIONS` is one, answered by
+/// [`preflight_response`] before routing and authentication.
+pub fn is_preflight(request: &Request) -> bool {
+    request.method() == Method::OPTIONS
+}
+
+/// The answer to a preflight ([`add_headers`] adds what the browser needs).
+pub fn preflight_response() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The CORS headers of a response: `Vary` on every one; the rest only for
+/// an allowed origin (errors and 5xx included).
+pub fn add_headers(response: &mut Response, allowed_origin: Option<HeaderValue>, preflight: bool) {
+    let answered_preflight = preflight && response.status() == StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
     headers.append(VARY, VARY_ON);
     let Some(origin) = allowed_origin else {
-        return response;
+        return;
     };
     headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.insert(
         ACCESS_CONTROL_ALLOW_CREDENTIALS,
         HeaderValue::from_static("true"),
     );
-    if is_preflight && response.status() == StatusCode::NO_CONTENT {
-        let headers = response.headers_mut();
+    if answered_preflight {
         headers.insert(ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS);
         headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS);
         headers.insert(ACCESS_CONTROL_MAX_AGE, MAX_AGE);
     } else {
-        response
-            .headers_mut()
-            .insert(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS);
+        headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS);
     }
-    response
-}
-
-/// Middleware: every `OPTIONS` is a preflight, answered 204 before routing and
-/// authentication (the CORS layer around it adds what the browser needs).
-pub async fn answer_preflight(request: Request, next: Next) -> Response {
-    if request.method() == Method::OPTIONS {
-        return StatusCode::NO_CONTENT.into_response();
-    }
-    next.run(request).await
 }

@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::header::HOST;
 
@@ -81,7 +80,7 @@ pub fn is_allowed(patterns: &[HostPattern], host_header: Option<&str>) -> bool {
     patterns.iter().any(|p| p.matches(&host))
 }
 
-/// The allowed hosts, for the middleware.
+/// The allowed hosts.
 #[derive(Clone)]
 pub struct HostCheck {
     hosts: Arc<[HostPattern]>,
@@ -93,24 +92,19 @@ impl HostCheck {
             hosts: hosts.into(),
         }
     }
+
+    /// Whether the request's `Host` (or its URI's authority) is allowed.
+    pub fn allows(&self, request: &Request) -> bool {
+        let header = request.headers().get(HOST).and_then(|v| v.to_str().ok());
+        match header {
+            Some(host) => is_allowed(&self.hosts, Some(host)),
+            None => is_allowed(&self.hosts, request.uri().authority().map(|a| a.as_str())),
+        }
+    }
 }
 
-/// Middleware: any other `Host` gets 400 "Invalid host header". It runs
-/// inside the CORS layer, so its 400 carries CORS headers like any error.
-pub async fn refuse_other_hosts(
-    State(check): State<HostCheck>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let host = request
-        .headers()
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.to_string()));
-    if is_allowed(&check.hosts, host.as_deref()) {
-        return next.run(request).await;
-    }
+/// What any other host gets.
+pub fn refusal() -> Response {
     ApiError::BadRequest("Invalid host header".into()).into_response()
 }
 

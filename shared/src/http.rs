@@ -48,20 +48,7 @@ pub fn current_request_id() -> Option<Arc<str>> {
 /// and can see the matched route.
 pub fn app(routes: Router, config: &Config) -> App {
     let layers = ServiceBuilder::new()
-        .layer(middleware::from_fn_with_state(
-            Observer::new(config),
-            observe,
-        ))
-        .layer(middleware::from_fn(detail_bodies_for_errors))
-        .layer(middleware::from_fn_with_state(
-            Cors::new(&config.allowed_origins),
-            cors::add_headers,
-        ))
-        .layer(middleware::from_fn_with_state(
-            HostCheck::new(&config.allowed_hosts),
-            host::refuse_other_hosts,
-        ))
-        .layer(middleware::from_fn(cors::answer_preflight))
+        .layer(middleware::from_fn_with_state(Edge::new(config), edge))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(DefaultBodyLimit::max(config.max_body_bytes));
@@ -82,8 +69,7 @@ fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
 
 /// Every error response is `{"detail": ...}`, whoever made it (axum's 405,
 /// tower-http's 413, ...); an [`ApiError`]'s own JSON passes untouched.
-async fn detail_bodies_for_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+fn detail_body_for_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
@@ -102,44 +88,64 @@ async fn detail_bodies_for_errors(request: Request, next: Next) -> Response {
     Response::from_parts(parts, detail_response(status, detail).into_body())
 }
 
-/// What `observe` decided at start.
-#[derive(Clone)]
-struct Observer {
+/// What [`edge`] decided at start.
+struct Edge {
     /// `x-fc-request-id` is FC's own only behind FC; elsewhere a client's.
     trust_fc_request_id: bool,
     access_log: AccessLog,
+    cors: Cors,
+    hosts: HostCheck,
 }
 
-impl Observer {
-    fn new(config: &Config) -> Self {
-        Self {
+impl Edge {
+    fn new(config: &Config) -> Arc<Self> {
+        Arc::new(Self {
             trust_fc_request_id: matches!(config.platform, Platform::Fc { .. }),
             access_log: AccessLog::new(config),
-        }
+            cors: Cors::new(&config.allowed_origins),
+            hosts: HostCheck::new(&config.allowed_hosts),
+        })
     }
 }
 
-/// The request id (in `X-Request-Id` and for the layers inside) and the one
-/// access log line per request: route, status, latency, request id, and the
-/// figures that are metrics (`metrics.rs`). Never a header or a body.
-async fn observe(State(observer): State<Observer>, request: Request, next: Next) -> Response {
+/// What every request meets before the routes, in this order, in one
+/// middleware (one boxed future per request, not one per step):
+/// 1. a request id (`X-Request-Id`, and for the 500 bodies inside);
+/// 2. the host check: any other `Host` gets 400 "Invalid host header";
+/// 3. preflights (`OPTIONS`) answered 204, before routing and authentication;
+/// 4. then the routes; on the way out, every error gets a `{"detail"}` body,
+///    every response its CORS headers (the host check's 400 included), and
+///    the request its one access log line: route, status, latency, request
+///    id, and the figures that are metrics (`metrics.rs`). Never a header or
+///    a body.
+async fn edge(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id: Arc<str> = request_id_of(&request, observer.trust_fc_request_id).into();
+    let request_id: Arc<str> = request_id_of(&request, edge.trust_fc_request_id).into();
     let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
     let path = request.uri().path().to_owned();
+    let allowed_origin = edge.cors.allowed_origin(&request);
+    let preflight = cors::is_preflight(&request);
 
-    let mut response = CURRENT_REQUEST_ID
-        .scope(request_id.clone(), next.run(request))
-        .await;
+    let response = if !edge.hosts.allows(&request) {
+        host::refusal()
+    } else if preflight {
+        cors::preflight_response()
+    } else {
+        CURRENT_REQUEST_ID
+            .scope(request_id.clone(), next.run(request))
+            .await
+    };
+    let mut response = detail_body_for_errors(response);
+    cors::add_headers(&mut response, allowed_origin, preflight);
 
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    observer.access_log.write(&AccessEntry {
+    edge.access_log.write(&AccessEntry {
         request_id: &request_id,
         method: method.as_str(),
         route: route.as_deref().unwrap_or("-"),

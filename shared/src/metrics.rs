@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::response::{IntoResponseParts, ResponseParts};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::config::{Config, Platform};
 
@@ -90,83 +91,151 @@ impl AccessLog {
     /// One whole line on stderr (so lines of concurrent requests never
     /// interleave), by the same writer as tracing's lines. Not through
     /// `tracing` itself: its JSON cannot nest the `_aws` object, and a log
-    /// filter must not drop metrics.
+    /// filter must not drop metrics. Serialized straight from borrowed
+    /// fields: no JSON tree is built per request.
     pub fn write(&self, entry: &AccessEntry<'_>) {
-        let mut line = self.line(entry, SystemTime::now()).to_string();
-        line.push('\n');
-        crate::log_writer::write_stderr_line(line.into_bytes());
+        let mut line = Vec::with_capacity(if self.emf_namespace.is_some() {
+            1024
+        } else {
+            320
+        });
+        if serde_json::to_writer(&mut line, &self.record(entry, SystemTime::now())).is_ok() {
+            line.push(b'\n');
+            crate::log_writer::write_stderr_line(&line);
+        }
     }
 
     /// The line as JSON: the access log fields, the figures, and on Lambda `_aws`.
     pub fn line(&self, entry: &AccessEntry<'_>, at: SystemTime) -> Value {
-        let timestamp = time::OffsetDateTime::from(at)
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        let mut line = Map::new();
-        for (key, value) in [
-            ("timestamp", json!(timestamp)),
-            ("level", json!("INFO")),
-            ("target", json!("access")),
-            ("message", json!("request")),
-            ("request_id", json!(entry.request_id)),
-            ("method", json!(entry.method)),
-            ("route", json!(entry.route)),
-            ("path", json!(entry.path)),
-            ("status", json!(entry.status)),
-            ("latency_ms", json!(entry.latency_ms)),
-            ("requests", json!(1)),
-            ("cold_start", json!(u8::from(entry.cold_start))),
-            (
-                "http_4xx",
-                json!(u8::from((400..500).contains(&entry.status))),
-            ),
-            ("http_5xx", json!(u8::from(entry.status >= 500))),
-        ] {
-            line.insert(key.into(), value);
+        serde_json::to_value(self.record(entry, at)).unwrap_or_default()
+    }
+
+    fn record<'a>(&'a self, entry: &'a AccessEntry<'a>, at: SystemTime) -> AccessRecord<'a> {
+        AccessRecord {
+            timestamp: time::OffsetDateTime::from(at)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            level: "INFO",
+            target: "access",
+            message: "request",
+            request_id: entry.request_id,
+            method: entry.method,
+            route: entry.route,
+            path: entry.path,
+            status: entry.status,
+            latency_ms: entry.latency_ms,
+            requests: 1,
+            cold_start: u8::from(entry.cold_start),
+            http_4xx: u8::from((400..500).contains(&entry.status)),
+            http_5xx: u8::from(entry.status >= 500),
+            outcome: entry.outcome.map(Outcome::name),
+            function: self.function.as_deref(),
+            aws: self.emf_namespace.as_deref().map(|namespace| Emf {
+                timestamp: at
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as u64,
+                directives: emf_directives(namespace, entry.outcome.is_some()),
+            }),
         }
-        if let Some(outcome) = entry.outcome {
-            line.insert("outcome".into(), json!(outcome.name()));
-        }
-        if let Some(function) = &self.function {
-            line.insert("function".into(), json!(function.as_ref()));
-        }
-        if let Some(namespace) = &self.emf_namespace {
-            let millis = at
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64;
-            line.insert("_aws".into(), emf_metadata(namespace, millis, entry));
-        }
-        Value::Object(line)
     }
 }
 
-/// CloudWatch Embedded Metric Format: which members of the line are metrics,
-/// with which dimensions. Per function: requests, cold starts, 4xx and 5xx;
-/// per function and route: latency (for p50/p99); per function and outcome:
-/// requests (logins by outcome, replays blocked, conversations created).
-fn emf_metadata(namespace: &str, timestamp_ms: u64, entry: &AccessEntry<'_>) -> Value {
-    let count = |name: &str| json!({ "Name": name, "Unit": "Count" });
-    let mut directives = vec![
-        json!({
-            "Namespace": namespace,
-            "Dimensions": [["function"]],
-            "Metrics": [count("requests"), count("cold_start"), count("http_4xx"), count("http_5xx")],
-        }),
-        json!({
-            "Namespace": namespace,
-            "Dimensions": [["function", "route"]],
-            "Metrics": [{ "Name": "latency_ms", "Unit": "Milliseconds" }],
-        }),
-    ];
-    if entry.outcome.is_some() {
-        directives.push(json!({
-            "Namespace": namespace,
-            "Dimensions": [["function", "outcome"]],
-            "Metrics": [count("requests")],
-        }));
+/// One access line, field by field.
+#[derive(Serialize)]
+struct AccessRecord<'a> {
+    timestamp: String,
+    level: &'static str,
+    target: &'static str,
+    message: &'static str,
+    request_id: &'a str,
+    method: &'a str,
+    route: &'a str,
+    path: &'a str,
+    status: u16,
+    latency_ms: f64,
+    requests: u8,
+    cold_start: u8,
+    http_4xx: u8,
+    http_5xx: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function: Option<&'a str>,
+    #[serde(rename = "_aws", skip_serializing_if = "Option::is_none")]
+    aws: Option<Emf<'a>>,
+}
+
+/// CloudWatch Embedded Metric Format metadata.
+#[derive(Serialize)]
+struct Emf<'a> {
+    #[serde(rename = "Timestamp")]
+    timestamp: u64,
+    #[serde(rename = "CloudWatchMetrics")]
+    directives: Vec<Directive<'a>>,
+}
+
+#[derive(Serialize)]
+struct Directive<'a> {
+    #[serde(rename = "Namespace")]
+    namespace: &'a str,
+    #[serde(rename = "Dimensions")]
+    dimensions: [&'static [&'static str]; 1],
+    #[serde(rename = "Metrics")]
+    metrics: &'static [Metric],
+}
+
+#[derive(Serialize)]
+struct Metric {
+    #[serde(rename = "Name")]
+    name: &'static str,
+    #[serde(rename = "Unit")]
+    unit: &'static str,
+}
+
+const fn count(name: &'static str) -> Metric {
+    Metric {
+        name,
+        unit: "Count",
     }
-    json!({ "Timestamp": timestamp_ms, "CloudWatchMetrics": directives })
+}
+
+/// Which members of the line are metrics, with which dimensions. Per
+/// function: requests, cold starts, 4xx and 5xx; per function and route:
+/// latency (for p50/p99); per function and outcome: requests (logins by
+/// outcome, replays blocked, conversations created).
+fn emf_directives(namespace: &str, has_outcome: bool) -> Vec<Directive<'_>> {
+    const PER_FUNCTION: &[Metric] = &[
+        count("requests"),
+        count("cold_start"),
+        count("http_4xx"),
+        count("http_5xx"),
+    ];
+    const PER_ROUTE: &[Metric] = &[Metric {
+        name: "latency_ms",
+        unit: "Milliseconds",
+    }];
+    const PER_OUTCOME: &[Metric] = &[count("requests")];
+    let mut directives = vec![
+        Directive {
+            namespace,
+            dimensions: [&["function"]],
+            metrics: PER_FUNCTION,
+        },
+        Directive {
+            namespace,
+            dimensions: [&["function", "route"]],
+            metrics: PER_ROUTE,
+        },
+    ];
+    if has_outcome {
+        directives.push(Directive {
+            namespace,
+            dimensions: [&["function", "outcome"]],
+            metrics: PER_OUTCOME,
+        });
+    }
+    directives
 }
 
 #[cfg(test)]
