@@ -11,7 +11,7 @@ SHELL := /bin/bash
 USER_ID ?= local-user
 SSO_SUB ?= local-user
 
-.PHONY: help run test fmt lint check migrate token sso-token watch check-watch verify verify-local bench chaos openapi schemathesis fuzz
+.PHONY: help run test test-no-sdk fmt lint check migrate token sso-token watch check-watch verify verify-local bench chaos openapi schemathesis fuzz
 
 ## help: list every target with what it does (also what bare `make` does)
 help:
@@ -26,6 +26,10 @@ run:
 ## test: the whole suite (unit, HTTP, Lambda path, real Redis and PostgreSQL); installs what it needs
 test:
 	@scripts/test.sh
+
+## test-no-sdk: shared's unit tests built as make run builds it, without the AWS SDK (CI runs this)
+test-no-sdk:
+	cargo test -p shared --lib
 
 ## token: an API token for a local user, created if new (make -s token USER_ID=alice)
 token:

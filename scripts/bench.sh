@@ -20,8 +20,10 @@ if ! command -v wrk >/dev/null; then
   fi
 fi
 command -v pgbench >/dev/null || { echo "bench: pgbench is missing (it comes with PostgreSQL: apt-get install postgresql)" >&2; exit 1; }
-# Only the binaries the bench runs: each release link does LTO, which is
-# the slow part of a build here.
-cargo build --release --quiet --bin health --bin sso-login --bin conversations \
+# Only the binaries the bench runs (each release link does LTO, the slow
+# part of a build here), with the features a `cargo build --release` of the
+# workspace gives them: after one, this build only links, if anything.
+echo "bench: building the release binaries (cargo's progress below; the first release build takes several minutes)" >&2
+cargo build --release --bin health --bin sso-login --bin conversations \
   --bin tms-bench --bin tms-ceiling
 exec target/release/tms-bench

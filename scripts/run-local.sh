@@ -11,11 +11,11 @@ command -v cargo >/dev/null || { echo "make run: cargo is missing: install Rust 
 source scripts/local-env.sh
 bin_dir="${CARGO_TARGET_DIR:-target}/debug"
 if [ ! -x "$bin_dir/tms-local" ]; then
-  echo "make run: building tms-local and tms-token. The first build compiles every dependency and takes several minutes (13 on a busy 2-core machine); later ones take seconds." >&2
+  echo "make run: building tms-local, tms-token and tms-verify. The first build compiles every dependency and takes several minutes (13 on a busy 2-core machine); later ones take seconds." >&2
 else
-  echo "make run: building tms-local and tms-token (seconds when nothing changed)" >&2
+  echo "make run: building tms-local, tms-token and tms-verify (seconds when nothing changed)" >&2
 fi
 start=$SECONDS
-cargo build -p tools --bin tms-local --bin tms-token
+cargo build -p tools --bin tms-local --bin tms-token --bin tms-verify
 echo "make run: built in $((SECONDS - start)) s" >&2
 exec "$bin_dir/tms-local"

@@ -21,9 +21,3 @@ else
   echo "make test: cargo-nextest not found, using cargo test (faster: cargo install cargo-nextest --locked)" >&2
   cargo test --workspace --no-fail-fast "$@"
 fi
-# `shared` alone, as the local tools build it (without the AWS SDK): its
-# secrets code refuses an ARN there instead of ignoring it.
-if [ $# -eq 0 ]; then
-  echo "make test: shared without the AWS SDK" >&2
-  cargo test --quiet -p shared --lib secrets::
-fi

@@ -122,11 +122,9 @@ async fn edge(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Re
     let started = Instant::now();
     let request_id: Arc<str> = request_id_of(&request, edge.trust_fc_request_id).into();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let path = request.uri().path().to_owned();
+    // Both reference-counted: no copy of the path per request.
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let uri = request.uri().clone();
     let allowed_origin = edge.cors.allowed_origin(&request);
     let preflight = cors::is_preflight(&request);
 
@@ -148,8 +146,8 @@ async fn edge(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Re
     edge.access_log.write(&AccessEntry {
         request_id: &request_id,
         method: method.as_str(),
-        route: route.as_deref().unwrap_or("-"),
-        path: &path,
+        route: route.as_ref().map_or("-", MatchedPath::as_str),
+        path: uri.path(),
         status: response.status().as_u16(),
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         outcome: response.extensions().get::<Outcome>().copied(),

@@ -6,7 +6,7 @@
 //! are plain fields that SLS can query and chart.
 //!
 //! A handler tells what a request amounted to by returning an [`Outcome`]
-//! among its response parts; `observe` (`http.rs`) writes the line.
+//! among its response parts; `edge` (`http.rs`) writes the line.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ impl Outcome {
 }
 
 /// An `Outcome` among a handler's response parts goes into the response's
-/// extensions, where `observe` reads it.
+/// extensions, where `edge` reads it.
 impl IntoResponseParts for Outcome {
     type Error = Infallible;
 

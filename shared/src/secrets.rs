@@ -106,8 +106,8 @@ mod tests {
     }
 
     /// A build without the AWS SDK (the local tools) refuses an ARN instead
-    /// of starting without the secret. Run by `make test` as a build of
-    /// `shared` alone, where the feature is off.
+    /// of starting without the secret. Runs in `make test-no-sdk` (CI), a
+    /// build of `shared` alone, where the feature is off.
     #[cfg(not(feature = "aws-secrets"))]
     #[tokio::test]
     async fn a_build_without_the_sdk_refuses_an_arn() {
