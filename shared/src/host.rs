@@ -45,39 +45,47 @@ impl HostPattern {
     }
 
     pub fn matches(&self, host: &str) -> bool {
+        // Patterns are stored lower-cased; the host is compared without
+        // being copied (this runs on every request).
         match self {
             Self::Any => true,
-            Self::Exact(name) => host == name,
+            Self::Exact(name) => host.eq_ignore_ascii_case(name),
             Self::Subdomains(suffix) => {
-                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+                host.len() > suffix.len()
+                    && host.as_bytes()[host.len() - suffix.len()..]
+                        .eq_ignore_ascii_case(suffix.as_bytes())
             }
         }
     }
 }
 
-/// The host part of a `Host` header value, lower-cased, without the port.
-pub fn host_without_port(value: &str) -> String {
+/// The host part of a `Host` header value, without the port (as sent).
+fn host_part(value: &str) -> &str {
     let value = value.trim();
-    let host = if let Some(rest) = value.strip_prefix('[') {
+    if value.starts_with('[') {
         // [v6]:port
-        match rest.split_once(']') {
-            Some((addr, _)) => format!("[{addr}]"),
-            None => value.to_owned(),
+        match value.find(']') {
+            Some(end) => &value[..=end],
+            None => value,
         }
     } else {
-        value.split(':').next().unwrap_or_default().to_owned()
-    };
-    host.to_ascii_lowercase()
+        value.split(':').next().unwrap_or_default()
+    }
+}
+
+/// The host part of a `Host` header value, lower-cased, without the port.
+pub fn host_without_port(value: &str) -> String {
+    host_part(value).to_ascii_lowercase()
 }
 
 pub fn is_allowed(patterns: &[HostPattern], host_header: Option<&str>) -> bool {
     if patterns.contains(&HostPattern::Any) {
         return true;
     }
-    let Some(host) = host_header.map(host_without_port) else {
+    let Some(host) = host_header.map(host_part) else {
         return false;
     };
-    patterns.iter().any(|p| p.matches(&host))
+    patterns.iter().any(|p| p.matches(host))
 }
 
 /// The allowed hosts.

@@ -120,7 +120,7 @@ impl Edge {
 ///    a body.
 async fn edge(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id: Arc<str> = request_id_of(&request, edge.trust_fc_request_id).into();
+    let request_id = request_id_of(&request, edge.trust_fc_request_id);
     let method = request.method().clone();
     // Both reference-counted: no copy of the path per request.
     let route = request.extensions().get::<MatchedPath>().cloned();
@@ -158,22 +158,25 @@ async fn edge(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Re
 
 /// The platform's request id (Lambda's context; FC's header, on FC only),
 /// else a new one.
-fn request_id_of(request: &Request, trust_fc_request_id: bool) -> String {
+fn request_id_of(request: &Request, trust_fc_request_id: bool) -> Arc<str> {
     if let Some(ctx) = request
         .extensions()
         .get::<lambda_http::lambda_runtime::Context>()
         && !ctx.request_id.is_empty()
     {
-        return ctx.request_id.clone();
+        return ctx.request_id.as_str().into();
     }
-    request
+    if let Some(id) = request
         .headers()
         .get(FC_REQUEST_ID)
         .filter(|_| trust_fc_request_id)
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_sane_id(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    {
+        return id.into();
+    }
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    (&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text)).into()
 }
 
 /// A platform id is copied into logs and headers: keep it short and plain.
