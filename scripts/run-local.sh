@@ -11,7 +11,7 @@ command -v cargo >/dev/null || { echo "make run: cargo is missing: install Rust 
 source scripts/local-env.sh
 bin_dir="${CARGO_TARGET_DIR:-target}/debug"
 if [ ! -x "$bin_dir/tms-local" ]; then
-  echo "make run: building tms-local, tms-token and tms-verify. The first build compiles every dependency and takes several minutes (13 on a busy 2-core machine); later ones take seconds." >&2
+  echo "make run: building tms-local, tms-token and tms-verify. The first build compiles every dependency and takes about 4 minutes on an idle 2-core machine; later ones take seconds." >&2
 else
   echo "make run: building tms-local, tms-token and tms-verify (seconds when nothing changed)" >&2
 fi
