@@ -9,7 +9,6 @@
 //! ARN with a clear error instead of ignoring it.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use crate::config::ConfigError;
 
@@ -20,8 +19,6 @@ pub const SECRET_VARIABLES: [(&str, &str); 4] = [
     ("DATABASE_URL_SECRET_ARN", "DATABASE_URL"),
     ("REDIS_URL_SECRET_ARN", "REDIS_URL"),
 ];
-
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn is_set(vars: &HashMap<String, String>, name: &str) -> bool {
     vars.get(name).is_some_and(|v| !v.trim().is_empty())
@@ -61,6 +58,7 @@ async fn fetch(
     wanted: Vec<(&'static str, &'static str)>,
 ) -> Result<(), ConfigError> {
     use aws_sdk_secretsmanager::error::DisplayErrorContext;
+    const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     for (arn_var, target) in wanted {
