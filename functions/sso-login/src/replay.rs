@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use shared::clock::{LEEWAY_SECS, unix_secs};
 use shared::config::{CaBundle, Config};
-use shared::redis_client::{REDIS_TIMEOUT, RedisClient, RedisConnection};
+use shared::redis_client::{REDIS_TIMEOUT, RedisClient};
 
 use crate::verify::VerifiedToken;
 
@@ -305,24 +305,10 @@ impl RedisBackend {
     }
 
     async fn claim_once(&self, claim: &Claim) -> Result<Holder, ClaimError> {
-        let mut conn = match self.redis.connection().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "replay store unreachable");
-                return Err(ClaimError::Unavailable);
-            }
-        };
-        let mut result = self.try_claim(&mut conn, claim).await;
-        if let Err(e) = &result
-            && !e.is_timeout()
-        {
-            // A connection that died while the instance was idle or frozen:
-            // once more on a fresh one. The same value makes the retry safe.
-            self.redis.forget_connection().await;
-            if let Ok(mut fresh) = self.redis.connection().await {
-                result = self.try_claim(&mut fresh, claim).await;
-            }
-        }
+        // Once more on a fresh connection is safe: the same value.
+        let result = self
+            .once_more_if_the_connection_broke(|| self.try_claim(claim))
+            .await;
         match result {
             Ok(holder) => Ok(holder),
             Err(e) => {
@@ -334,14 +320,34 @@ impl RedisBackend {
         }
     }
 
+    /// Runs `command` (which takes the shared connection), and once more on
+    /// a fresh connection when it fails other than by a timeout: a
+    /// connection that died while the instance was idle or frozen, or that
+    /// broke after Redis applied the command (each replay command
+    /// recognises its own earlier effect). A timeout is not retried: Redis
+    /// is slow, and the caller's bound holds.
+    async fn once_more_if_the_connection_broke<T, Command>(
+        &self,
+        command: impl Fn() -> Command,
+    ) -> redis::RedisResult<T>
+    where
+        Command: Future<Output = redis::RedisResult<T>>,
+    {
+        match command().await {
+            Err(e) if !e.is_timeout() => {
+                tracing::debug!(error = %e, "replay store connection broken; once more on a fresh one");
+                self.redis.forget_connection().await;
+                command().await
+            }
+            result => result,
+        }
+    }
+
     /// The fast path is one `SET NX`; only a key that is already there needs
     /// the script (a replay, a race, an abandoned claim, or this claim's own
     /// retry).
-    async fn try_claim(
-        &self,
-        conn: &mut RedisConnection,
-        claim: &Claim,
-    ) -> Result<Holder, redis::RedisError> {
+    async fn try_claim(&self, claim: &Claim) -> Result<Holder, redis::RedisError> {
+        let conn = &mut self.redis.connection().await?;
         let set: Option<String> = redis::cmd("SET")
             .arg(&claim.key)
             .arg(claim.pending_value())
@@ -369,16 +375,9 @@ impl RedisBackend {
     }
 
     async fn complete(&self, claim: &Claim) -> Result<(), ClaimError> {
-        let mut result = self.try_complete(claim).await;
-        if let Err(e) = &result
-            && !e.is_timeout()
-        {
-            // The connection broke, maybe after Redis applied the completion:
-            // once more on a fresh one, which recognises its own done mark.
-            tracing::warn!(error = %e, "replay claim completion failed; once more");
-            self.redis.forget_connection().await;
-            result = self.try_complete(claim).await;
-        }
+        let result = self
+            .once_more_if_the_connection_broke(|| self.try_complete(claim))
+            .await;
         match result {
             Ok(true) => Ok(()),
             Ok(false) => {
@@ -398,7 +397,7 @@ impl RedisBackend {
         let Some(budget) = claim.completion_budget() else {
             return Ok(false);
         };
-        let mut conn = self.redis.connection().await?;
+        let conn = &mut self.redis.connection().await?;
         let completed: i64 = self
             .complete
             .key(&claim.key)
@@ -407,7 +406,7 @@ impl RedisBackend {
             .arg(millis(PENDING_TTL))
             .arg(millis(budget))
             .arg(claim.full_ttl.as_secs())
-            .invoke_async(&mut conn)
+            .invoke_async(conn)
             .await?;
         Ok(completed == 1)
     }

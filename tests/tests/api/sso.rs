@@ -87,13 +87,7 @@ impl Sso {
     }
 
     async fn keys(&self) -> Vec<String> {
-        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        redis::cmd("KEYS")
-            .arg(format!("{}*", self.prefix))
-            .query_async(&mut conn)
-            .await
-            .unwrap()
+        keys_at(&self.redis_url, &self.prefix).await
     }
 
     async fn ttl(&self, key: &str) -> i64 {
@@ -105,6 +99,17 @@ impl Sso {
             .await
             .unwrap()
     }
+}
+
+/// The keys under `prefix` on the Redis at `url`.
+async fn keys_at(url: &str, prefix: &str) -> Vec<String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
 }
 
 impl Drop for Sso {
@@ -528,13 +533,9 @@ async fn sso_behind(proxy: &ReplyLosingProxy) -> Sso {
 
 /// The done marks under the instance's prefix, read past any proxy.
 async fn done_marks(redis: &RedisServer, sso: &Sso) -> usize {
+    let keys = keys_at(&redis.url(), &sso.prefix).await;
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", sso.prefix))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     let marks: Vec<String> = redis::cmd("MGET")
         .arg(&keys)
         .query_async(&mut conn)
