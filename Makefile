@@ -11,7 +11,7 @@ SHELL := /bin/bash
 USER_ID ?= local-user
 SSO_SUB ?= local-user
 
-.PHONY: help run test test-no-sdk fmt lint check migrate token sso-token watch check-watch verify verify-local bench chaos openapi schemathesis fuzz
+.PHONY: help run test test-no-sdk fmt lint check migrate token sso-token watch check-watch verify verify-local bench profile chaos openapi schemathesis fuzz
 
 ## help: list every target with what it does (also what bare `make` does)
 help:
@@ -62,6 +62,10 @@ migrate:
 ## bench: every function against its ceiling and floor in one run, one table (prints figures; never a pass/fail)
 bench:
 	@scripts/bench.sh
+
+## profile: make bench's load on binaries with symbols, perf attached: each function's hottest code
+profile:
+	@scripts/profile.sh
 
 ## chaos: faults under load, single-use invariants checked (CHAOS_SECONDS_PER_FAULT=2 in CI; 20 for a long run)
 CHAOS_SECONDS_PER_FAULT ?= 2

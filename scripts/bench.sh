@@ -8,18 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
-source scripts/services.sh all
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "bench: installing wrk with apt-get" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null ||
-      { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-  else
-    echo "bench: wrk is missing: install it (e.g. sudo apt-get install wrk) and run again" >&2
-    exit 1
-  fi
-fi
-command -v pgbench >/dev/null || { echo "bench: pgbench is missing (it comes with PostgreSQL: apt-get install postgresql)" >&2; exit 1; }
+source scripts/services.sh bench
 # Only the binaries the bench runs (each release link does LTO, the slow
 # part of a build here), with the features a `cargo build --release` of the
 # workspace gives them: after one, this build only links, if anything.

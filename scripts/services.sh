@@ -9,6 +9,8 @@
 #                                start throwaway servers, moto's Secrets Manager
 #                                server, and the packages below. scripts/test.sh
 #                                sources it with `all`.
+#   scripts/services.sh bench    all, and wrk and pgbench for make bench
+#                                (`bench perf`: and perf, for make profile).
 #   scripts/services.sh python   only the Python packages of the template checks
 #                                (tests/templates): pytest, cfn-lint,
 #                                aws-sam-translator, PyYAML. make check-templates.
@@ -111,8 +113,22 @@ _svc_all() {
   return 0
 }
 
+# What `make bench` and `make profile` run besides the servers: the load
+# generator, pgbench (PostgreSQL's package), and perf for `make profile`.
+_svc_bench() {
+  _svc_all || return 1
+  command -v wrk >/dev/null || _svc_apt_install wrk || return 1
+  command -v pgbench >/dev/null ||
+    _svc_fail "pgbench is missing (it comes with PostgreSQL: apt-get install postgresql)" || return 1
+  if [ "${1:-}" = perf ] && ! command -v perf >/dev/null; then
+    _svc_apt_install linux-perf || return 1
+  fi
+  return 0
+}
+
 case "${1:-all}" in
   all) _svc_all ;;
   python) _svc_python ;;
-  *) _svc_fail "usage: scripts/services.sh [all|python]" ;;
+  bench) _svc_bench "${2:-}" ;;
+  *) _svc_fail "usage: scripts/services.sh [all|python|bench [perf]]" ;;
 esac

@@ -176,11 +176,20 @@ impl<'a> Bench<'a> {
             "load: wrk, 1 thread, {CONCURRENCY} connections; pgbench, {CONCURRENCY} clients, prepared; \
              {RUN_SECS} s per run, best of {ROUNDS} alternating runs; all on this machine's loopback"
         );
+        // `/health` always runs: the one-connection bounds start from its p50.
         let health_p50 = self.health()?;
-        self.login(health_p50)?;
-        self.conversations(health_p50)?;
-        self.start_up()?;
-        self.sizes_and_memory()?;
+        if only("login") {
+            self.login(health_p50)?;
+        }
+        if only("conversations") {
+            self.conversations(health_p50)?;
+        }
+        if only("start-up") {
+            self.start_up()?;
+        }
+        if only("sizes") {
+            self.sizes_and_memory()?;
+        }
         self.print_table();
         self.print_budgets();
         for note in &self.notes {
@@ -619,7 +628,7 @@ impl<'a> Bench<'a> {
             .env_clear()
             .envs(common_vars(port))
             .env("JWT_SECRET", JWT_SECRET)
-            .env("DB_POOL_SIZE", CONCURRENCY.to_string())
+            .env("DB_POOL_SIZE", db_pool_size())
             .envs(vars.iter().copied())
             .stdout(Stdio::null())
             // The access log goes to a file, as a platform's log pipe takes it.
@@ -833,6 +842,20 @@ fn best_of(best: Option<(Load, Load)>, reference: Load, function: Load) -> (Load
             },
         ),
     }
+}
+
+/// Whether `scenario` runs: `BENCH_ONLY` (e.g. `login,conversations`)
+/// narrows a run to some scenarios, for a quick look while changing them.
+fn only(scenario: &str) -> bool {
+    std::env::var("BENCH_ONLY")
+        .map(|list| list.split(',').any(|s| s.trim() == scenario))
+        .unwrap_or(true)
+}
+
+/// The functions' `DB_POOL_SIZE`: the load's concurrency unless
+/// `BENCH_DB_POOL_SIZE` says otherwise (to compare pool sizes).
+fn db_pool_size() -> String {
+    std::env::var("BENCH_DB_POOL_SIZE").unwrap_or_else(|_| CONCURRENCY.to_string())
 }
 
 fn common_vars(port: u16) -> Vec<(&'static str, String)> {

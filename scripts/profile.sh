@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# `make profile`: where each function's CPU goes under `make bench`'s load.
+# Builds the bench's binaries with symbols (Cargo.toml's `profiling` profile:
+# the release build, not stripped, with line tables), runs `make bench`'s
+# scenarios on them, and attaches `perf record` to each function for its
+# whole life. Prints each function's hottest symbols (self time) and leaves
+# the recordings in target/profiling/perf/ for `perf report -i ...`.
+# The figures the bench prints during a profile are slowed by perf: read
+# them from `make bench`, not from here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/services.sh
+source scripts/services.sh bench perf
+echo "profile: building with symbols (cargo's progress below)" >&2
+cargo build --profile profiling --bin health --bin sso-login --bin conversations \
+  --bin tms-bench --bin tms-ceiling
+out=target/profiling/perf
+rm -rf "$out" && mkdir -p "$out"
+bin=$(pwd)/target/profiling
+
+# Attach to each function the moment the bench starts it (cpu-clock: these
+# machines' VMs may offer no hardware counters; DWARF stacks: the release
+# code keeps no frame pointers).
+attach() {
+  local name=$1 pid
+  until pid=$(pgrep -n -f "^$bin/$name\$"); do sleep 0.01; done
+  perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$pid" \
+    -o "$out/$name.data" >/dev/null 2>&1 || true
+}
+for name in health sso-login conversations; do attach "$name" & done
+BENCH_BIN_DIR=$bin "$bin/tms-bench" | grep -E '^(==|/health|sso-login|conversations)' || true
+wait
+for name in health sso-login conversations; do
+  echo
+  echo "== $name: hottest symbols, self time ($out/$name.data)"
+  perf report -i "$out/$name.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null |
+    grep -E '^ +[0-9]' | sed 's/ \+$//' | head -40
+done
