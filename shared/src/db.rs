@@ -4,16 +4,11 @@
 //! the schema keeps types that both read alike); this module only opens the
 //! pool, bounds each operation in time and tells what an error means.
 //!
-//! Serverless-minded: the PostgreSQL pool opens its connections lazily on
-//! first use, keeps them across invocations, checks a connection before use
-//! when it may have died unseen (idle for a while: a frozen instance, a
-//! server that closes idle sessions; or any connection failed lately: a
-//! restarted server dropped its siblings too), so a dropped connection is
-//! replaced, not served; and every operation is bounded, so a database that
-//! is down or hung is a 503 within about a second. A connection in steady use
-//! is not pinged before each use (that was one more round trip per query);
-//! sqlx already tests each one as it goes back to the pool, off the
-//! request's path, and closes it if it broke.
+//! Serverless-minded: the PostgreSQL pool ([`PgConnectionPool`]) opens its
+//! connections lazily on first use, keeps them across invocations, checks a
+//! connection before use only when it may have died unseen, reuses one only
+//! when its last operation ran to the end, and every operation is bounded,
+//! so a database that is down or hung is a 503 within about a second.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,10 +17,15 @@ use std::time::{Duration, Instant};
 
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+};
 
 use crate::config::{CaBundle, Config};
+
+mod postgres_pool;
+pub use postgres_pool::{Lease, PgConnectionPool};
 
 /// The migrations of each database, in order: `migrations/<database>/`,
 /// one file per version, each listed here (a test checks the list against
@@ -80,19 +80,33 @@ const PING_ALL_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub enum Database {
-    Postgres(PgPool),
+    Postgres(PgConnectionPool),
     Sqlite(SqlitePool),
 }
 
-/// Runs the same body against whichever pool this is: one query text, two drivers.
+/// Runs the same body against whichever database this is, with `$conn`
+/// bound to a connection of its pool (`&mut PgConnection` or
+/// `&mut SqliteConnection`): one query text, two drivers. `?` in the body
+/// ends the body, as in a function.
 #[macro_export]
 macro_rules! on_pool {
-    ($db:expr, $pool:ident => $body:expr) => {
+    ($db:expr, $conn:ident => $body:expr) => {
         match $db {
-            $crate::db::Database::Postgres($pool) => $body,
-            $crate::db::Database::Sqlite($pool) => $body,
+            $crate::db::Database::Postgres(pool) => pool.run(async |$conn| $body).await,
+            $crate::db::Database::Sqlite(pool) => {
+                $crate::db::run_sqlite(pool, async |$conn| $body).await
+            }
         }
     };
+}
+
+/// [`PgConnectionPool::run`]'s counterpart for the embedded database.
+pub async fn run_sqlite<T>(
+    pool: &SqlitePool,
+    operation: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, sqlx::Error>,
+) -> Result<T, sqlx::Error> {
+    let mut connection = pool.acquire().await?;
+    operation(&mut connection).await
 }
 
 /// The `DATABASE_URL` to use: the configured one, or the embedded file.
@@ -146,24 +160,7 @@ impl Database {
             .options([("statement_timeout", "5000")]);
         // As many connections as the instance serves requests at once
         // (`DB_POOL_SIZE`): one on Lambda, the instance concurrency on FC.
-        let pool = PgPoolOptions::new()
-            .max_connections(pool_size.max(1))
-            .min_connections(0)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for > PING_WHEN_IDLE_FOR || connection_failed_lately() {
-                        // An error closes this connection; the pool opens a new one.
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .idle_timeout(Some(Duration::from_secs(300)))
-            .max_lifetime(Some(Duration::from_secs(1800)))
-            .connect_lazy_with(options);
-        Ok(Self::Postgres(pool))
+        Ok(Self::Postgres(PgConnectionPool::new(options, pool_size)))
     }
 
     pub async fn open_sqlite(url: &str) -> anyhow::Result<Self> {
@@ -193,10 +190,19 @@ impl Database {
     /// migrator holds an advisory lock, so two runs at once are safe.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
-            Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+            // The migrator's connection is not kept: it held the advisory lock.
+            Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(&mut *pool.acquire().await?).await?,
             Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
         }
         Ok(())
+    }
+
+    /// Closes the pool's connections (tests and tools that are done with it).
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(pool) => pool.close().await,
+            Self::Sqlite(pool) => pool.close().await,
+        }
     }
 
     pub fn backend(&self) -> &'static str {
@@ -208,7 +214,7 @@ impl Database {
 
     pub async fn ping(&self) -> Result<(), DbError> {
         bounded(async {
-            on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+            on_pool!(self, conn => sqlx::query("SELECT 1").execute(conn).await.map(|_| ()))
         })
         .await
     }

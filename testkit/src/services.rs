@@ -31,9 +31,7 @@ impl TestDb {
         let db = Self::postgres_unmigrated().await;
         let pool = Database::open_postgres(&db.url, 2).expect("test url");
         pool.migrate().await.expect("migrate the test database");
-        if let Database::Postgres(p) = pool {
-            p.close().await;
-        }
+        pool.close().await;
         db
     }
 
@@ -45,13 +43,15 @@ impl TestDb {
         let Database::Postgres(pool) = &admin else {
             unreachable!()
         };
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(pool)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("cannot create a test database on {admin_url} (is PostgreSQL running? scripts/services.sh starts it): {e}")
-            });
-        pool.close().await;
+        let created = async {
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut *pool.acquire().await?)
+                .await
+        };
+        created.await.unwrap_or_else(|e| {
+            panic!("cannot create a test database on {admin_url} (is PostgreSQL running? scripts/services.sh starts it): {e}")
+        });
+        admin.close().await;
         let url = replace_db_name(&admin_url, &name);
         Self {
             url,
@@ -86,12 +86,15 @@ impl Drop for TestDb {
                     .build()
                     .expect("runtime");
                 rt.block_on(async {
-                    if let Ok(Database::Postgres(pool)) = Database::open_postgres(&admin_url, 1) {
+                    if let Ok(Database::Postgres(pool)) = Database::open_postgres(&admin_url, 1)
+                        && let Ok(mut connection) = pool.acquire().await
+                    {
                         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
                         )))
-                        .execute(&pool)
+                        .execute(&mut *connection)
                         .await;
+                        connection.release();
                         pool.close().await;
                     }
                 });

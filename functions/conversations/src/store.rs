@@ -74,13 +74,13 @@ pub async fn unknown_users(db: &Database, ids: &[i64]) -> Result<Vec<i64>, DbErr
     }
     let sql = users_sql(ids.len());
     let found: Vec<i64> = bounded(async {
-        on_pool!(db, pool => {
+        on_pool!(db, conn => {
             // Audited: `sql` holds only `$N` placeholders, never values.
             let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()));
             for id in ids {
                 query = query.bind(id);
             }
-            query.fetch_all(pool).await
+            query.fetch_all(conn).await
         })
     })
     .await?;
@@ -133,13 +133,16 @@ pub async fn create(
     let id: i64 = bounded(async {
         match db {
             Database::Postgres(pool) => {
-                sqlx::query_scalar(CREATE_SQL)
-                    .bind(title)
-                    .bind(creator)
-                    .bind(now)
-                    .bind(&members)
-                    .fetch_one(pool)
-                    .await
+                pool.run(async |conn| {
+                    sqlx::query_scalar(CREATE_SQL)
+                        .bind(title)
+                        .bind(creator)
+                        .bind(now)
+                        .bind(&members)
+                        .fetch_one(conn)
+                        .await
+                })
+                .await
             }
             Database::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
@@ -185,13 +188,13 @@ pub async fn list(
         id: i64::MAX,
     });
     let rows: Vec<MemberRow> = bounded(async {
-        on_pool!(db, pool => {
+        on_pool!(db, conn => {
             sqlx::query_as(LIST_SQL)
             .bind(user)
             .bind(after.last_activity_at)
             .bind(after.id)
             .bind(i64::from(limit))
-            .fetch_all(pool)
+            .fetch_all(conn)
             .await
         })
     })
@@ -202,11 +205,11 @@ pub async fn list(
 /// The conversation, if `user` is a member of it.
 pub async fn get(db: &Database, user: i64, id: i64) -> Result<Option<Conversation>, DbError> {
     let rows: Vec<MemberRow> = bounded(async {
-        on_pool!(db, pool => {
+        on_pool!(db, conn => {
             sqlx::query_as(with_members!("c.id = $1 AND m.user_id = $2"))
             .bind(id)
             .bind(user)
-            .fetch_all(pool)
+            .fetch_all(conn)
             .await
         })
     })

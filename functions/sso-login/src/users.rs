@@ -30,13 +30,13 @@ pub async fn upsert_user(
 ) -> Result<User, DbError> {
     let now = unix_micros();
     bounded(async {
-        on_pool!(db, pool => {
+        on_pool!(db, conn => {
             let row = sqlx::query(UPSERT_SQL)
                 .bind(external_id)
                 .bind(email)
                 .bind(name)
                 .bind(now)
-                .fetch_one(pool)
+                .fetch_one(conn)
                 .await?;
             Ok(User {
                 id: row.try_get("id")?,

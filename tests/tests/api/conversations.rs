@@ -519,9 +519,7 @@ async fn two_migrations_at_once_both_succeed() {
             .unwrap()
             .is_empty()
     );
-    if let Database::Postgres(pool) = db {
-        pool.close().await;
-    }
+    db.close().await;
 }
 
 /// Managed databases (RDS, ApsaraDB) want TLS: `sslmode=require` connects
@@ -536,7 +534,7 @@ async fn postgres_over_tls_with_sslmode_require() {
     };
     let encrypted: bool =
         sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_one(pool)
+            .fetch_one(&mut *pool.acquire().await.unwrap())
             .await
             .unwrap();
     assert!(encrypted, "the connection is TLS");

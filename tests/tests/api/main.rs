@@ -10,6 +10,7 @@ mod managed_redis;
 mod metrics;
 mod openapi;
 mod platform;
+mod postgres_pool;
 mod properties;
 mod secrets_and_verify;
 mod sso;

@@ -22,7 +22,7 @@ async fn is_encrypted(db: &Database) -> bool {
         unreachable!()
     };
     sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-        .fetch_one(pool)
+        .fetch_one(&mut *pool.acquire().await.unwrap())
         .await
         .unwrap()
 }
@@ -106,7 +106,7 @@ async fn verify_full_with_another_ca_is_a_503_at_request_time_that_writes_nothin
         unreachable!()
     };
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(pool)
+        .fetch_one(&mut *pool.acquire().await.unwrap())
         .await
         .unwrap();
     assert_eq!(users, 0);

@@ -357,7 +357,7 @@ async fn one_instance_serves_256_concurrent_requests_from_its_pool() {
         "SELECT count(*) FROM pg_stat_activity \
          WHERE datname = current_database() AND application_name = 'tms-chat' AND pid <> pg_backend_pid()",
     )
-    .fetch_one(admin)
+    .fetch_one(&mut *admin.acquire().await.unwrap())
     .await
     .unwrap();
     assert!((3..=16).contains(&connections), "{connections} connections");

@@ -150,9 +150,7 @@ impl<'a> Bench<'a> {
         rt.block_on(async {
             let db = shared::db::Database::open_postgres(&pg.url(), 1)?;
             db.migrate().await?;
-            if let shared::db::Database::Postgres(pool) = db {
-                pool.close().await;
-            }
+            db.close().await;
             anyhow::Ok(())
         })?;
         Ok(Self {
@@ -928,9 +926,7 @@ async fn conversations_data(pg_url: &str) -> anyhow::Result<ConversationsData> {
     for i in 0..100 {
         store::create(&db, lister, &format!("conversation {i}"), &others).await?;
     }
-    if let shared::db::Database::Postgres(pool) = db {
-        pool.close().await;
-    }
+    db.close().await;
     Ok(ConversationsData {
         lister,
         creator,

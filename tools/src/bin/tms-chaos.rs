@@ -134,9 +134,7 @@ async fn run() -> anyhow::Result<usize> {
             sso_login::users::upsert_user(&db, &format!("chaos-member-{i}"), None, None).await?;
         user_ids.push(user.id);
     }
-    if let shared::db::Database::Postgres(pool) = db {
-        pool.close().await;
-    }
+    db.close().await;
     let keys = KeyServer::serve().await?;
 
     let common = [
