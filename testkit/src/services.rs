@@ -822,24 +822,38 @@ impl SecretsManager {
     /// protocol (moto does not check signatures), so that the test kit
     /// needs no AWS SDK: only the functions read secrets.
     pub async fn create(&self, name: &str, value: &str) -> String {
-        let created: serde_json::Value = reqwest::Client::new()
+        let created = self
+            .call(
+                &reqwest::Client::new(),
+                "CreateSecret",
+                serde_json::json!({ "Name": name, "SecretString": value }),
+            )
+            .await
+            .expect("create secret");
+        created["ARN"].as_str().expect("arn").to_owned()
+    }
+
+    /// One call of the service's JSON protocol, such as `GetSecretValue`.
+    pub async fn call(
+        &self,
+        client: &reqwest::Client,
+        action: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Result<serde_json::Value> {
+        client
             .post(&self.endpoint)
-            .header("X-Amz-Target", "secretsmanager.CreateSecret")
+            .header("X-Amz-Target", format!("secretsmanager.{action}"))
             .header("Content-Type", "application/x-amz-json-1.1")
             .header(
                 "Authorization",
                 "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=0",
             )
-            .body(serde_json::json!({ "Name": name, "SecretString": value }).to_string())
+            .body(body.to_string())
             .send()
-            .await
-            .expect("create secret")
-            .error_for_status()
-            .expect("create secret")
+            .await?
+            .error_for_status()?
             .json()
             .await
-            .expect("create secret: JSON");
-        created["ARN"].as_str().expect("arn").to_owned()
     }
 }
 

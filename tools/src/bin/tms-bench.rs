@@ -468,6 +468,20 @@ impl<'a> Bench<'a> {
         let arn = self
             .rt
             .block_on(secrets.create(&format!("bench-{}", std::process::id()), JWT_SECRET));
+        // What the local Secrets Manager itself takes to answer (moto is a
+        // Python server on the same cores): part of every start with secrets.
+        let client = reqwest::Client::new();
+        let read = serde_json::json!({ "SecretId": arn });
+        let moto_ms = self.rt.block_on(p50(20, async |_| {
+            secrets
+                .call(&client, "GetSecretValue", read.clone())
+                .await?;
+            Ok(())
+        }))?;
+        println!("   moto's own GetSecretValue p50 (plain HTTP client, warm): {moto_ms:.2} ms");
+        self.notes.push(format!(
+            "start-up with secrets includes one GetSecretValue answer from moto, {moto_ms:.2} ms p50 alone on a warm connection"
+        ));
         let mut secret_vars: Vec<(&str, String)> = secrets.aws_vars();
         secret_vars.push(("JWT_SECRET_ARN", arn));
         let pg_url = self.pg.url();
