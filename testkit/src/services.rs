@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use shared::db::Database;
+use sqlx::Connection as _;
 
 use crate::free_port;
 
@@ -16,6 +17,15 @@ use crate::free_port;
 pub fn admin_database_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// One connection for the test kit's own work (creating, migrating and
+/// dropping test databases): not the functions' pool, whose 800 ms bound is
+/// for serving requests, not for a machine busy running every test at once.
+async fn connect(url: &str) -> Result<sqlx::PgConnection, sqlx::Error> {
+    tokio::time::timeout(Duration::from_secs(30), sqlx::PgConnection::connect(url))
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
 }
 
 /// A database that exists for one test only.
@@ -29,9 +39,14 @@ impl TestDb {
     /// A fresh, migrated PostgreSQL database on the machine's server.
     pub async fn postgres() -> Self {
         let db = Self::postgres_unmigrated().await;
-        let pool = Database::open_postgres(&db.url, 2).expect("test url");
-        pool.migrate().await.expect("migrate the test database");
-        pool.close().await;
+        let mut connection = connect(&db.url)
+            .await
+            .expect("connect to the test database");
+        shared::db::POSTGRES_MIGRATIONS
+            .run(&mut connection)
+            .await
+            .expect("migrate the test database");
+        let _ = connection.close().await;
         db
     }
 
@@ -39,19 +54,16 @@ impl TestDb {
     pub async fn postgres_unmigrated() -> Self {
         let admin_url = admin_database_url();
         let name = format!("tms_test_{}", uuid_simple());
-        let admin = Database::open_postgres(&admin_url, 1).expect("admin url");
-        let Database::Postgres(pool) = &admin else {
-            unreachable!()
-        };
         let created = async {
+            let mut admin = connect(&admin_url).await?;
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut *pool.acquire().await?)
-                .await
+                .execute(&mut admin)
+                .await?;
+            admin.close().await
         };
         created.await.unwrap_or_else(|e| {
             panic!("cannot create a test database on {admin_url} (is PostgreSQL running? scripts/services.sh starts it): {e}")
         });
-        admin.close().await;
         let url = replace_db_name(&admin_url, &name);
         Self {
             url,
@@ -86,16 +98,13 @@ impl Drop for TestDb {
                     .build()
                     .expect("runtime");
                 rt.block_on(async {
-                    if let Ok(Database::Postgres(pool)) = Database::open_postgres(&admin_url, 1)
-                        && let Ok(mut connection) = pool.acquire().await
-                    {
+                    if let Ok(mut admin) = connect(&admin_url).await {
                         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
                         )))
-                        .execute(&mut *connection)
+                        .execute(&mut admin)
                         .await;
-                        connection.release();
-                        pool.close().await;
+                        let _ = admin.close().await;
                     }
                 });
             })
