@@ -267,7 +267,10 @@ async fn bad_create_bodies_are_rejected_clearly(backend: Backend) {
         ),
         (json!({ "title": 5 }), StatusCode::UNPROCESSABLE_ENTITY),
         // PostgreSQL refuses NUL in text: the client's data, never a 500.
-        (json!({ "title": "a\u{0}b" }), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({ "title": "a\u{0}b" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         (
             json!({ "member_ids": [] }),
             StatusCode::UNPROCESSABLE_ENTITY,

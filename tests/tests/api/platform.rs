@@ -273,6 +273,32 @@ async fn logins_with_a_known_key_never_wait_for_a_key_refetch() {
 }
 
 #[tokio::test]
+async fn the_key_fetch_follows_no_redirect() {
+    let jwks = SlowJwks::serve(Duration::ZERO).await;
+    // An endpoint that sends the fetch elsewhere, even to the real keys.
+    let target = jwks.url.clone();
+    let router = Router::new().route(
+        "/moved",
+        axum::routing::get(move || async move { (StatusCode::FOUND, [("location", target)]) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let moved = format!("http://{}/moved", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let app = jwks_app(&moved).await;
+    let r = login(
+        &app.client,
+        &app.address,
+        &rs256("redirected", "rsa-2026-01"),
+    )
+    .await;
+    // No keys to be had: the key server is failing (503), and the keys behind
+    // the redirect were never fetched.
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn a_storm_of_unknown_kids_costs_the_identity_provider_one_fetch() {
     let jwks = SlowJwks::serve(Duration::from_millis(200)).await;
     let app = jwks_app(&jwks.url).await;
