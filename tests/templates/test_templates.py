@@ -6,12 +6,13 @@ functions/LIST. `make check-templates` runs them.
 """
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import PROBE_DEPLOYMENT_TYPE, fc_resource, function_names, logical_id, translate
+from conftest import PROBE_DEPLOYMENT_TYPE, ROOT, fc_resource, function_names, logical_id, translate
 
 FUNCTIONS = function_names()
 
@@ -156,8 +157,34 @@ def test_alarms_watch_replays_blocked_and_the_replay_store_being_unavailable(sou
     assert {"login_replay_blocked", "login_replay_store_unavailable"} <= outcomes, sorted(outcomes)
 
 
-def test_a_dashboard_shows_the_functions(source):
-    assert any(r.get("Type") == "AWS::CloudWatch::Dashboard" for r in source["Resources"].values())
+def dashboard_widgets(source):
+    """The dashboard's widgets, its !Sub variables replaced by a placeholder."""
+    (dashboard,) = [r for r in source["Resources"].values() if r.get("Type") == "AWS::CloudWatch::Dashboard"]
+    body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    body = body if isinstance(body, str) else body[0]
+    return json.loads(re.sub(r"\$\{[^}]+\}", "0", body))["widgets"]
+
+
+def test_a_dashboard_shows_every_outcome_errors_latency_and_cold_starts(source):
+    widgets = dashboard_widgets(source)
+    charted = set()  # (metric, stat, outcome or None)
+    for widget in widgets:
+        props = widget["properties"]
+        for metric in props.get("metrics", []):
+            dimensions = dict(zip(metric[2::2], metric[3::2]))
+            charted.add((metric[1], props.get("stat"), dimensions.get("outcome")))
+    # Every outcome a function names in its code is on the dashboard.
+    outcomes = set()
+    for lib in (ROOT / "functions").glob("*/src/*.rs"):
+        outcomes |= set(re.findall(r'Outcome::new\("([a-z_]+)"\)', lib.read_text()))
+    assert outcomes, "no outcome found in the functions' code"
+    missing = {o for o in outcomes if ("requests", "Sum", o) not in charted}
+    assert not missing, f"outcomes not on the dashboard: {sorted(missing)}"
+    for figure in [("http_4xx", "Sum", None), ("http_5xx", "Sum", None), ("latency_ms", "p50", None),
+                   ("latency_ms", "p99", None), ("cold_start", "Sum", None)]:
+        assert figure in charted, f"{figure} not on the dashboard"
+    alarms = [w for w in widgets if w["type"] == "alarm"]
+    assert alarms and len(alarms[0]["properties"]["alarms"]) >= 2
 
 
 def test_template_has_the_parameters_of_the_seed_and_the_contract(source):
