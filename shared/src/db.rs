@@ -314,10 +314,9 @@ impl From<sqlx::Error> for DbError {
             E::Protocol(_) => true,
             E::Database(db) => {
                 let code = db.code().unwrap_or_default();
-                // PostgreSQL: connection exceptions (08), shutting down (57P0x),
-                // too many connections (53300); SQLite: busy (5), locked (6).
-                code.starts_with("08")
-                    || code.starts_with("57P")
+                // PostgreSQL: the session ended (see `ends_session`), too
+                // many connections (53300); SQLite: busy (5), locked (6).
+                ends_session(&code)
                     || code == "53300"
                     || sqlite_primary_code(&code).is_some_and(|c| c == 5 || c == 6)
             }
@@ -327,10 +326,7 @@ impl From<sqlx::Error> for DbError {
         // siblings have likely broken too.
         let broken = match &error {
             E::Io(_) | E::Tls(_) | E::Protocol(_) => true,
-            E::Database(db) => {
-                let code = db.code().unwrap_or_default();
-                code.starts_with("08") || code.starts_with("57P")
-            }
+            E::Database(db) => ends_session(&db.code().unwrap_or_default()),
             _ => false,
         };
         if broken {
@@ -362,6 +358,12 @@ impl From<sqlx::Error> for DbError {
         }
         Self::Other(error)
     }
+}
+
+/// A PostgreSQL SQLSTATE that ends the session: a connection exception
+/// (class 08) or the server shutting down (57P0x). Its connection is gone.
+fn ends_session(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P")
 }
 
 /// SQLite reports (extended) result codes as decimal numbers; PostgreSQL's

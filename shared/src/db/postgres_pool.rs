@@ -24,7 +24,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{ACQUIRE_TIMEOUT, PING_WHEN_IDLE_FOR, connection_failed_lately};
+use super::{ACQUIRE_TIMEOUT, PING_WHEN_IDLE_FOR, connection_failed_lately, ends_session};
 
 /// An idle connection older than this (since it was last used) is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -98,7 +98,7 @@ impl PgConnectionPool {
         }
         self.start_reaper();
         while let Some(idle) = self.shared.take_idle() {
-            if idle.opened.elapsed() > MAX_LIFETIME || idle.since.elapsed() > IDLE_TIMEOUT {
+            if idle.expired() {
                 close_in_background(idle.connection);
                 continue;
             }
@@ -174,9 +174,9 @@ impl PgConnectionPool {
                 };
                 let expired: Vec<Idle> = {
                     let mut idle = shared.idle.lock().expect("pool lock");
-                    let (expired, kept) = std::mem::take(&mut *idle).into_iter().partition(|i| {
-                        i.since.elapsed() > IDLE_TIMEOUT || i.opened.elapsed() > MAX_LIFETIME
-                    });
+                    let (expired, kept) = std::mem::take(&mut *idle)
+                        .into_iter()
+                        .partition(Idle::expired);
                     *idle = kept;
                     expired
                 };
@@ -185,6 +185,13 @@ impl PgConnectionPool {
                 }
             }
         });
+    }
+}
+
+impl Idle {
+    /// Idle too long, or open too long: closed rather than reused.
+    fn expired(&self) -> bool {
+        self.since.elapsed() > IDLE_TIMEOUT || self.opened.elapsed() > MAX_LIFETIME
     }
 }
 
@@ -234,10 +241,7 @@ impl std::ops::DerefMut for Lease {
 fn leaves_connection_usable(error: &sqlx::Error) -> bool {
     use sqlx::Error as E;
     match error {
-        E::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            !(code.starts_with("08") || code.starts_with("57P"))
-        }
+        E::Database(db) => !ends_session(&db.code().unwrap_or_default()),
         E::RowNotFound
         | E::ColumnNotFound(_)
         | E::ColumnIndexOutOfBounds { .. }
