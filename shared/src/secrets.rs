@@ -59,7 +59,13 @@ async fn fetch(
 ) -> Result<(), ConfigError> {
     use aws_sdk_secretsmanager::error::DisplayErrorContext;
     const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let mut sdk = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if reaches_aws_over_plain_http(|name| std::env::var(name).ok()) {
+        // No TLS, so no trust store: loading the platform's roots (every
+        // file of /etc/ssl/certs) costs ~2.5 ms of start-up (BENCHMARKS.md).
+        sdk = sdk.http_client(aws_smithy_http_client::Builder::new().build_http());
+    }
+    let sdk = sdk.load().await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     for (arn_var, target) in wanted {
         if is_set(vars, target) {
@@ -92,9 +98,66 @@ async fn fetch(
     Ok(())
 }
 
+/// Whether every AWS endpoint the SDK may call is plain HTTP (a local
+/// Secrets Manager such as moto): `AWS_ENDPOINT_URL`, which also serves the
+/// credential providers' services, and `AWS_ENDPOINT_URL_SECRETS_MANAGER`
+/// if set, as aws-config reads them. AWS itself is always HTTPS.
+#[cfg_attr(not(feature = "aws-secrets"), allow(dead_code))]
+fn reaches_aws_over_plain_http(var: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    let plain_http = |url: String| {
+        url.trim()
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+    };
+    if set("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.trim() == "true") {
+        return false;
+    }
+    set("AWS_ENDPOINT_URL").is_some_and(plain_http)
+        && set("AWS_ENDPOINT_URL_SECRETS_MANAGER").is_none_or(plain_http)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_configured_plain_http_endpoint_is_reached_without_tls() {
+        let with = |pairs: &'static [(&'static str, &'static str)]| {
+            reaches_aws_over_plain_http(move |name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        assert!(!with(&[]), "AWS itself: HTTPS");
+        assert!(with(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")]));
+        assert!(with(&[("AWS_ENDPOINT_URL", " HTTP://localhost:4566")]));
+        assert!(!with(&[("AWS_ENDPOINT_URL", "https://vpce.example")]));
+        assert!(!with(&[("AWS_ENDPOINT_URL", "http")]));
+        // Secrets Manager's own endpoint counts too; alone it is not enough
+        // (credentials may come from STS over HTTPS).
+        assert!(!with(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+            (
+                "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+                "https://secrets.example"
+            ),
+        ]));
+        assert!(with(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:5001"),
+        ]));
+        assert!(!with(&[(
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+            "http://127.0.0.1:5000"
+        )]));
+        assert!(!with(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+        ]));
+    }
 
     #[tokio::test]
     async fn without_an_arn_nothing_is_read() {

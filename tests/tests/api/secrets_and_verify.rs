@@ -76,6 +76,37 @@ async fn secrets_come_from_secrets_manager_at_start_and_never_reach_a_log() {
     );
 }
 
+/// A plain-HTTP Secrets Manager (moto here, LocalStack in a developer's
+/// setup) is read without TLS, so without loading a trust store: even an
+/// unusable one (`SSL_CERT_FILE` naming no file) changes nothing, and no
+/// warning about root certificates reaches the log.
+#[tokio::test]
+async fn a_plain_http_secrets_manager_needs_no_trust_store() {
+    let sm = SecretsManager::start();
+    let jwt_arn = sm
+        .create(&format!("tms/jwt-{}", uuid_simple()), SM_JWT_SECRET)
+        .await;
+    let aws: Vec<(&str, String)> = sm.aws_vars();
+    let mut vars: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    vars.extend([
+        ("JWT_SECRET", ""),
+        ("JWT_SECRET_ARN", jwt_arn.as_str()),
+        ("SSL_CERT_FILE", "/nonexistent/tms-test/ca-bundle.crt"),
+    ]);
+    let (process, base) = start_function("health", &vars).await;
+    let r = client().get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let logs = process.stop().await;
+    assert!(
+        logs.contains("read from AWS Secrets Manager"),
+        "the secret came from Secrets Manager: {logs}"
+    );
+    assert!(
+        !logs.to_lowercase().contains("certificate"),
+        "no trust store was loaded: {logs}"
+    );
+}
+
 async fn run_verify(vars: &[(&str, &str)]) -> (Option<i32>, String) {
     let vars: HashMap<String, String> = vars
         .iter()
