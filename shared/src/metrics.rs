@@ -94,15 +94,17 @@ impl AccessLog {
     /// filter must not drop metrics. Serialized straight from borrowed
     /// fields: no JSON tree is built per request.
     pub fn write(&self, entry: &AccessEntry<'_>) {
-        let mut line = Vec::with_capacity(if self.emf_namespace.is_some() {
-            1024
-        } else {
-            320
-        });
-        if serde_json::to_writer(&mut line, &self.record(entry, SystemTime::now())).is_ok() {
-            line.push(b'\n');
-            crate::log_writer::write_stderr_line(&line);
+        thread_local! {
+            // One buffer per thread, reused: no allocation per request.
+            static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(1024));
         }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            if serde_json::to_writer(&mut *line, &self.record(entry, SystemTime::now())).is_ok() {
+                line.push(b'\n');
+                crate::log_writer::write_stderr_line(line);
+            }
+        });
     }
 
     /// The line as JSON: the access log fields, the figures, and on Lambda `_aws`.
@@ -112,9 +114,7 @@ impl AccessLog {
 
     fn record<'a>(&'a self, entry: &'a AccessEntry<'a>, at: SystemTime) -> AccessRecord<'a> {
         AccessRecord {
-            timestamp: time::OffsetDateTime::from(at)
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            timestamp: Rfc3339(at),
             level: "INFO",
             target: "access",
             message: "request",
@@ -144,7 +144,7 @@ impl AccessLog {
 /// One access line, field by field.
 #[derive(Serialize)]
 struct AccessRecord<'a> {
-    timestamp: String,
+    timestamp: Rfc3339,
     level: &'static str,
     target: &'static str,
     message: &'static str,
@@ -164,6 +164,25 @@ struct AccessRecord<'a> {
     function: Option<&'a str>,
     #[serde(rename = "_aws", skip_serializing_if = "Option::is_none")]
     aws: Option<Emf<'a>>,
+}
+
+/// A time as RFC 3339 text, formatted on the stack (no `String` per line).
+struct Rfc3339(SystemTime);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // "2026-11-27T08:01:02.123456789Z" is 30 bytes. A time RFC 3339
+        // cannot write (a year past 9999) leaves it empty, not the line lost.
+        let mut text = [0u8; 40];
+        let mut cursor = std::io::Cursor::new(&mut text[..]);
+        let written = match time::OffsetDateTime::from(self.0)
+            .format_into(&mut cursor, &time::format_description::well_known::Rfc3339)
+        {
+            Ok(_) => cursor.position() as usize,
+            Err(_) => 0,
+        };
+        serializer.serialize_str(std::str::from_utf8(&text[..written]).unwrap_or_default())
+    }
 }
 
 /// CloudWatch Embedded Metric Format metadata.
@@ -270,6 +289,17 @@ mod tests {
 
     fn at() -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(AT_MS)
+    }
+
+    #[test]
+    fn the_line_is_timed_in_rfc_3339_utc() {
+        let line = log(&[]).line(&entry(None), at());
+        assert_eq!(line["timestamp"], "2025-11-24T16:00:00.123Z");
+        let far = UNIX_EPOCH + Duration::from_nanos(4_102_444_800_123_456_789);
+        assert_eq!(
+            log(&[]).line(&entry(None), far)["timestamp"],
+            "2100-01-01T00:00:00.123456789Z"
+        );
     }
 
     #[test]

@@ -29,10 +29,11 @@ pub struct Dependencies {
 
 /// The health routes, pinging the given dependencies.
 pub fn routes(dependencies: Dependencies) -> Router {
+    // Behind an `Arc`: axum clones a route's state for every request, /health's too.
     Router::new()
         .route("/health", get(live))
         .route("/health/ready", get(ready))
-        .with_state(dependencies)
+        .with_state(Arc::new(dependencies))
 }
 
 /// The routes' OpenAPI description (the shared layers' part comes from
@@ -116,7 +117,7 @@ async fn ping(check: impl Future<Output = Result<(), String>>) -> Option<String>
         (status = 503, description = "A dependency did not answer in time", body = NotReady),
     )
 )]
-async fn ready(State(deps): State<Dependencies>) -> Response {
+async fn ready(State(deps): State<Arc<Dependencies>>) -> Response {
     let database = ping(async { deps.database.ping().await.map_err(|e| e.to_string()) });
     let redis = async {
         match &deps.redis {
