@@ -76,7 +76,9 @@ static SERVED_A_REQUEST: AtomicBool = AtomicBool::new(false);
 
 /// True for the first request of this process (instance) only.
 pub fn take_cold_start() -> bool {
-    !SERVED_A_REQUEST.swap(true, Ordering::Relaxed)
+    // A read first: a write per request would move the flag's cache line
+    // between the cores that serve requests.
+    !SERVED_A_REQUEST.load(Ordering::Relaxed) && !SERVED_A_REQUEST.swap(true, Ordering::Relaxed)
 }
 
 impl AccessLog {
