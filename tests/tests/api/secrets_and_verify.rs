@@ -17,22 +17,30 @@ fn gcgc(secret: &str, sub: &str) -> String {
     tests::tokens::sso_token(secret, &tests::tokens::sso_claims(sub))
 }
 
+/// A local Secrets Manager holding each `(ARN variable, value)` as a new
+/// secret, and a function's variables that read them from it (the AWS
+/// variables, each ARN variable, and no `JWT_SECRET` of the test defaults).
+async fn secrets_manager_holding(
+    secrets: &[(&'static str, &str)],
+) -> (SecretsManager, Vec<(&'static str, String)>) {
+    let sm = SecretsManager::start();
+    let mut vars = sm.aws_vars();
+    vars.push(("JWT_SECRET", String::new()));
+    for (arn_var, value) in secrets {
+        let name = format!("tms/{}-{}", arn_var.to_lowercase(), uuid_simple());
+        vars.push((arn_var, sm.create(&name, value).await));
+    }
+    (sm, vars)
+}
+
 #[tokio::test]
 async fn secrets_come_from_secrets_manager_at_start_and_never_reach_a_log() {
-    let sm = SecretsManager::start();
-    let jwt_arn = sm
-        .create(&format!("tms/jwt-{}", uuid_simple()), SM_JWT_SECRET)
-        .await;
-    let sso_arn = sm
-        .create(&format!("tms/sso-{}", uuid_simple()), SM_SSO_SECRET)
-        .await;
-    let aws: Vec<(&str, String)> = sm.aws_vars();
-    let mut vars: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    vars.extend([
-        ("JWT_SECRET", ""),
-        ("JWT_SECRET_ARN", jwt_arn.as_str()),
-        ("SSO_JWT_SECRET_ARN", sso_arn.as_str()),
-    ]);
+    let (_sm, vars) = secrets_manager_holding(&[
+        ("JWT_SECRET_ARN", SM_JWT_SECRET),
+        ("SSO_JWT_SECRET_ARN", SM_SSO_SECRET),
+    ])
+    .await;
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (process, base) = start_function("sso-login", &vars).await;
 
     let r = client()
@@ -82,17 +90,9 @@ async fn secrets_come_from_secrets_manager_at_start_and_never_reach_a_log() {
 /// warning about root certificates reaches the log.
 #[tokio::test]
 async fn a_plain_http_secrets_manager_needs_no_trust_store() {
-    let sm = SecretsManager::start();
-    let jwt_arn = sm
-        .create(&format!("tms/jwt-{}", uuid_simple()), SM_JWT_SECRET)
-        .await;
-    let aws: Vec<(&str, String)> = sm.aws_vars();
-    let mut vars: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    vars.extend([
-        ("JWT_SECRET", ""),
-        ("JWT_SECRET_ARN", jwt_arn.as_str()),
-        ("SSL_CERT_FILE", "/nonexistent/tms-test/ca-bundle.crt"),
-    ]);
+    let (_sm, vars) = secrets_manager_holding(&[("JWT_SECRET_ARN", SM_JWT_SECRET)]).await;
+    let mut vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    vars.push(("SSL_CERT_FILE", "/nonexistent/tms-test/ca-bundle.crt"));
     let (process, base) = start_function("health", &vars).await;
     let r = client().get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
