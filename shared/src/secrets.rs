@@ -20,8 +20,13 @@ pub const SECRET_VARIABLES: [(&str, &str); 4] = [
     ("REDIS_URL_SECRET_ARN", "REDIS_URL"),
 ];
 
+/// A variable's value, trimmed; an empty one counts as unset.
+fn setting<'a>(vars: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
 fn is_set(vars: &HashMap<String, String>, name: &str) -> bool {
-    vars.get(name).is_some_and(|v| !v.trim().is_empty())
+    setting(vars, name).is_some()
 }
 
 /// Replaces each `*_SECRET_ARN` in `vars` by the secret's value. Does nothing
@@ -60,7 +65,7 @@ async fn fetch(
     use aws_sdk_secretsmanager::error::DisplayErrorContext;
     const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
     let mut sdk = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if reaches_aws_over_plain_http(|name| std::env::var(name).ok()) {
+    if reaches_aws_over_plain_http(vars) {
         // No TLS, so no trust store: loading the platform's roots (every
         // file of /etc/ssl/certs) costs ~2.5 ms of start-up (BENCHMARKS.md).
         sdk = sdk.http_client(aws_smithy_http_client::Builder::new().build_http());
@@ -103,18 +108,19 @@ async fn fetch(
 /// credential providers' services, and `AWS_ENDPOINT_URL_SECRETS_MANAGER`
 /// if set, as aws-config reads them. AWS itself is always HTTPS.
 #[cfg_attr(not(feature = "aws-secrets"), allow(dead_code))]
-fn reaches_aws_over_plain_http(var: impl Fn(&str) -> Option<String>) -> bool {
-    let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-    let plain_http = |url: String| {
-        url.trim()
-            .get(..7)
+fn reaches_aws_over_plain_http(vars: &HashMap<String, String>) -> bool {
+    let plain_http = |url: &str| {
+        url.get(..7)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
     };
-    if set("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.trim() == "true") {
+    // aws-config reads this flag without regard to case.
+    if setting(vars, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
         return false;
     }
-    set("AWS_ENDPOINT_URL").is_some_and(plain_http)
-        && set("AWS_ENDPOINT_URL_SECRETS_MANAGER").is_none_or(plain_http)
+    setting(vars, "AWS_ENDPOINT_URL").is_some_and(plain_http)
+        && setting(vars, "AWS_ENDPOINT_URL_SECRETS_MANAGER").is_none_or(plain_http)
 }
 
 #[cfg(test)]
@@ -123,13 +129,13 @@ mod tests {
 
     #[test]
     fn only_a_configured_plain_http_endpoint_is_reached_without_tls() {
-        let with = |pairs: &'static [(&'static str, &'static str)]| {
-            reaches_aws_over_plain_http(move |name| {
-                pairs
+        let with = |pairs: &[(&str, &str)]| {
+            reaches_aws_over_plain_http(
+                &pairs
                     .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| (*v).to_owned())
-            })
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
         };
         assert!(!with(&[]), "AWS itself: HTTPS");
         assert!(with(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")]));
@@ -156,6 +162,10 @@ mod tests {
         assert!(!with(&[
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
             ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+        ]));
+        assert!(!with(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "TRUE"),
         ]));
     }
 
