@@ -31,16 +31,30 @@ pub use postgres_pool::{Lease, PgConnectionPool};
 /// one file per version, each listed here (a test checks the list against
 /// the folders). Listed by hand rather than with `sqlx::migrate!`, whose
 /// macro crate compiles sqlx's drivers a second time in every build.
-const POSTGRES_MIGRATION_FILES: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
-const SQLITE_MIGRATION_FILES: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const POSTGRES_MIGRATION_FILES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "members by activity",
+        include_str!("../migrations/postgres/0002_members_by_activity.sql"),
+    ),
+];
+const SQLITE_MIGRATION_FILES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "members by activity",
+        include_str!("../migrations/sqlite/0002_members_by_activity.sql"),
+    ),
+];
 
 pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> =
     LazyLock::new(|| migrator(POSTGRES_MIGRATION_FILES));

@@ -22,7 +22,7 @@ pub fn admin_database_url() -> String {
 /// One connection for the test kit's own work (creating, migrating and
 /// dropping test databases): not the functions' pool, whose 800 ms bound is
 /// for serving requests, not for a machine busy running every test at once.
-async fn connect(url: &str) -> Result<sqlx::PgConnection, sqlx::Error> {
+pub async fn connect(url: &str) -> Result<sqlx::PgConnection, sqlx::Error> {
     tokio::time::timeout(Duration::from_secs(30), sqlx::PgConnection::connect(url))
         .await
         .unwrap_or(Err(sqlx::Error::PoolTimedOut))
