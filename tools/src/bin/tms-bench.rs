@@ -353,14 +353,16 @@ impl<'a> Bench<'a> {
         let list_headers = [auth(data.lister)];
         let create_headers = [auth(data.creator)];
 
-        // list: its one query (a page of conversations with their members).
-        let list_sql = pgbench_sql(
-            store::LIST_SQL,
-            &[&data.lister.to_string(), ":max", ":max", "21"],
-        );
+        // list: its one query (a page of conversations with their members),
+        // every value a parameter, as the function binds them (a literal
+        // user id would let PostgreSQL plan for that user once).
+        let list_sql = pgbench_sql(store::LIST_SQL, &[":user", ":max", ":max", ":limit"]);
         let list_reference = self.write(
             "list.sql",
-            &format!("\\set max 9223372036854775807\n{list_sql};\n"),
+            &format!(
+                "\\set user {}\n\\set max 9223372036854775807\n\\set limit 21\n{list_sql};\n",
+                data.lister
+            ),
         )?;
         let create_body = json!({ "title": "bench", "member_ids": data.others }).to_string();
         let create_script = self.write(
@@ -410,6 +412,23 @@ impl<'a> Bench<'a> {
         self.budgets
             .push(("conversations list".into(), function, Some(reference)));
 
+        // Before create's thousands of rows change what the list reads.
+        let one = wrk(
+            &list_url,
+            1,
+            2,
+            &list_headers,
+            None,
+            self.watch(Some(&conv)),
+        )?;
+        let alone = self.rt.block_on(list_round_trips(&pg_url, &data))?;
+        self.latency(
+            "conversations list p50, 1 connection",
+            one.p50_ms,
+            health_p50,
+            alone,
+        );
+
         let (reference, function) = self.pair(
             || {
                 pgbench(
@@ -441,21 +460,6 @@ impl<'a> Bench<'a> {
         self.budgets
             .push(("conversations create".into(), function, Some(reference)));
 
-        let one = wrk(
-            &list_url,
-            1,
-            2,
-            &list_headers,
-            None,
-            self.watch(Some(&conv)),
-        )?;
-        let alone = self.rt.block_on(list_round_trips(&pg_url, &data))?;
-        self.latency(
-            "conversations list p50, 1 connection",
-            one.p50_ms,
-            health_p50,
-            alone,
-        );
         self.note_rss("conversations", &conv);
         Ok(())
     }
@@ -918,13 +922,25 @@ fn create_sql(data: &ConversationsData) -> String {
 }
 
 struct ConversationsData {
-    /// A user with 100 conversations of 3 members.
+    /// A user with [`LISTER_CONVERSATIONS`] conversations of 3 members,
+    /// their activity spread among everyone else's.
     lister: i64,
     /// Who creates conversations, with `others` as members.
     creator: i64,
     others: Vec<i64>,
 }
 
+/// The data the conversations routes run on: a database in use, not a few
+/// rows. With a handful of rows every plan is a sequential scan, and the
+/// statistics a plan is chosen by change under the bench's own writes.
+const PEOPLE: i64 = 2000;
+const OTHER_CONVERSATIONS: i64 = 20_000;
+const LISTER_CONVERSATIONS: i64 = 100;
+
+/// Seeds [`PEOPLE`] users in [`OTHER_CONVERSATIONS`] conversations of 3
+/// members, and the lister's, then `VACUUM ANALYZE`s: the statistics and
+/// visibility map a running database's autovacuum keeps, the same for the
+/// reference and the function.
 async fn conversations_data(pg_url: &str) -> anyhow::Result<ConversationsData> {
     let db = shared::db::Database::open_postgres(pg_url, 2)?;
     let user = async |name: &str| {
@@ -937,10 +953,64 @@ async fn conversations_data(pg_url: &str) -> anyhow::Result<ConversationsData> {
     let lister = user("bench-lister").await?;
     let creator = user("bench-creator").await?;
     let others = vec![user("bench-member-1").await?, user("bench-member-2").await?];
-    for i in 0..100 {
-        store::create(&db, lister, &format!("conversation {i}"), &others).await?;
-    }
     db.close().await;
+
+    let mut pg = sqlx::PgConnection::connect(pg_url).await?;
+    sqlx::query(
+        "INSERT INTO users (external_id, created_at, updated_at) \
+         SELECT 'bench-person-' || n, 0, 0 FROM generate_series(0, $1::bigint - 1) n",
+    )
+    .bind(PEOPLE)
+    .execute(&mut pg)
+    .await?;
+    let first_person: i64 =
+        sqlx::query_scalar("SELECT id FROM users WHERE external_id = 'bench-person-0'")
+            .fetch_one(&mut pg)
+            .await?;
+    // Activity one second apart, the newest now; every `step`th
+    // conversation is the lister's (with `others`), spread over the whole
+    // history; each other one has three people.
+    let all = OTHER_CONVERSATIONS + LISTER_CONVERSATIONS;
+    sqlx::query(
+        "INSERT INTO conversations (title, created_by, created_at, last_activity_at) \
+         SELECT 'conversation ' || n, \
+                CASE WHEN n % $3 = 0 THEN $2 ELSE $4 + n % $5 END, \
+                $1 - n * 1000000, $1 - n * 1000000 \
+         FROM generate_series(1, $6::bigint) n",
+    )
+    .bind(shared::clock::unix_micros())
+    .bind(lister)
+    .bind(all / LISTER_CONVERSATIONS)
+    .bind(first_person)
+    .bind(PEOPLE)
+    .bind(all)
+    .execute(&mut pg)
+    .await?;
+    sqlx::query(
+        "INSERT INTO conversation_members (conversation_id, user_id, joined_at, last_activity_at) \
+         SELECT c.id, CASE WHEN c.created_by = $1 THEN (ARRAY[$1, $2, $3])[k + 1] \
+                           ELSE $4 + (c.created_by - $4 + k * 7) % $5 END, \
+                c.created_at, c.last_activity_at \
+         FROM conversations c, generate_series(0, 2) k",
+    )
+    .bind(lister)
+    .bind(others[0])
+    .bind(others[1])
+    .bind(first_person)
+    .bind(PEOPLE)
+    .execute(&mut pg)
+    .await?;
+    sqlx::query("VACUUM ANALYZE").execute(&mut pg).await?;
+    let mine: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM conversation_members WHERE user_id = $1")
+            .bind(lister)
+            .fetch_one(&mut pg)
+            .await?;
+    anyhow::ensure!(
+        mine == LISTER_CONVERSATIONS,
+        "the lister has {mine} conversations, not {LISTER_CONVERSATIONS}"
+    );
+    pg.close().await?;
     Ok(ConversationsData {
         lister,
         creator,
@@ -1063,6 +1133,7 @@ impl Watch {
 
 /// Runs a load generator to its end and counts everyone's CPU meanwhile.
 fn measured(mut command: Command, watch: &Watch) -> anyhow::Result<(String, Cpu)> {
+    let backends = settled_children(watch.postgres, usize::MAX);
     let before = watch.snapshot();
     let mut child = command
         .stdout(Stdio::piped())
@@ -1087,6 +1158,10 @@ fn measured(mut command: Command, watch: &Watch) -> anyhow::Result<(String, Cpu)
     // SAFETY: the pid is our own unreaped child; both pointers are valid.
     let reaped = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     anyhow::ensure!(reaped > 0, "wait4 failed");
+    // pgbench's sessions end with it: their backends' time is counted once
+    // the postmaster has reaped them (a backend between exit and reaping is
+    // in neither its live children nor its children's time).
+    settled_children(watch.postgres, backends);
     let after = watch.snapshot();
     anyhow::ensure!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
@@ -1250,23 +1325,44 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The postmaster's children once none is exiting (none a zombie) and at
+/// most `at_most` are left, or after a second: their number.
+fn settled_children(postmaster: u32, at_most: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let states: Vec<char> = children_of(postmaster)
+            .filter_map(process_state)
+            .collect();
+        let settled = states.len() <= at_most && !states.contains(&'Z');
+        if settled || Instant::now() > deadline {
+            return states.len();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn children_of(parent: u32) -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(move |&pid| parent_of(pid) == Some(parent))
+}
+
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
+}
+
 /// The postmaster and its backends: the live ones, and the ones that
 /// exited (the postmaster reaps them into its children's time).
 fn postgres_ticks(postmaster: u32) -> u64 {
-    let mut ticks = proc_ticks(postmaster, true);
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            if let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-                && parent_of(pid) == Some(postmaster)
-            {
-                ticks += proc_ticks(pid, false);
-            }
-        }
-    }
-    ticks
+    proc_ticks(postmaster, true)
+        + children_of(postmaster)
+            .map(|pid| proc_ticks(pid, false))
+            .sum::<u64>()
 }
 
 /// Busy ticks of all the machine's CPUs (everything but idle and iowait).
