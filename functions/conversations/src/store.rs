@@ -5,7 +5,7 @@
 //! every operation is bounded in time.
 
 use shared::clock::unix_micros;
-use shared::db::{Database, DbError, bounded, placeholders};
+use shared::db::{Database, DbError, bounded, placeholders, run_sqlite};
 use shared::on_pool;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,26 +26,44 @@ pub struct PageAfter {
     pub id: i64,
 }
 
-/// A conversation and one of its members, as [`with_members!`] selects them.
-type MemberRow = (i64, String, i64, i64, i64, i64);
-
-/// The conversations a member sees (`$page`: conditions on `c` and its
-/// membership `m`, order, limit), each with all its members, in one query:
-/// one row per (conversation, member), in the page's order, members by id.
+/// The conversations a member sees (`$page`: conditions on the membership
+/// `m` and its conversation `c`, order, limit), one row each, with its
+/// members' ids in order (`$members`: how the dialect aggregates them).
 macro_rules! with_members {
-    ($page:literal) => {
+    ($members:literal, $page:literal) => {
         concat!(
-            "SELECT p.id, p.title, p.created_by, p.created_at, p.last_activity_at, mm.user_id \
-             FROM (SELECT c.id, c.title, c.created_by, c.created_at, c.last_activity_at \
-                   FROM conversations c \
-                   JOIN conversation_members m ON m.conversation_id = c.id \
-                   WHERE ",
-            $page,
-            ") p \
-             JOIN conversation_members mm ON mm.conversation_id = p.id \
-             ORDER BY p.last_activity_at DESC, p.id DESC, mm.user_id"
+            "SELECT c.id, c.title, c.created_by, c.created_at, c.last_activity_at, ",
+            $members,
+            " FROM conversation_members m \
+             JOIN conversations c ON c.id = m.conversation_id \
+             WHERE ",
+            $page
         )
     };
+}
+
+/// One statement in the two dialects, which differ in the members' column:
+/// an array on PostgreSQL; SQLite has none, so ids joined by commas.
+macro_rules! in_both_dialects {
+    ($page:literal) => {
+        Statement {
+            postgres: with_members!(
+                "ARRAY(SELECT mm.user_id FROM conversation_members mm \
+                 WHERE mm.conversation_id = c.id ORDER BY mm.user_id)",
+                $page
+            ),
+            sqlite: with_members!(
+                "(SELECT group_concat(mm.user_id, ',' ORDER BY mm.user_id) \
+                 FROM conversation_members mm WHERE mm.conversation_id = c.id)",
+                $page
+            ),
+        }
+    };
+}
+
+struct Statement {
+    postgres: &'static str,
+    sqlite: &'static str,
 }
 
 /// A page of a member's conversations with their members: $1 user, $2 and
@@ -53,14 +71,84 @@ macro_rules! with_members {
 /// conversations. The page is the next $4 entries of the memberships'
 /// (user, activity, conversation) index, which carries each conversation's
 /// activity (migration 0002): its cost does not grow with the number of
-/// conversations the member is in. (The SQL texts are public for `make
-/// bench`, whose pgbench reference runs them as they are.)
-pub const LIST_SQL: &str = with_members!(
+/// conversations the member is in. One row per conversation, not one per
+/// member: a third of the rows to send and decode for three members.
+const LIST: Statement = in_both_dialects!(
     "m.user_id = $1 \
      AND (m.last_activity_at, m.conversation_id) < ($2, $3) \
      ORDER BY m.last_activity_at DESC, m.conversation_id DESC \
      LIMIT $4"
 );
+
+/// [`LIST`] on PostgreSQL. (The SQL texts are public for `make bench`,
+/// whose pgbench reference runs them as they are.)
+pub const LIST_SQL: &str = LIST.postgres;
+
+/// One conversation, if the user is its member: $1 conversation, $2 user.
+const GET: Statement = in_both_dialects!("c.id = $1 AND m.user_id = $2");
+
+/// The conversations `statement` selects, each with its members.
+async fn conversations(
+    db: &Database,
+    statement: &Statement,
+    params: &[i64],
+) -> Result<Vec<Conversation>, DbError> {
+    bounded(async {
+        match db {
+            Database::Postgres(pool) => {
+                let rows: Vec<(i64, String, i64, i64, i64, Vec<i64>)> = pool
+                    .run(async |conn| {
+                        let mut query = sqlx::query_as(statement.postgres);
+                        for param in params {
+                            query = query.bind(param);
+                        }
+                        query.fetch_all(conn).await
+                    })
+                    .await?;
+                Ok(rows.into_iter().map(conversation).collect())
+            }
+            Database::Sqlite(pool) => {
+                let rows: Vec<(i64, String, i64, i64, i64, String)> =
+                    run_sqlite(pool, async |conn| {
+                        let mut query = sqlx::query_as(statement.sqlite);
+                        for param in params {
+                            query = query.bind(param);
+                        }
+                        query.fetch_all(conn).await
+                    })
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, title, by, created, active, members)| {
+                        let members = members.split(',').filter_map(|m| m.parse().ok()).collect();
+                        conversation((id, title, by, created, active, members))
+                    })
+                    .collect())
+            }
+        }
+    })
+    .await
+}
+
+fn conversation(
+    (id, title, created_by, created_at, last_activity_at, member_ids): (
+        i64,
+        String,
+        i64,
+        i64,
+        i64,
+        Vec<i64>,
+    ),
+) -> Conversation {
+    Conversation {
+        id,
+        title,
+        created_by,
+        created_at,
+        last_activity_at,
+        member_ids,
+    }
+}
 
 /// Which of `count` user ids ($1 ... $count) exist.
 pub fn users_sql(count: usize) -> String {
@@ -192,51 +280,11 @@ pub async fn list(
         last_activity_at: i64::MAX,
         id: i64::MAX,
     });
-    let rows: Vec<MemberRow> = bounded(async {
-        on_pool!(db, conn => {
-            sqlx::query_as(LIST_SQL)
-            .bind(user)
-            .bind(after.last_activity_at)
-            .bind(after.id)
-            .bind(i64::from(limit))
-            .fetch_all(conn)
-            .await
-        })
-    })
-    .await?;
-    Ok(grouped(rows))
+    let params = [user, after.last_activity_at, after.id, i64::from(limit)];
+    conversations(db, &LIST, &params).await
 }
 
 /// The conversation, if `user` is a member of it.
 pub async fn get(db: &Database, user: i64, id: i64) -> Result<Option<Conversation>, DbError> {
-    let rows: Vec<MemberRow> = bounded(async {
-        on_pool!(db, conn => {
-            sqlx::query_as(with_members!("c.id = $1 AND m.user_id = $2"))
-            .bind(id)
-            .bind(user)
-            .fetch_all(conn)
-            .await
-        })
-    })
-    .await?;
-    Ok(grouped(rows).pop())
-}
-
-/// Rows of one conversation follow each other: one [`Conversation`] each.
-fn grouped(rows: Vec<MemberRow>) -> Vec<Conversation> {
-    let mut conversations: Vec<Conversation> = Vec::new();
-    for (id, title, created_by, created_at, last_activity_at, member) in rows {
-        match conversations.last_mut() {
-            Some(last) if last.id == id => last.member_ids.push(member),
-            _ => conversations.push(Conversation {
-                id,
-                title,
-                created_by,
-                created_at,
-                last_activity_at,
-                member_ids: vec![member],
-            }),
-        }
-    }
-    conversations
+    Ok(conversations(db, &GET, &[id, user]).await?.pop())
 }

@@ -1092,7 +1092,7 @@ return 1"#,
 async fn list_round_trips(pg_url: &str, data: &ConversationsData) -> anyhow::Result<(f64, String)> {
     let mut pg = sqlx::PgConnection::connect(pg_url).await?;
     let page = p50(500, async |_| {
-        let _: Vec<(i64, String, i64, i64, i64, i64)> = sqlx::query_as(store::LIST_SQL)
+        let _: Vec<(i64, String, i64, i64, i64, Vec<i64>)> = sqlx::query_as(store::LIST_SQL)
             .bind(data.lister)
             .bind(i64::MAX)
             .bind(i64::MAX)
@@ -1330,9 +1330,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 fn settled_children(postmaster: u32, at_most: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
-        let states: Vec<char> = children_of(postmaster)
-            .filter_map(process_state)
-            .collect();
+        let states: Vec<char> = children_of(postmaster).filter_map(process_state).collect();
         let settled = states.len() <= at_most && !states.contains(&'Z');
         if settled || Instant::now() > deadline {
             return states.len();
