@@ -17,6 +17,7 @@ use axum::response::{IntoResponseParts, ResponseParts};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::clock::Rfc3339;
 use crate::config::{Config, Platform};
 
 /// What a request amounted to for the product (a login blocked as a replay,
@@ -116,7 +117,7 @@ impl AccessLog {
 
     fn record<'a>(&'a self, entry: &'a AccessEntry<'a>, at: SystemTime) -> AccessRecord<'a> {
         AccessRecord {
-            timestamp: Rfc3339(at),
+            timestamp: Rfc3339::from(at),
             level: "INFO",
             target: "access",
             message: "request",
@@ -166,25 +167,6 @@ struct AccessRecord<'a> {
     function: Option<&'a str>,
     #[serde(rename = "_aws", skip_serializing_if = "Option::is_none")]
     aws: Option<Emf<'a>>,
-}
-
-/// A time as RFC 3339 text, formatted on the stack (no `String` per line).
-struct Rfc3339(SystemTime);
-
-impl Serialize for Rfc3339 {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // "2026-11-27T08:01:02.123456789Z" is 30 bytes. A time RFC 3339
-        // cannot write (a year past 9999) leaves it empty, not the line lost.
-        let mut text = [0u8; 40];
-        let mut cursor = std::io::Cursor::new(&mut text[..]);
-        let written = match time::OffsetDateTime::from(self.0)
-            .format_into(&mut cursor, &time::format_description::well_known::Rfc3339)
-        {
-            Ok(_) => cursor.position() as usize,
-            Err(_) => 0,
-        };
-        serializer.serialize_str(std::str::from_utf8(&text[..written]).unwrap_or_default())
-    }
 }
 
 /// CloudWatch Embedded Metric Format metadata.

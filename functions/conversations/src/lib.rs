@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use shared::clock::Rfc3339;
 use shared::db::{Database, DbError};
 use shared::tokens::{ApiTokens, AuthUser};
 use shared::{ApiError, ApiJson, ApiQuery, Config, ErrorBody, Outcome, StartError};
@@ -68,10 +69,10 @@ pub struct ConversationBody {
     /// Every member, the creator included.
     pub member_ids: Vec<i64>,
     pub created_by: i64,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(format = DateTime)]
-    pub last_activity_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Rfc3339,
+    #[schema(value_type = String, format = DateTime)]
+    pub last_activity_at: Rfc3339,
 }
 
 impl From<Conversation> for ConversationBody {
@@ -81,20 +82,10 @@ impl From<Conversation> for ConversationBody {
             title: c.title,
             member_ids: c.member_ids,
             created_by: c.created_by,
-            created_at: rfc3339(c.created_at),
-            last_activity_at: rfc3339(c.last_activity_at),
+            created_at: Rfc3339::from_unix_micros(c.created_at),
+            last_activity_at: Rfc3339::from_unix_micros(c.last_activity_at),
         }
     }
-}
-
-fn rfc3339(micros: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// A page of the caller's conversations, newest activity first.
