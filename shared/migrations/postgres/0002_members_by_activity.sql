@@ -3,7 +3,11 @@
 -- the page is the next LIMIT entries of (user_id, activity, id), whatever
 -- the number of conversations the member is in. Before, every page joined
 -- all of the member's conversations and sorted them (a member of 30,000
--- conversations: 36 ms a page, against 0.2 ms here).
+-- conversations: 36 ms a page, against 0.3-0.6 ms here).
+--
+-- It runs in one transaction and rewrites every membership under a lock
+-- that stops the conversations routes meanwhile: on a large table, run it
+-- in a quiet window (README, Data).
 ALTER TABLE conversation_members ADD COLUMN last_activity_at BIGINT;
 UPDATE conversation_members m
    SET last_activity_at = c.last_activity_at

@@ -762,11 +762,24 @@ async fn a_page_reads_a_page_of_rows_not_the_members_history() {
         .fetch_all(&mut connection)
         .await
         .unwrap();
+        // Rows returned by the scans, and rows they read and threw away.
         let rows_read: u64 = plan
             .iter()
             .filter(|line| line.contains(" Scan "))
             .map(|line| actual_rows(line))
-            .sum();
+            .sum::<u64>()
+            + plan
+                .iter()
+                .filter_map(|line| line.trim().strip_prefix("Rows Removed by "))
+                .filter_map(|rest| rest.split(": ").nth(1)?.trim().parse::<u64>().ok())
+                .sum::<u64>();
+        assert!(
+            plan.iter()
+                .any(|line| line.contains("Index Cond: ((user_id = ")
+                    && line.contains("AND (ROW(last_activity_at, conversation_id) < ROW(")),
+            "the page starts in the index, not in a filter:\n{}",
+            plan.join("\n")
+        );
         assert!(
             rows_read <= 4 * 21,
             "{rows_read} rows read for a page of 21:\n{}",
@@ -786,4 +799,67 @@ fn actual_rows(line: &str) -> u64 {
             .unwrap_or_else(|| panic!("no {name} in {line}"))
     };
     field("rows=") * field("loops=")
+}
+
+/// The embedded database's migration 0002 fills the activity of members
+/// that a binary of the previous release inserts (a developer's file opened
+/// by an older build after a newer one migrated it).
+#[tokio::test]
+async fn sqlite_memberships_inserted_without_activity_get_their_conversations() {
+    let file = TestDb::sqlite();
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&file.url)
+        .unwrap()
+        .create_if_missing(true);
+    let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .unwrap();
+    shared::db::SQLITE_MIGRATIONS
+        .run_to(1, &mut connection)
+        .await
+        .unwrap();
+    shared::db::SQLITE_MIGRATIONS
+        .run(&mut connection)
+        .await
+        .unwrap();
+    let db = Database::open_sqlite(&file.url).await.unwrap();
+    let alice = upsert_user(&db, "ext-alice-sqlite", None, None)
+        .await
+        .unwrap();
+    let newer = conversations::store::create(&db, alice.id, "newer", &[])
+        .await
+        .unwrap();
+    // As the previous release wrote it: the members without the column.
+    let older: i64 = sqlx::query_scalar(
+        "INSERT INTO conversations (title, created_by, created_at, last_activity_at) \
+         VALUES ('older', $1, $2, $2) RETURNING id",
+    )
+    .bind(alice.id)
+    .bind(newer.last_activity_at - 1_000_000)
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO conversation_members (conversation_id, user_id, joined_at) VALUES ($1, $2, $3)",
+    )
+    .bind(older)
+    .bind(alice.id)
+    .bind(newer.last_activity_at - 1_000_000)
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    let copied: i64 = sqlx::query_scalar(
+        "SELECT last_activity_at FROM conversation_members WHERE conversation_id = $1",
+    )
+    .bind(older)
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(copied, newer.last_activity_at - 1_000_000);
+    let listed: Vec<i64> = conversations::store::list(&db, alice.id, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(listed, [newer.id, older], "newest activity first");
 }
