@@ -84,6 +84,16 @@ async fn json_of(r: reqwest::Response) -> Value {
     r.json().await.expect("JSON body")
 }
 
+/// The ids of a page's conversations, in its order.
+fn item_ids(page: &Value) -> Vec<i64> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| c["id"].as_i64().expect("an id"))
+        .collect()
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -186,12 +196,7 @@ async fn list_is_newest_first_with_limits(backend: Backend) {
         );
     }
     let page = json_of(f.get(&token, "/api/v1/conversations/").await).await;
-    let ids: Vec<i64> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_i64().unwrap())
-        .collect();
+    let ids = item_ids(&page);
     assert_eq!(ids.len(), 20, "default limit");
     let newest_first: Vec<i64> = created.iter().rev().take(20).copied().collect();
     assert_eq!(ids, newest_first);
@@ -234,13 +239,7 @@ async fn pages_have_no_duplicates_or_gaps_while_rows_are_added(backend: Backend)
             None => "/api/v1/conversations/?limit=5".to_owned(),
         };
         let page = json_of(f.get(&token, &path).await).await;
-        seen.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c["id"].as_i64().unwrap()),
-        );
+        seen.extend(item_ids(&page));
         // Someone adds conversations between two page loads.
         f.create(&token, "added while paging", &[]).await;
         match page["next_cursor"].as_str() {
@@ -279,12 +278,7 @@ async fn a_change_of_activity_moves_the_conversation_in_every_members_list(backe
     assert_eq!(updated, 1);
     for (user, token) in [(alice.id, &alice_token), (bob.id, &bob_token)] {
         let page = json_of(f.get(token, "/api/v1/conversations?limit=2").await).await;
-        let listed: Vec<i64> = page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["id"].as_i64().unwrap())
-            .collect();
+        let listed = item_ids(&page);
         assert_eq!(
             listed,
             [ids[0], ids[2]],

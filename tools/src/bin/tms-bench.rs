@@ -1300,13 +1300,10 @@ fn pgbench(
 
 /// utime + stime of a process (all its threads), with its reaped children's.
 fn proc_ticks(pid: u32, with_children: bool) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(stat) = stat_after_command(pid) else {
         return 0;
     };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<u64> = rest
+    let fields: Vec<u64> = stat
         .split_whitespace()
         .map(|f| f.parse().unwrap_or(0))
         .collect();
@@ -1320,9 +1317,23 @@ fn proc_ticks(pid: u32, with_children: bool) -> u64 {
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
+    stat_after_command(pid)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn process_state(pid: u32) -> Option<char> {
+    stat_after_command(pid)?.trim_start().chars().next()
+}
+
+/// `/proc/<pid>/stat` after the command's name (which may hold spaces and
+/// parentheses): the state, the parent, ... the CPU times.
+fn stat_after_command(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
+    Some(rest.to_owned())
 }
 
 /// The postmaster's children once none is exiting (none a zombie) and at
@@ -1346,12 +1357,6 @@ fn children_of(parent: u32) -> impl Iterator<Item = u32> {
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter(move |&pid| parent_of(pid) == Some(parent))
-}
-
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.trim_start().chars().next()
 }
 
 /// The postmaster and its backends: the live ones, and the ones that
