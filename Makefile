@@ -27,8 +27,9 @@ run:
 test:
 	@scripts/test.sh
 
-## test-no-sdk: shared's unit tests built as make run builds it, without the AWS SDK (CI runs this)
+## test-no-sdk: shared's unit tests without the AWS SDK: as make run builds it (embedded database) and as a deploy build leaves it (none) (CI runs this)
 test-no-sdk:
+	cargo test -p shared --lib --features embedded-db
 	cargo test -p shared --lib
 
 ## token: an API token for a local user, created if new (make -s token USER_ID=alice)
@@ -89,7 +90,8 @@ fmt:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy -p shared --all-targets -- -D warnings # without the AWS SDK, as the local tools build it
+	cargo clippy -p shared --all-targets --features embedded-db -- -D warnings # without the AWS SDK, as the local tools build it
+	cargo clippy -p health -p sso-login -p conversations --lib --bins -- -D warnings # as deploy builds build them: no embedded database
 
 ## fuzz: a fuzzing campaign on nightly, FUZZ_SECONDS (60) per target (FUZZ_TARGETS="cursor host"; docs/fuzzing.md)
 FUZZ_SECONDS ?= 60

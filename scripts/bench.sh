@@ -10,9 +10,11 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
 source scripts/services.sh bench
 # Only the binaries the bench runs (each release link does LTO, the slow
-# part of a build here), with the features a `cargo build --release` of the
-# workspace gives them: after one, this build only links, if anything.
+# part of a build here). The functions are built on their own, as deploy
+# builds build them (their own features: no embedded database), then the
+# bench's tools: built together, the tools' features would reach the
+# functions' build too.
 echo "bench: building the release binaries (cargo's progress below; the first release build takes several minutes)" >&2
-cargo build --release --bin health --bin sso-login --bin conversations \
-  --bin tms-bench --bin tms-ceiling
+cargo build --release --bin health --bin sso-login --bin conversations
+cargo build --release --bin tms-bench --bin tms-ceiling
 exec target/release/tms-bench

@@ -14,7 +14,7 @@ mkdir -p .data
 log=$(mktemp)
 # In a session of its own, so that stopping its process group stops the
 # functions it started too. The settings are those of `make watch`.
-setsid cargo lambda watch --quiet --disable-cors --ignore-changes --env-file config/local.env \
+setsid cargo lambda watch --quiet --disable-cors --ignore-changes --features shared/embedded-db --env-file config/local.env \
   --invoke-address 127.0.0.1 --invoke-port "$port" >"$log" 2>&1 &
 watch_pid=$!
 trap 'kill -TERM -- "-$watch_pid" 2>/dev/null || true; rm -f "$log"' EXIT

@@ -149,6 +149,9 @@ pub struct Config {
 }
 
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// Whether this build has the embedded database (SQLite) for local runs:
+/// the `embedded-db` feature, which deploy builds leave out.
+pub const EMBEDDED_DB: bool = cfg!(feature = "embedded-db");
 const DEFAULT_ORIGINS: &str = "http://localhost:3000";
 const DEFAULT_HOSTS: &str = "localhost,127.0.0.1";
 const DEFAULT_EXPIRATION_HOURS: u64 = 720;
@@ -279,6 +282,12 @@ impl Config {
         }
 
         let database_url = match get("DATABASE_URL") {
+            Some(u) if u.starts_with("sqlite:") && !EMBEDDED_DB => {
+                return Err(ConfigError::new(
+                    "DATABASE_URL",
+                    "must start with postgres:// or postgresql://: this build has no embedded database (deploy builds leave it out; local builds add it with --features shared/embedded-db)",
+                ));
+            }
             Some(u)
                 if !(u.starts_with("postgres://")
                     || u.starts_with("postgresql://")
@@ -320,6 +329,12 @@ impl Config {
                     "a postgres:// URL is required when APP_ENV=production",
                 ));
             }
+        }
+        if database_url.is_none() && !EMBEDDED_DB {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "required (postgres://...): this build has no embedded database (deploy builds leave it out; local builds add it with --features shared/embedded-db, as make run, make watch and the tests do)",
+            ));
         }
 
         if let Some(SsoKeys::JwksUrl(url)) = &sso_keys
@@ -503,15 +518,46 @@ fn parse_origins(value: &str) -> Result<Vec<HeaderValue>, ConfigError> {
     Ok(origins)
 }
 
+/// A test's variables. Builds without the embedded database need a
+/// `DATABASE_URL`: one is added where the test gives none.
+#[cfg(test)]
+pub(crate) fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if !EMBEDDED_DB {
+        vars.entry("DATABASE_URL".into())
+            .or_insert_with(|| "postgres://db/tms".into());
+    }
+    vars
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    #[test]
+    fn the_embedded_database_is_there_only_in_builds_that_have_it() {
+        let raw = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let unset = Config::from_vars(&raw(&[]));
+        let sqlite = Config::from_vars(&raw(&[("DATABASE_URL", "sqlite::memory:")]));
+        if EMBEDDED_DB {
+            assert!(unset.unwrap().database_url.is_none());
+            assert!(sqlite.is_ok());
+        } else {
+            for err in [unset.unwrap_err(), sqlite.unwrap_err()] {
+                assert_eq!(err.variable, "DATABASE_URL");
+                assert!(err.to_string().contains("no embedded database"), "{err}");
+            }
+        }
+        let postgres = Config::from_vars(&raw(&[("DATABASE_URL", "postgres://db/tms")]));
+        assert!(postgres.is_ok());
     }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -528,7 +574,10 @@ mod tests {
         assert_eq!(c.allowed_hosts.len(), 2);
         assert_eq!(c.max_body_bytes, 64 * 1024);
         assert_eq!(c.db_pool_size, SERVER_POOL_SIZE);
-        assert!(c.redis_url.is_none() && c.database_url.is_none());
+        assert!(c.redis_url.is_none());
+        // Unset means the embedded database; builds without it need one
+        // (the test's variables give it there).
+        assert_eq!(c.database_url.is_none(), EMBEDDED_DB);
         assert_eq!(c.require_jwt_secret().unwrap_err().variable, "JWT_SECRET");
         assert_eq!(c.require_sso_keys().unwrap_err().variable, "SSO_JWT_SECRET");
     }

@@ -1,8 +1,11 @@
 //! The database pool, its migrations and its errors: PostgreSQL in
-//! production, an embedded SQLite file by default. Each function owns its
-//! own queries (one query text serves both backends through [`on_pool!`]:
-//! the schema keeps types that both read alike); this module only opens the
-//! pool, bounds each operation in time and tells what an error means.
+//! production; for local runs and tests, an embedded SQLite file by default
+//! (the `embedded-db` feature, which deploy builds leave out: production
+//! requires PostgreSQL, so a deployed function links no SQLite). Each
+//! function owns its own queries (one query text serves both backends
+//! through [`on_pool!`]: the schema keeps types that both read alike); this
+//! module only opens the pool, bounds each operation in time and tells what
+//! an error means.
 //!
 //! Serverless-minded: the PostgreSQL pool ([`PgConnectionPool`]) opens its
 //! connections lazily on first use, keeps them across invocations, checks a
@@ -18,12 +21,13 @@ use std::time::{Duration, Instant};
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-};
 
 use crate::config::{CaBundle, Config};
 
+#[cfg(feature = "embedded-db")]
+mod embedded;
+#[cfg(feature = "embedded-db")]
+pub use embedded::{SQLITE_MIGRATIONS, run_sqlite};
 mod postgres_pool;
 pub use postgres_pool::{Lease, PgConnectionPool};
 
@@ -43,23 +47,9 @@ const POSTGRES_MIGRATION_FILES: &[(i64, &str, &str)] = &[
         include_str!("../migrations/postgres/0002_members_by_activity.sql"),
     ),
 ];
-const SQLITE_MIGRATION_FILES: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../migrations/sqlite/0001_init.sql"),
-    ),
-    (
-        2,
-        "members by activity",
-        include_str!("../migrations/sqlite/0002_members_by_activity.sql"),
-    ),
-];
 
 pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> =
     LazyLock::new(|| migrator(POSTGRES_MIGRATION_FILES));
-pub static SQLITE_MIGRATIONS: LazyLock<Migrator> =
-    LazyLock::new(|| migrator(SQLITE_MIGRATION_FILES));
 
 fn migrator(files: &[(i64, &str, &'static str)]) -> Migrator {
     Migrator::with_migrations(
@@ -82,9 +72,6 @@ fn migrator(files: &[(i64, &str, &'static str)]) -> Migrator {
 pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Longest to wait for a (new or pooled) connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(800);
-/// The embedded database (local runs): generous, see [`Database::open_sqlite`].
-const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-const EMBEDDED_FILE: &str = "tms-chat.sqlite3";
 /// A pooled connection idle longer than this is pinged before use.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 /// For this long after a connection broke, every pooled connection is
@@ -95,7 +82,46 @@ const PING_ALL_AFTER_FAILURE: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub enum Database {
     Postgres(PgConnectionPool),
-    Sqlite(SqlitePool),
+    #[cfg(feature = "embedded-db")]
+    Sqlite(sqlx::SqlitePool),
+}
+
+/// A `match` on the database's backend: `postgres(pool) => ...` and
+/// `sqlite(pool) => ...`. Builds without `embedded-db` have no SQLite
+/// variant, and the SQLite arm is dropped unread, so a function's code
+/// reads the same in both builds; which arms exist is decided here, by
+/// this crate's features, whatever the calling crate's are.
+#[cfg(feature = "embedded-db")]
+#[macro_export]
+macro_rules! by_backend {
+    ($db:expr, postgres($pg:pat) => $on_pg:expr, sqlite($lite:pat) => $on_lite:expr $(,)?) => {
+        match $db {
+            $crate::db::Database::Postgres($pg) => $on_pg,
+            $crate::db::Database::Sqlite($lite) => $on_lite,
+        }
+    };
+}
+#[cfg(not(feature = "embedded-db"))]
+#[macro_export]
+macro_rules! by_backend {
+    ($db:expr, postgres($pg:pat) => $on_pg:expr, sqlite($lite:pat) => $on_lite:expr $(,)?) => {
+        match $db {
+            $crate::db::Database::Postgres($pg) => $on_pg,
+        }
+    };
+}
+
+/// Items that only builds with the embedded database have (a store's
+/// SQLite-only statements), kept or dropped with [`by_backend!`]'s arm.
+#[cfg(feature = "embedded-db")]
+#[macro_export]
+macro_rules! embedded_db_only {
+    ($($item:item)*) => { $($item)* };
+}
+#[cfg(not(feature = "embedded-db"))]
+#[macro_export]
+macro_rules! embedded_db_only {
+    ($($item:item)*) => {};
 }
 
 /// Runs the same body against whichever database this is, with `$conn`
@@ -105,33 +131,11 @@ pub enum Database {
 #[macro_export]
 macro_rules! on_pool {
     ($db:expr, $conn:ident => $body:expr) => {
-        match $db {
-            $crate::db::Database::Postgres(pool) => pool.run(async |$conn| $body).await,
-            $crate::db::Database::Sqlite(pool) => {
-                $crate::db::run_sqlite(pool, async |$conn| $body).await
-            }
-        }
+        $crate::by_backend!($db,
+            postgres(pool) => pool.run(async |$conn| $body).await,
+            sqlite(pool) => $crate::db::run_sqlite(pool, async |$conn| $body).await,
+        )
     };
-}
-
-/// [`PgConnectionPool::run`]'s counterpart for the embedded database.
-pub async fn run_sqlite<T>(
-    pool: &SqlitePool,
-    operation: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, sqlx::Error>,
-) -> Result<T, sqlx::Error> {
-    let mut connection = pool.acquire().await?;
-    operation(&mut connection).await
-}
-
-/// The `DATABASE_URL` to use: the configured one, or the embedded file.
-pub fn database_url(config: &Config) -> String {
-    match &config.database_url {
-        Some(url) => url.expose().to_owned(),
-        None => format!(
-            "sqlite://{}",
-            std::env::temp_dir().join(EMBEDDED_FILE).display()
-        ),
-    }
 }
 
 impl Database {
@@ -139,23 +143,21 @@ impl Database {
     /// use, and is migrated by `make migrate`; the embedded file is created
     /// and migrated here.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
-        let url = database_url(config);
-        if url.starts_with("sqlite:") {
-            if config.database_url.is_none() {
-                tracing::warn!(
-                    "DATABASE_URL is unset: using an embedded SQLite file, for local use only"
-                );
-            }
+        #[cfg(feature = "embedded-db")]
+        if let Some(url) = embedded::url(config) {
             let db = Self::open_sqlite(&url).await?;
             db.migrate().await?;
-            Ok(db)
-        } else {
-            let endpoint = PgEndpoint {
-                ca: config.database_ca_cert.as_ref(),
-                host: config.database_host.as_deref(),
-            };
-            Self::open_postgres_at(&url, config.db_pool_size, endpoint)
+            return Ok(db);
         }
+        // Config::load refused a SQLite or missing URL in builds without one.
+        let Some(url) = &config.database_url else {
+            anyhow::bail!("DATABASE_URL is unset and this build has no embedded database");
+        };
+        let endpoint = PgEndpoint {
+            ca: config.database_ca_cert.as_ref(),
+            host: config.database_host.as_deref(),
+        };
+        Self::open_postgres_at(url.expose(), config.db_pool_size, endpoint)
     }
 
     pub fn open_postgres(url: &str, pool_size: u32) -> anyhow::Result<Self> {
@@ -177,35 +179,13 @@ impl Database {
         Ok(Self::Postgres(PgConnectionPool::new(options, pool_size)))
     }
 
-    pub async fn open_sqlite(url: &str) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid SQLite URL: {e}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            .busy_timeout(ACQUIRE_TIMEOUT);
-        // An in-memory database lives as long as its one connection.
-        let in_memory = url.contains(":memory:");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(if in_memory { 1 } else { 4 })
-            .min_connections(u32::from(in_memory))
-            .idle_timeout((!in_memory).then_some(Duration::from_secs(600)))
-            .max_lifetime((!in_memory).then_some(Duration::from_secs(1800)))
-            // Opening and migrating the file happens at start, where a loaded
-            // machine may take longer; requests are bounded by `bounded` anyway.
-            .acquire_timeout(SQLITE_ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open the embedded database {url}: {e}"))?;
-        Ok(Self::Sqlite(pool))
-    }
-
     /// Applies the migrations that ship with the code. On PostgreSQL the
     /// migrator holds an advisory lock, so two runs at once are safe.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
             // The migrator's connection is not kept: it held the advisory lock.
             Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(&mut *pool.acquire().await?).await?,
+            #[cfg(feature = "embedded-db")]
             Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
         }
         Ok(())
@@ -215,6 +195,7 @@ impl Database {
     pub async fn close(&self) {
         match self {
             Self::Postgres(pool) => pool.close().await,
+            #[cfg(feature = "embedded-db")]
             Self::Sqlite(pool) => pool.close().await,
         }
     }
@@ -222,6 +203,7 @@ impl Database {
     pub fn backend(&self) -> &'static str {
         match self {
             Self::Postgres(_) => "postgres",
+            #[cfg(feature = "embedded-db")]
             Self::Sqlite(_) => "sqlite",
         }
     }
@@ -433,10 +415,11 @@ mod tests {
 
     #[test]
     fn every_migration_file_is_listed_in_order() {
-        for (database, files) in [
-            ("postgres", POSTGRES_MIGRATION_FILES),
-            ("sqlite", SQLITE_MIGRATION_FILES),
-        ] {
+        #[cfg_attr(not(feature = "embedded-db"), allow(unused_mut))]
+        let mut databases = vec![("postgres", POSTGRES_MIGRATION_FILES)];
+        #[cfg(feature = "embedded-db")]
+        databases.push(("sqlite", embedded::MIGRATION_FILES));
+        for (database, files) in databases {
             let folder = format!("{}/migrations/{database}", env!("CARGO_MANIFEST_DIR"));
             let mut on_disk: Vec<(i64, String, String)> = std::fs::read_dir(&folder)
                 .unwrap()

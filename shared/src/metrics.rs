@@ -243,17 +243,12 @@ fn emf_directives(namespace: &str, has_outcome: bool) -> Vec<Directive<'_>> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::time::Duration;
 
     use super::*;
 
     fn log(pairs: &[(&str, &str)]) -> AccessLog {
-        let vars: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        AccessLog::new(&Config::from_vars(&vars).unwrap())
+        AccessLog::new(&Config::from_vars(&crate::config::vars(pairs)).unwrap())
     }
 
     fn entry(outcome: Option<Outcome>) -> AccessEntry<'static> {

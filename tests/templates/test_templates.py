@@ -221,6 +221,22 @@ def test_function_builds_its_binary_with_cargo_lambda_from_the_workspace_root(so
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_build_links_no_embedded_database(root, name):
+    # sam build, make build-lambda and make build-fc build each function with
+    # its own features: production requires PostgreSQL, so SQLite (the
+    # `embedded-db` feature of shared, for local runs and tests) must not be
+    # among what a deployed function links.
+    tree = subprocess.run(
+        ["cargo", "tree", "--offline", "--locked", "-p", name, "-e", "normal", "--prefix", "none",
+         "--format", "{p}"],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    assert any(line.startswith("sqlx-postgres ") for line in tree), "the dependency tree is not the expected one"
+    linked = [line for line in tree if line.startswith(("libsqlite3-sys ", "sqlx-sqlite "))]
+    assert not linked, f"{name}'s own build links {linked}"
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
 def test_function_publishes_a_version_on_any_property_change(source, name):
     # A configuration change (e.g. AllowedOrigins) must publish a version too.
     res = source["Resources"].get(logical_id(name), {})

@@ -2,11 +2,12 @@
 //! embedded SQLite ([`on_pool!`]), except create: one statement on
 //! PostgreSQL, a transaction on SQLite (no data-modifying CTE there). Each
 //! route is one round trip to PostgreSQL where one statement can do it;
-//! every operation is bounded in time.
+//! every operation is bounded in time. The SQLite arms and statements exist
+//! only in builds with the embedded database ([`by_backend!`]).
 
 use shared::clock::unix_micros;
-use shared::db::{Database, DbError, bounded, placeholders, run_sqlite};
-use shared::on_pool;
+use shared::db::{Database, DbError, bounded, placeholders};
+use shared::{by_backend, embedded_db_only, on_pool};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
@@ -63,6 +64,8 @@ macro_rules! in_both_dialects {
 
 struct Statement {
     postgres: &'static str,
+    // Read only in builds with the embedded database.
+    #[allow(dead_code)]
     sqlite: &'static str,
 }
 
@@ -94,8 +97,8 @@ async fn conversations(
     params: &[i64],
 ) -> Result<Vec<Conversation>, DbError> {
     bounded(async {
-        match db {
-            Database::Postgres(pool) => {
+        by_backend!(db,
+            postgres(pool) => {
                 let rows: Vec<(i64, String, i64, i64, i64, Vec<i64>)> = pool
                     .run(async |conn| {
                         let mut query = sqlx::query_as(statement.postgres);
@@ -106,10 +109,10 @@ async fn conversations(
                     })
                     .await?;
                 Ok(rows.into_iter().map(conversation).collect())
-            }
-            Database::Sqlite(pool) => {
+            },
+            sqlite(pool) => {
                 let rows: Vec<(i64, String, i64, i64, i64, String)> =
-                    run_sqlite(pool, async |conn| {
+                    shared::db::run_sqlite(pool, async |conn| {
                         let mut query = sqlx::query_as(statement.sqlite);
                         for param in params {
                             query = query.bind(param);
@@ -124,8 +127,8 @@ async fn conversations(
                         conversation((id, title, by, created, active, members))
                     })
                     .collect())
-            }
-        }
+            },
+        )
     })
     .await
 }
@@ -194,21 +197,23 @@ pub const CREATE_SQL: &str = "WITH conversation AS ( \
      ) \
      SELECT id FROM conversation";
 
-/// SQLite (no data-modifying CTE, no arrays): the conversation, then its
-/// members in one multi-row INSERT, in a transaction. $1 title, $2 creator, $3 now.
-const SQLITE_CREATE_SQL: &str = "INSERT INTO conversations (title, created_by, created_at, last_activity_at) \
-     VALUES ($1, $2, $3, $3) RETURNING id";
+embedded_db_only! {
+    /// SQLite (no data-modifying CTE, no arrays): the conversation, then its
+    /// members in one multi-row INSERT, in a transaction. $1 title, $2 creator, $3 now.
+    const SQLITE_CREATE_SQL: &str = "INSERT INTO conversations (title, created_by, created_at, last_activity_at) \
+         VALUES ($1, $2, $3, $3) RETURNING id";
 
-/// SQLite: `count` members of one conversation: $1 conversation, $2 now,
-/// $3 ... the user ids.
-fn sqlite_add_members_sql(count: usize) -> String {
-    let rows: Vec<String> = (3..3 + count)
-        .map(|i| format!("($1, ${i}, $2, $2)"))
-        .collect();
-    format!(
-        "INSERT INTO conversation_members (conversation_id, user_id, joined_at, last_activity_at) VALUES {}",
-        rows.join(", ")
-    )
+    /// SQLite: `count` members of one conversation: $1 conversation, $2 now,
+    /// $3 ... the user ids.
+    fn sqlite_add_members_sql(count: usize) -> String {
+        let rows: Vec<String> = (3..3 + count)
+            .map(|i| format!("($1, ${i}, $2, $2)"))
+            .collect();
+        format!(
+            "INSERT INTO conversation_members (conversation_id, user_id, joined_at, last_activity_at) VALUES {}",
+            rows.join(", ")
+        )
+    }
 }
 
 /// Creates a conversation with its members (the creator among them), atomically.
@@ -224,8 +229,8 @@ pub async fn create(
     members.sort_unstable();
     members.dedup();
     let id: i64 = bounded(async {
-        match db {
-            Database::Postgres(pool) => {
+        by_backend!(db,
+            postgres(pool) => {
                 pool.run(async |conn| {
                     sqlx::query_scalar(CREATE_SQL)
                         .bind(title)
@@ -236,8 +241,8 @@ pub async fn create(
                         .await
                 })
                 .await
-            }
-            Database::Sqlite(pool) => {
+            },
+            sqlite(pool) => {
                 let mut tx = pool.begin().await?;
                 let id: i64 = sqlx::query_scalar(SQLITE_CREATE_SQL)
                     .bind(title)
@@ -254,8 +259,8 @@ pub async fn create(
                 insert.execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(id)
-            }
-        }
+            },
+        )
     })
     .await?;
     Ok(Conversation {

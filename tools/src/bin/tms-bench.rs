@@ -204,7 +204,10 @@ impl<'a> Bench<'a> {
     fn health(&mut self) -> anyhow::Result<f64> {
         println!("== /health against the bare axum ceiling");
         let ceiling = self.serve("tms-ceiling", &[])?;
-        let health = self.serve("health", &[])?;
+        // As deployed: PostgreSQL configured (a deploy build has no embedded
+        // database), connected to only when a request needs it.
+        let pg_url = self.pg.url();
+        let health = self.serve("health", &[("DATABASE_URL", &pg_url)])?;
         let url = |s: &Served| format!("http://127.0.0.1:{}/health", s.port);
         let (reference, function) = self.pair(
             || {

@@ -1,0 +1,88 @@
+//! The embedded database: a SQLite file for local runs and tests, used
+//! when `DATABASE_URL` is unset or `sqlite:`. Only in builds with the
+//! `embedded-db` feature (the default of the functions' crates); deploy
+//! builds leave it out, since production requires PostgreSQL.
+
+use std::str::FromStr;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+};
+
+use super::{ACQUIRE_TIMEOUT, Database, migrator};
+use crate::config::Config;
+
+/// Generous: opening and migrating the file happens at start, where a
+/// loaded machine may take longer; requests are bounded by `bounded` anyway.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The file used when `DATABASE_URL` is unset, in the temporary directory.
+const FILE_NAME: &str = "tms-chat.sqlite3";
+
+/// As [`super::POSTGRES_MIGRATION_FILES`], for `migrations/sqlite/`.
+pub(super) const MIGRATION_FILES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "members by activity",
+        include_str!("../../migrations/sqlite/0002_members_by_activity.sql"),
+    ),
+];
+
+pub static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| migrator(MIGRATION_FILES));
+
+/// The embedded database's URL, if this configuration uses one: a
+/// `sqlite:` `DATABASE_URL`, or the default file when it is unset.
+pub(super) fn url(config: &Config) -> Option<String> {
+    match &config.database_url {
+        Some(url) if url.expose().starts_with("sqlite:") => Some(url.expose().to_owned()),
+        Some(_) => None,
+        None => {
+            tracing::warn!(
+                "DATABASE_URL is unset: using an embedded SQLite file, for local use only"
+            );
+            Some(format!(
+                "sqlite://{}",
+                std::env::temp_dir().join(FILE_NAME).display()
+            ))
+        }
+    }
+}
+
+/// [`super::PgConnectionPool::run`]'s counterpart for the embedded database.
+pub async fn run_sqlite<T>(
+    pool: &SqlitePool,
+    operation: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, sqlx::Error>,
+) -> Result<T, sqlx::Error> {
+    let mut connection = pool.acquire().await?;
+    operation(&mut connection).await
+}
+
+impl Database {
+    pub async fn open_sqlite(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid SQLite URL: {e}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(ACQUIRE_TIMEOUT);
+        // An in-memory database lives as long as its one connection.
+        let in_memory = url.contains(":memory:");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { 4 })
+            .min_connections(u32::from(in_memory))
+            .idle_timeout((!in_memory).then_some(Duration::from_secs(600)))
+            .max_lifetime((!in_memory).then_some(Duration::from_secs(1800)))
+            .acquire_timeout(OPEN_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the embedded database {url}: {e}"))?;
+        Ok(Self::Sqlite(pool))
+    }
+}
