@@ -16,5 +16,5 @@ source scripts/services.sh bench
 # functions' build too.
 echo "bench: building the release binaries (cargo's progress below; the first release build takes several minutes)" >&2
 cargo build --release --bin health --bin sso-login --bin conversations
-cargo build --release --bin tms-bench --bin tms-ceiling
+cargo build --release -p tools --bin tms-bench --bin tms-ceiling
 exec target/release/tms-bench
