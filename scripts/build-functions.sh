@@ -11,6 +11,9 @@
 #   Rust targets:        rustup target add aarch64-unknown-linux-gnu x86_64-unknown-linux-musl
 #   FC fallback without cargo-lambda (x86_64 Linux hosts only):
 #                        apt-get install musl-tools, then plain cargo with the musl target
+#
+# Either way the functions build with their own features: no embedded
+# database (SQLite is for local runs and tests only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -545,7 +545,33 @@ impl<'a> Bench<'a> {
                 ),
                 Err(_) => "no arm64 Lambda zip (make build-lambda builds it)".into(),
             };
-            println!("   {name:>14}: binary {:.2} MiB; {zip}", mib(size));
+            // SQLite's file header string: in a binary that links SQLite.
+            let bytes = std::fs::read(self.bin_dir.join(name))?;
+            let sqlite = bytes.windows(15).any(|w| w == b"SQLite format 3");
+            println!(
+                "   {name:>14}: binary {:.2} MiB{}; {zip}",
+                mib(size),
+                if sqlite {
+                    " (links SQLite: not a deploy build)"
+                } else {
+                    ""
+                }
+            );
+            // What each crate costs: read from the same code with its symbols
+            // (`make profile` builds it; the release binaries are stripped).
+            let with_symbols = PathBuf::from(format!("target/profiling/{name}"));
+            if with_symbols.exists() {
+                let crates = Command::new("scripts/crate-sizes.py")
+                    .arg(&with_symbols)
+                    .arg("10")
+                    .output()?;
+                let text = String::from_utf8_lossy(&crates.stdout);
+                println!(
+                    "   {name:>14}: {} (x86_64, {})",
+                    text.trim_end().replace('\n', "\n                   "),
+                    with_symbols.display()
+                );
+            }
         }
         for (name, kib) in self.peak_rss_kib.clone() {
             self.rows.push(Row {
