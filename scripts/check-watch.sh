@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 LAMBDA_WHO="check-watch"
 # shellcheck source=scripts/lambda-env.sh
 source scripts/lambda-env.sh
-# The same build as `make test`'s, so the emulator starts the functions at once.
-cargo build --workspace --bins --quiet
+# The build the emulator runs (the functions, the workspace's default
+# members, with the embedded database), so it starts them at once.
+cargo build --bins --features shared/embedded-db --quiet
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p .data
 log=$(mktemp)

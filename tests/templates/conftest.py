@@ -5,7 +5,9 @@ cfn-lint, aws-sam-translator and PyYAML first), or directly:
 
     python3 -m pytest tests/templates
 
-Offline: no cloud account, network or build is needed.
+Offline: no cloud account, network or build is needed (one check reads
+cargo's dependency tree, which needs the crates' manifests: downloaded by
+any earlier build, or by cargo on first use).
 """
 
 import json

@@ -1,7 +1,8 @@
 //! The embedded database: a SQLite file for local runs and tests, used
-//! when `DATABASE_URL` is unset or `sqlite:`. Only in builds with the
-//! `embedded-db` feature (the default of the functions' crates); deploy
-//! builds leave it out, since production requires PostgreSQL.
+//! when `DATABASE_URL` is unset or `sqlite:`. Only in builds with shared's
+//! `embedded-db` feature, which the tools, the tests and `make watch` turn
+//! on; the functions' own (deploy) builds leave it out, since production
+//! requires PostgreSQL.
 
 use std::str::FromStr;
 use std::sync::LazyLock;

@@ -559,18 +559,35 @@ impl<'a> Bench<'a> {
             );
             // What each crate costs: read from the same code with its symbols
             // (`make profile` builds it; the release binaries are stripped).
+            // Only when that build is as new as the binary measured here.
             let with_symbols = PathBuf::from(format!("target/profiling/{name}"));
-            if with_symbols.exists() {
-                let crates = Command::new("scripts/crate-sizes.py")
-                    .arg(&with_symbols)
-                    .arg("10")
-                    .output()?;
-                let text = String::from_utf8_lossy(&crates.stdout);
-                println!(
-                    "   {name:>14}: {} (x86_64, {})",
-                    text.trim_end().replace('\n', "\n                   "),
+            let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let current = matches!(
+                (modified(&with_symbols), modified(&self.bin_dir.join(name))),
+                (Some(profiled), Some(measured)) if profiled >= measured
+            );
+            let crates = current
+                .then(|| {
+                    Command::new("scripts/crate-sizes.py")
+                        .arg(&with_symbols)
+                        .arg("10")
+                        .output()
+                        .ok()
+                })
+                .flatten()
+                .filter(|out| out.status.success());
+            match crates {
+                Some(out) => println!(
+                    "   {name:>14}: {} ({}, {})",
+                    String::from_utf8_lossy(&out.stdout)
+                        .trim_end()
+                        .replace('\n', "\n                   "),
+                    std::env::consts::ARCH,
                     with_symbols.display()
-                );
+                ),
+                None => println!(
+                    "   {name:>14}: code by crate: run make profile after this build (it keeps the symbols)"
+                ),
             }
         }
         for (name, kib) in self.peak_rss_kib.clone() {
