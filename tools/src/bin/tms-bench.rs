@@ -921,12 +921,18 @@ fn db_pool_size() -> String {
 }
 
 fn common_vars(port: u16) -> Vec<(&'static str, String)> {
-    vec![
+    let mut vars = vec![
         ("FC_CUSTOM_LISTEN_PORT", port.to_string()),
         ("LISTEN_HOST", "127.0.0.1".into()),
         ("ALLOWED_HOSTS", "127.0.0.1,localhost".into()),
         ("RUST_LOG", "info".into()),
-    ]
+    ];
+    // tokio's worker count for the functions and the ceiling alike (to
+    // compare runtimes; tokio reads TOKIO_WORKER_THREADS itself).
+    if let Ok(workers) = std::env::var("BENCH_TOKIO_WORKER_THREADS") {
+        vars.push(("TOKIO_WORKER_THREADS", workers));
+    }
+    vars
 }
 
 /// `$N` placeholders of a query replaced by pgbench expressions (`:var`,
