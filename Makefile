@@ -92,7 +92,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p shared --all-targets --features embedded-db -- -D warnings # without the AWS SDK, as the local tools build it
 	cargo clippy -p shared --all-targets -- -D warnings # without the SDK and the embedded database
-	cargo clippy -p health -p sso-login -p conversations --lib --bins -- -D warnings # as deploy builds build them: no embedded database
+	cargo clippy -p health -p sso-login -p conversations --no-default-features --features aws-secrets --lib --bins -- -D warnings # as deploy builds build them: no embedded database
 
 ## fuzz: a fuzzing campaign on nightly, FUZZ_SECONDS (60) per target (FUZZ_TARGETS="cursor host"; docs/fuzzing.md)
 FUZZ_SECONDS ?= 60

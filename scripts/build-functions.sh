@@ -12,8 +12,7 @@
 #   FC fallback without cargo-lambda (x86_64 Linux hosts only):
 #                        apt-get install musl-tools, then plain cargo with the musl target
 #
-# Either way the functions build with their own features: no embedded
-# database (SQLite is for local runs and tests only).
+# Either way the functions build without the embedded database (bin_args).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,9 +49,14 @@ target_dir() {
     printf '%s\n' "${dir:-${CARGO_TARGET_DIR:-target}}"
 }
 
+# Each function's package with the features of a deployed function: its
+# secrets reader, and no embedded database (SQLite is for local use;
+# production requires PostgreSQL). Packages named with -p resolve features
+# over themselves only, not over the tools and tests that turn it on.
 bin_args() {
     local f
-    for f in "${FUNCTIONS[@]}"; do printf -- '--bin\n%s\n' "$f"; done
+    for f in "${FUNCTIONS[@]}"; do printf -- '-p\n%s\n' "$f"; done
+    printf -- '%s\n' --no-default-features --features aws-secrets
 }
 
 build_lambda() {

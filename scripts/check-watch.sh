@@ -7,15 +7,14 @@ cd "$(dirname "$0")/.."
 LAMBDA_WHO="check-watch"
 # shellcheck source=scripts/lambda-env.sh
 source scripts/lambda-env.sh
-# The build the emulator runs (the functions, the workspace's default
-# members, with the embedded database), so it starts them at once.
-cargo build --bins --features shared/embedded-db --quiet
+# The same build as `make test`'s, so the emulator starts the functions at once.
+cargo build --workspace --bins --quiet
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p .data
 log=$(mktemp)
 # In a session of its own, so that stopping its process group stops the
 # functions it started too. The settings are those of `make watch`.
-setsid cargo lambda watch --quiet --disable-cors --ignore-changes --features shared/embedded-db --env-file config/local.env \
+setsid cargo lambda watch --quiet --disable-cors --ignore-changes --env-file config/local.env \
   --invoke-address 127.0.0.1 --invoke-port "$port" >"$log" 2>&1 &
 watch_pid=$!
 trap 'kill -TERM -- "-$watch_pid" 2>/dev/null || true; rm -f "$log"' EXIT

@@ -285,7 +285,7 @@ impl Config {
             Some(u) if u.starts_with("sqlite:") && !EMBEDDED_DB => {
                 return Err(ConfigError::new(
                     "DATABASE_URL",
-                    "must start with postgres:// or postgresql://: this build has no embedded database (deploy builds leave it out; local builds add it with --features shared/embedded-db)",
+                    "must start with postgres:// or postgresql://: this build has no embedded database (built with --no-default-features, as make build-lambda and make build-fc build deployed functions)",
                 ));
             }
             Some(u)
@@ -333,7 +333,7 @@ impl Config {
         if database_url.is_none() && !EMBEDDED_DB {
             return Err(ConfigError::new(
                 "DATABASE_URL",
-                "required (postgres://...): this build has no embedded database (deploy builds leave it out; local builds add it with --features shared/embedded-db, as make run, make watch and the tests do)",
+                "required (postgres://...): this build has no embedded database (built with --no-default-features, as make build-lambda and make build-fc build deployed functions)",
             ));
         }
 

@@ -220,22 +220,37 @@ def test_function_builds_its_binary_with_cargo_lambda_from_the_workspace_root(so
     assert res.get("Properties", {}).get("CodeUri") in (".", "./")
 
 
-def test_function_builds_link_no_embedded_database(root):
-    # sam build and make build-lambda / build-fc run `cargo lambda build --bin
-    # <name>` (or cargo build) at the workspace root, which resolves features
-    # over the default members: the functions alone. Production requires
-    # PostgreSQL, so SQLite (shared's `embedded-db` feature, which the tools
-    # and tests turn on) must not be among what they link.
+def cargo_tree(root, *args):
     if shutil.which("cargo") is None:
         pytest.skip("cargo is not installed (https://rustup.rs)")
-    tree = subprocess.run(
-        ["cargo", "tree", "--locked", "-e", "normal", "--prefix", "none", "--format", "{p}"],
+    return subprocess.run(
+        ["cargo", "tree", "--locked", "-e", "normal", "--prefix", "none", "--format", "{p}", *args],
         cwd=root, capture_output=True, text=True, check=True,
     ).stdout.splitlines()
-    roots = {line.split(" ")[0] for line in tree if "/functions/" in line}
-    assert roots == set(FUNCTIONS), f"a build at the root builds {sorted(roots)}, not the functions"
-    linked = sorted({line for line in tree if line.startswith(("libsqlite3-sys ", "sqlx-sqlite "))})
-    assert not linked, f"the functions' builds link {linked}"
+
+
+SQLITE_CRATES = ("libsqlite3-sys ", "sqlx-sqlite ")
+DEPLOY_FEATURES = ["--no-default-features", "--features", "aws-secrets"]
+
+
+def test_deploy_builds_link_no_embedded_database(root):
+    # make build-lambda and make build-fc (scripts/build-functions.sh) build
+    # each function package with DEPLOY_FEATURES. Production requires
+    # PostgreSQL, so SQLite must not be among what they link.
+    script = (root / "scripts" / "build-functions.sh").read_text()
+    assert "--no-default-features --features aws-secrets" in script
+    packages = [arg for name in FUNCTIONS for arg in ("-p", name)]
+    tree = cargo_tree(root, *packages, *DEPLOY_FEATURES)
+    assert any(line.startswith("sqlx-postgres ") for line in tree), "the dependency tree is not the expected one"
+    linked = sorted({line for line in tree if line.startswith(SQLITE_CRATES)})
+    assert not linked, f"the deploy builds link {linked}"
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_a_functions_default_build_has_the_embedded_database_for_local_use(root, name):
+    # The contract: DATABASE_URL unset means an embedded database, for local use.
+    tree = cargo_tree(root, "-p", name)
+    assert any(line.startswith("libsqlite3-sys ") for line in tree), f"{name}'s default build has no embedded database"
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)

@@ -1,8 +1,8 @@
 //! The embedded database: a SQLite file for local runs and tests, used
 //! when `DATABASE_URL` is unset or `sqlite:`. Only in builds with shared's
-//! `embedded-db` feature, which the tools, the tests and `make watch` turn
-//! on; the functions' own (deploy) builds leave it out, since production
-//! requires PostgreSQL.
+//! `embedded-db` feature: a default feature of the functions (local use),
+//! which their deploy builds (make build-lambda, make build-fc) leave out,
+//! since production requires PostgreSQL.
 
 use std::str::FromStr;
 use std::sync::LazyLock;
