@@ -15,6 +15,8 @@ source scripts/services.sh bench
 # bench's tools: built together, the tools' features would reach the
 # functions' build too.
 echo "bench: building the release binaries (cargo's progress below; the first release build takes several minutes)" >&2
-cargo build --release -p health -p sso-login -p conversations --no-default-features --features aws-secrets
+# shellcheck source=scripts/functions.sh
+source scripts/functions.sh
+cargo build --release "${DEPLOY_BUILD_ARGS[@]}"
 cargo build --release -p tools --bin tms-bench --bin tms-ceiling
 exec target/release/tms-bench

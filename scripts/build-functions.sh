@@ -12,7 +12,7 @@
 #   FC fallback without cargo-lambda (x86_64 Linux hosts only):
 #                        apt-get install musl-tools, then plain cargo with the musl target
 #
-# Either way the functions build without the embedded database (bin_args).
+# Either way the functions build as deployed: DEPLOY_BUILD_ARGS (scripts/functions.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,25 +49,14 @@ target_dir() {
     printf '%s\n' "${dir:-${CARGO_TARGET_DIR:-target}}"
 }
 
-# Each function's package with the features of a deployed function: its
-# secrets reader, and no embedded database (SQLite is for local use;
-# production requires PostgreSQL). Packages named with -p resolve features
-# over themselves only, not over the tools and tests that turn it on.
-bin_args() {
-    local f
-    for f in "${FUNCTIONS[@]}"; do printf -- '-p\n%s\n' "$f"; done
-    printf -- '%s\n' --no-default-features --features aws-secrets
-}
-
 build_lambda() {
     have cargo || die "cargo is missing: install Rust from https://rustup.rs"
     need_cargo_lambda
     need_target aarch64-unknown-linux-gnu
-    local args out
-    mapfile -t args < <(bin_args)
+    local out
     out="$(target_dir)/lambda"
     # One cargo invocation for every binary: dependencies compile once.
-    cargo lambda build --release --arm64 --output-format zip "${args[@]}"
+    cargo lambda build --release --arm64 --output-format zip "${DEPLOY_BUILD_ARGS[@]}"
     local f
     for f in "${FUNCTIONS[@]}"; do
         [ -f "$out/$f/bootstrap.zip" ] || die "expected $out/$f/bootstrap.zip after the build"
@@ -81,7 +70,7 @@ build_lambda() {
 build_fc() {
     have cargo || die "cargo is missing: install Rust from https://rustup.rs"
     have zip || die "zip is missing: apt-get install zip"
-    local target=x86_64-unknown-linux-musl args f src_dir bin out pem
+    local target=x86_64-unknown-linux-musl f src_dir bin out pem
     if have_cargo_lambda; then
         src_dir=lambda
     elif [ "$(uname -sm)" = "Linux x86_64" ] && have musl-gcc; then
@@ -92,17 +81,16 @@ build_fc() {
 or, on an x86_64 Linux host: apt-get install musl-tools"
     fi
     need_target "$target"
-    mapfile -t args < <(bin_args)
     out="$(target_dir)"
     if [ "$src_dir" = lambda ]; then
         # cargo-lambda cross-links with zig: a static musl binary from any host.
         # Its own output folder: <target dir>/lambda holds the arm64 builds
         # (make build-lambda, sam build) under the same names.
         cargo lambda build --release --target "$target" --output-format binary \
-            --lambda-dir "$out/lambda-fc" "${args[@]}"
+            --lambda-dir "$out/lambda-fc" "${DEPLOY_BUILD_ARGS[@]}"
     else
         # Same architecture: plain cargo, musl-gcc for the C parts (aws-lc).
-        CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --target "$target" "${args[@]}"
+        CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --target "$target" "${DEPLOY_BUILD_ARGS[@]}"
     fi
     for f in "${FUNCTIONS[@]}"; do
         if [ "$src_dir" = lambda ]; then bin="$out/lambda-fc/$f/bootstrap"; else bin="$out/$target/release/$f"; fi

@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
 source scripts/services.sh bench perf
 echo "profile: building with symbols (cargo's progress below)" >&2
-cargo build --profile profiling -p health -p sso-login -p conversations --no-default-features --features aws-secrets
+# shellcheck source=scripts/functions.sh
+source scripts/functions.sh
+cargo build --profile profiling "${DEPLOY_BUILD_ARGS[@]}"
 cargo build --profile profiling -p tools --bin tms-bench --bin tms-ceiling
 out=target/profiling/perf
 rm -rf "$out" && mkdir -p "$out"

@@ -230,17 +230,23 @@ def cargo_tree(root, *args):
 
 
 SQLITE_CRATES = ("libsqlite3-sys ", "sqlx-sqlite ")
-DEPLOY_FEATURES = ["--no-default-features", "--features", "aws-secrets"]
+
+
+def deploy_build_args(root):
+    """DEPLOY_BUILD_ARGS of scripts/functions.sh, as the build scripts get it."""
+    return subprocess.run(
+        ["bash", "-c", 'source scripts/functions.sh && printf "%s\\n" "${DEPLOY_BUILD_ARGS[@]}"'],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
 
 
 def test_deploy_builds_link_no_embedded_database(root):
-    # make build-lambda and make build-fc (scripts/build-functions.sh) build
-    # each function package with DEPLOY_FEATURES. Production requires
-    # PostgreSQL, so SQLite must not be among what they link.
-    script = (root / "scripts" / "build-functions.sh").read_text()
-    assert "--no-default-features --features aws-secrets" in script
-    packages = [arg for name in FUNCTIONS for arg in ("-p", name)]
-    tree = cargo_tree(root, *packages, *DEPLOY_FEATURES)
+    # make build-lambda, make build-fc and make bench build the functions
+    # with DEPLOY_BUILD_ARGS. Production requires PostgreSQL, so SQLite must
+    # not be among what they link.
+    for script in ("build-functions.sh", "bench.sh"):
+        assert '"${DEPLOY_BUILD_ARGS[@]}"' in (root / "scripts" / script).read_text(), script
+    tree = cargo_tree(root, *deploy_build_args(root))
     assert any(line.startswith("sqlx-postgres ") for line in tree), "the dependency tree is not the expected one"
     linked = sorted({line for line in tree if line.startswith(SQLITE_CRATES)})
     assert not linked, f"the deploy builds link {linked}"
