@@ -152,6 +152,8 @@ pub const MIN_JWT_SECRET_BYTES: usize = 32;
 /// Whether this build has the embedded database (SQLite) for local runs:
 /// the `embedded-db` feature, which deploy builds leave out.
 pub const EMBEDDED_DB: bool = cfg!(feature = "embedded-db");
+/// Why a build without it refuses an unset or `sqlite:` `DATABASE_URL`.
+const NO_EMBEDDED_DB: &str = "this build has no embedded database (built with --no-default-features, as make build-lambda and make build-fc build deployed functions)";
 const DEFAULT_ORIGINS: &str = "http://localhost:3000";
 const DEFAULT_HOSTS: &str = "localhost,127.0.0.1";
 const DEFAULT_EXPIRATION_HOURS: u64 = 720;
@@ -285,7 +287,7 @@ impl Config {
             Some(u) if u.starts_with("sqlite:") && !EMBEDDED_DB => {
                 return Err(ConfigError::new(
                     "DATABASE_URL",
-                    "must start with postgres:// or postgresql://: this build has no embedded database (built with --no-default-features, as make build-lambda and make build-fc build deployed functions)",
+                    format!("must start with postgres:// or postgresql://: {NO_EMBEDDED_DB}"),
                 ));
             }
             Some(u)
@@ -333,7 +335,7 @@ impl Config {
         if database_url.is_none() && !EMBEDDED_DB {
             return Err(ConfigError::new(
                 "DATABASE_URL",
-                "required (postgres://...): this build has no embedded database (built with --no-default-features, as make build-lambda and make build-fc build deployed functions)",
+                format!("required (postgres://...): {NO_EMBEDDED_DB}"),
             ));
         }
 
@@ -518,14 +520,20 @@ fn parse_origins(value: &str) -> Result<Vec<HeaderValue>, ConfigError> {
     Ok(origins)
 }
 
+/// A test's variables, as given.
+#[cfg(test)]
+fn exact_vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// A test's variables. Builds without the embedded database need a
 /// `DATABASE_URL`: one is added where the test gives none.
 #[cfg(test)]
 pub(crate) fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    let mut vars: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut vars = exact_vars(pairs);
     if !EMBEDDED_DB {
         vars.entry("DATABASE_URL".into())
             .or_insert_with(|| "postgres://db/tms".into());
@@ -539,14 +547,8 @@ mod tests {
 
     #[test]
     fn the_embedded_database_is_there_only_in_builds_that_have_it() {
-        let raw = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let unset = Config::from_vars(&raw(&[]));
-        let sqlite = Config::from_vars(&raw(&[("DATABASE_URL", "sqlite::memory:")]));
+        let unset = Config::from_vars(&exact_vars(&[]));
+        let sqlite = Config::from_vars(&exact_vars(&[("DATABASE_URL", "sqlite::memory:")]));
         if EMBEDDED_DB {
             assert!(unset.unwrap().database_url.is_none());
             assert!(sqlite.is_ok());
@@ -556,7 +558,7 @@ mod tests {
                 assert!(err.to_string().contains("no embedded database"), "{err}");
             }
         }
-        let postgres = Config::from_vars(&raw(&[("DATABASE_URL", "postgres://db/tms")]));
+        let postgres = Config::from_vars(&exact_vars(&[("DATABASE_URL", "postgres://db/tms")]));
         assert!(postgres.is_ok());
     }
 

@@ -535,7 +535,8 @@ impl<'a> Bench<'a> {
     fn sizes_and_memory(&mut self) -> anyhow::Result<()> {
         println!("== sizes");
         for name in FUNCTIONS {
-            let size = std::fs::metadata(self.bin_dir.join(name))?.len();
+            let binary = self.bin_dir.join(name);
+            let bytes = std::fs::read(&binary)?;
             let zip = PathBuf::from(format!("dist/lambda/{name}/bootstrap.zip"));
             let zip = match std::fs::metadata(&zip) {
                 Ok(m) => format!(
@@ -546,11 +547,10 @@ impl<'a> Bench<'a> {
                 Err(_) => "no arm64 Lambda zip (make build-lambda builds it)".into(),
             };
             // SQLite's file header string: in a binary that links SQLite.
-            let bytes = std::fs::read(self.bin_dir.join(name))?;
             let sqlite = bytes.windows(15).any(|w| w == b"SQLite format 3");
             println!(
                 "   {name:>14}: binary {:.2} MiB{}; {zip}",
-                mib(size),
+                mib(bytes.len() as u64),
                 if sqlite {
                     " (links SQLite: not a deploy build)"
                 } else {
@@ -563,7 +563,7 @@ impl<'a> Bench<'a> {
             let with_symbols = PathBuf::from(format!("target/profiling/{name}"));
             let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
             let current = matches!(
-                (modified(&with_symbols), modified(&self.bin_dir.join(name))),
+                (modified(&with_symbols), modified(&binary)),
                 (Some(profiled), Some(measured)) if profiled >= measured
             );
             let crates = current
