@@ -182,30 +182,27 @@ impl Database {
     /// Applies the migrations that ship with the code. On PostgreSQL the
     /// migrator holds an advisory lock, so two runs at once are safe.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        match self {
+        crate::by_backend!(self,
             // The migrator's connection is not kept: it held the advisory lock.
-            Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(&mut *pool.acquire().await?).await?,
-            #[cfg(feature = "embedded-db")]
-            Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
-        }
+            postgres(pool) => POSTGRES_MIGRATIONS.run(&mut *pool.acquire().await?).await?,
+            sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+        );
         Ok(())
     }
 
     /// Closes the pool's connections (tests and tools that are done with it).
     pub async fn close(&self) {
-        match self {
-            Self::Postgres(pool) => pool.close().await,
-            #[cfg(feature = "embedded-db")]
-            Self::Sqlite(pool) => pool.close().await,
-        }
+        crate::by_backend!(self,
+            postgres(pool) => pool.close().await,
+            sqlite(pool) => pool.close().await,
+        )
     }
 
     pub fn backend(&self) -> &'static str {
-        match self {
-            Self::Postgres(_) => "postgres",
-            #[cfg(feature = "embedded-db")]
-            Self::Sqlite(_) => "sqlite",
-        }
+        crate::by_backend!(self,
+            postgres(_) => "postgres",
+            sqlite(_) => "sqlite",
+        )
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {
