@@ -11,7 +11,7 @@ SHELL := /bin/bash
 USER_ID ?= local-user
 SSO_SUB ?= local-user
 
-.PHONY: help run test test-no-sdk fmt lint check migrate token sso-token watch check-watch verify verify-local bench profile chaos openapi schemathesis fuzz
+.PHONY: help run test test-under-load test-no-sdk fmt lint check migrate token sso-token watch check-watch verify verify-local bench profile chaos openapi schemathesis fuzz
 
 ## help: list every target with what it does (also what bare `make` does)
 help:
@@ -26,6 +26,10 @@ run:
 ## test: the whole suite (unit, HTTP, Lambda path, real Redis and PostgreSQL); installs what it needs
 test:
 	@scripts/test.sh
+
+## test-under-load: the api suite 10 times under plain cargo test (no nextest) while busy loops load every core (LOAD_RUNS=10)
+test-under-load:
+	@scripts/test-under-load.sh
 
 ## test-no-sdk: shared's unit tests without the AWS SDK: as make run builds it (embedded database) and as a deploy build leaves it (none) (CI runs this)
 test-no-sdk:

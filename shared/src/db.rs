@@ -14,9 +14,8 @@
 //! so a database that is down or hung is a 503 within about a second.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::LazyLock;
+use std::time::Duration;
 
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -74,9 +73,9 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(1000);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(800);
 /// A pooled connection idle longer than this is pinged before use.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
-/// For this long after a connection broke, every pooled connection is
-/// pinged before use: the cause (a restart, a network cut) has likely
-/// broken the idle ones too.
+/// For this long after one of a pool's connections broke, every idle
+/// connection of that pool is pinged before use: the cause (a restart, a
+/// network cut) has likely broken its siblings too.
 const PING_ALL_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
@@ -315,16 +314,6 @@ impl From<sqlx::Error> for DbError {
             }
             _ => false,
         };
-        // A connection that broke (not a busy pool or server): its idle
-        // siblings have likely broken too.
-        let broken = match &error {
-            E::Io(_) | E::Tls(_) | E::Protocol(_) => true,
-            E::Database(db) => ends_session(&db.code().unwrap_or_default()),
-            _ => false,
-        };
-        if broken {
-            note_connection_failure();
-        }
         if unavailable {
             tracing::warn!(error = %error, "database unavailable");
             return Self::Unavailable;
@@ -353,6 +342,17 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
+/// Whether `error` means its connection broke (not a busy pool or server):
+/// I/O, TLS, the protocol, or the server ending the session.
+fn breaks_connection(error: &sqlx::Error) -> bool {
+    use sqlx::Error as E;
+    match error {
+        E::Io(_) | E::Tls(_) | E::Protocol(_) => true,
+        E::Database(db) => ends_session(&db.code().unwrap_or_default()),
+        _ => false,
+    }
+}
+
 /// A PostgreSQL SQLSTATE that ends the session: a connection exception
 /// (class 08) or the server shutting down (57P0x). Its connection is gone.
 fn ends_session(code: &str) -> bool {
@@ -366,30 +366,6 @@ fn sqlite_primary_code(code: &str) -> Option<u32> {
         .then(|| code.parse::<u32>().ok())
         .flatten()
         .map(|c| c & 0xff)
-}
-
-/// When a pooled connection last broke
-/// (milliseconds after [`process_start`], plus one; 0: never).
-static LAST_CONNECTION_FAILURE: AtomicU64 = AtomicU64::new(0);
-
-fn process_start() -> Instant {
-    static START: OnceLock<Instant> = OnceLock::new();
-    *START.get_or_init(Instant::now)
-}
-
-fn note_connection_failure() {
-    let at = process_start().elapsed().as_millis() as u64 + 1;
-    LAST_CONNECTION_FAILURE.store(at, Ordering::Relaxed);
-}
-
-fn connection_failed_lately() -> bool {
-    match LAST_CONNECTION_FAILURE.load(Ordering::Relaxed) {
-        0 => false,
-        at => {
-            let now = process_start().elapsed().as_millis() as u64 + 1;
-            now.saturating_sub(at) < PING_ALL_AFTER_FAILURE.as_millis() as u64
-        }
-    }
 }
 
 /// Bounds a database operation in time and tells what its error means: a

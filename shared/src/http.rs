@@ -24,7 +24,7 @@ use crate::config::{Config, Platform};
 use crate::cors::{self, Cors};
 use crate::error::{ApiError, detail_response};
 use crate::host::{self, HostCheck};
-use crate::metrics::{self, AccessEntry, AccessLog, Outcome};
+use crate::metrics::{AccessEntry, AccessLog, Outcome};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Alibaba Function Compute passes its request id in this header (trusted
@@ -151,7 +151,7 @@ async fn edge(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Re
         status: response.status().as_u16(),
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         outcome: response.extensions().get::<Outcome>().copied(),
-        cold_start: metrics::take_cold_start(),
+        cold_start: edge.access_log.take_cold_start(),
     });
     response
 }

@@ -71,15 +71,10 @@ pub struct AccessLog {
     function: Option<Arc<str>>,
     /// Set on Lambda only: there the line carries EMF metadata.
     emf_namespace: Option<Arc<str>>,
-}
-
-static SERVED_A_REQUEST: AtomicBool = AtomicBool::new(false);
-
-/// True for the first request of this process (instance) only.
-pub fn take_cold_start() -> bool {
-    // A read first: a write per request would move the flag's cache line
-    // between the cores that serve requests.
-    !SERVED_A_REQUEST.load(Ordering::Relaxed) && !SERVED_A_REQUEST.swap(true, Ordering::Relaxed)
+    /// Whether this application (one per instance) has served a request.
+    /// Kept with the application, not in the process: the tests serve many
+    /// applications in one process, and each one's first request is its own.
+    served_a_request: Arc<AtomicBool>,
 }
 
 impl AccessLog {
@@ -88,7 +83,16 @@ impl AccessLog {
             function: config.platform.function().map(Into::into),
             emf_namespace: matches!(config.platform, Platform::Lambda { .. })
                 .then(|| config.metrics_namespace.as_str().into()),
+            served_a_request: Arc::default(),
         }
+    }
+
+    /// True for the first request this application (instance) serves only.
+    pub fn take_cold_start(&self) -> bool {
+        // A read first: a write per request would move the flag's cache line
+        // between the cores that serve requests.
+        !self.served_a_request.load(Ordering::Relaxed)
+            && !self.served_a_request.swap(true, Ordering::Relaxed)
     }
 
     /// One whole line on stderr (so lines of concurrent requests never
@@ -268,6 +272,20 @@ mod tests {
 
     fn at() -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(AT_MS)
+    }
+
+    #[test]
+    fn each_applications_first_request_is_its_cold_start() {
+        // Two applications in one process (as the tests serve them): the
+        // first request of each is cold, whatever the other has served.
+        let first = log(&[]);
+        let second = log(&[]);
+        assert!(first.take_cold_start());
+        assert!(!first.take_cold_start());
+        assert!(second.take_cold_start(), "the second application's first");
+        assert!(!second.take_cold_start());
+        // A clone serves the same application (axum clones the layers).
+        assert!(!first.clone().take_cold_start());
     }
 
     #[test]

@@ -12,11 +12,12 @@
 //!
 //! Otherwise as before: connections open lazily on first use; one idle for
 //! a while (a frozen instance, a server that closes idle sessions) or taken
-//! soon after any connection broke (a restarted server drops them all) is
-//! pinged before use and replaced if that fails; waiting for a connection
-//! is bounded; idle ones are closed after five minutes, all after thirty.
+//! soon after another of the pool's connections broke (a restarted server
+//! drops them all) is pinged before use and replaced if that fails; waiting
+//! for a connection is bounded; idle ones are closed after five minutes, all
+//! after thirty.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{ACQUIRE_TIMEOUT, PING_WHEN_IDLE_FOR, connection_failed_lately, ends_session};
+use super::{
+    ACQUIRE_TIMEOUT, PING_ALL_AFTER_FAILURE, PING_WHEN_IDLE_FOR, breaks_connection, ends_session,
+};
 
 /// An idle connection older than this (since it was last used) is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -49,6 +52,13 @@ struct Shared {
     idle: Mutex<Vec<Idle>>,
     closed: AtomicBool,
     reaper_started: AtomicBool,
+    /// When the pool was made: the origin of [`Self::last_failure_ms`].
+    created: Instant,
+    /// When one of this pool's connections last broke (milliseconds after
+    /// [`Self::created`], plus one; 0: never). The pool's own: another
+    /// pool in the process (another test, another database) has other
+    /// connections, which that failure says nothing about.
+    last_failure_ms: AtomicU64,
 }
 
 struct Idle {
@@ -76,6 +86,8 @@ impl PgConnectionPool {
                 idle: Mutex::new(Vec::new()),
                 closed: AtomicBool::new(false),
                 reaper_started: AtomicBool::new(false),
+                created: Instant::now(),
+                last_failure_ms: AtomicU64::new(0),
             }),
         }
     }
@@ -103,15 +115,21 @@ impl PgConnectionPool {
                 continue;
             }
             let mut connection = idle.connection;
-            if (idle.since.elapsed() > PING_WHEN_IDLE_FOR || connection_failed_lately())
-                && connection.ping().await.is_err()
+            if (idle.since.elapsed() > PING_WHEN_IDLE_FOR || self.shared.failed_lately())
+                && let Err(e) = connection.ping().await
             {
                 // Broken while idle: the next one, or a new one.
+                self.shared.note_failure(&e);
                 continue;
             }
             return Ok(self.lease(connection, idle.opened, permit));
         }
-        let connection = self.shared.options.connect().await?;
+        let connection = self
+            .shared
+            .options
+            .connect()
+            .await
+            .inspect_err(|e| self.shared.note_failure(e))?;
         Ok(self.lease(connection, Instant::now(), permit))
     }
 
@@ -137,8 +155,9 @@ impl PgConnectionPool {
     ) -> Result<T, sqlx::Error> {
         let mut lease = self.acquire().await?;
         let result = operation(&mut *lease).await;
-        if result.as_ref().err().is_none_or(leaves_connection_usable) {
-            lease.release();
+        match &result {
+            Err(e) if !leaves_connection_usable(e) => self.shared.note_failure(e),
+            _ => lease.release(),
         }
         result
     }
@@ -198,6 +217,28 @@ impl Idle {
 impl Shared {
     fn take_idle(&self) -> Option<Idle> {
         self.idle.lock().expect("pool lock").pop()
+    }
+
+    fn millis_since_created(&self) -> u64 {
+        self.created.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Remembers when `error` broke one of this pool's connections.
+    fn note_failure(&self, error: &sqlx::Error) {
+        if breaks_connection(error) {
+            self.last_failure_ms
+                .store(self.millis_since_created(), Ordering::Relaxed);
+        }
+    }
+
+    fn failed_lately(&self) -> bool {
+        match self.last_failure_ms.load(Ordering::Relaxed) {
+            0 => false,
+            at => {
+                self.millis_since_created().saturating_sub(at)
+                    < PING_ALL_AFTER_FAILURE.as_millis() as u64
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use shared::db::PgConnectionPool;
+use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use tests::services::admin_database_url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -182,4 +183,56 @@ async fn waiting_for_a_connection_is_bounded_and_a_closed_pool_refuses() {
         pool.acquire().await.err(),
         Some(sqlx::Error::PoolClosed)
     ));
+}
+
+/// Ends a server session from outside, as a restart or a network cut would.
+async fn terminate_backend(pid: i32) {
+    let mut admin = PgConnection::connect_with(&options()).await.unwrap();
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(ended, "backend {pid} ended");
+    admin.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_broken_connection_makes_its_own_pool_ping_and_no_other() {
+    let (broken_options, broken_syncs) = counting_proxy(options()).await;
+    let (other_options, other_syncs) = counting_proxy(options()).await;
+    let broken = PgConnectionPool::new(broken_options, 1);
+    let other = PgConnectionPool::new(other_options, 1);
+    backend_pid(&other).await;
+    let pid = backend_pid(&broken).await;
+    terminate_backend(pid).await;
+    assert!(
+        broken
+            .run(async |conn: &mut PgConnection| sqlx::query("SELECT 1").execute(conn).await)
+            .await
+            .is_err(),
+        "the ended session fails its next query"
+    );
+    // The pool whose connection broke checks its connections before use
+    // for a while: the cause may have broken them all.
+    backend_pid(&broken).await;
+    let before = broken_syncs.load(Ordering::Relaxed);
+    backend_pid(&broken).await;
+    assert_eq!(
+        broken_syncs.load(Ordering::Relaxed) - before,
+        2,
+        "a ping, then the query"
+    );
+    // Another pool in the same process is not slowed by that failure.
+    let before = other_syncs.load(Ordering::Relaxed);
+    for _ in 0..20 {
+        backend_pid(&other).await;
+    }
+    assert_eq!(
+        other_syncs.load(Ordering::Relaxed) - before,
+        20,
+        "one round trip per query"
+    );
+    broken.close().await;
+    other.close().await;
 }
