@@ -45,6 +45,11 @@ const POSTGRES_MIGRATION_FILES: &[(i64, &str, &str)] = &[
         "members by activity",
         include_str!("../migrations/postgres/0002_members_by_activity.sql"),
     ),
+    (
+        3,
+        "sso logins",
+        include_str!("../migrations/postgres/0003_sso_logins.sql"),
+    ),
 ];
 
 pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> =

@@ -1,7 +1,8 @@
 //! What every TMS chat function stands on, and nothing more: configuration
 //! (and its secrets), the error type, the HTTP layers (CORS, host check,
 //! request id, access log), API tokens, the database pool and migrations,
-//! the Redis connection, and the runtime that serves a function on Lambda, on
+//! the Redis connection and what its settings do to the single-use marks,
+//! and the runtime that serves a function on Lambda, on
 //! FC and locally. What a function does lives in its own crate.
 
 pub mod clock;
@@ -15,6 +16,7 @@ pub mod log_writer;
 pub mod metrics;
 pub mod openapi;
 pub mod redis_client;
+pub mod redis_settings;
 pub mod runtime;
 pub mod secrets;
 pub mod tokens;

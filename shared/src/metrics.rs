@@ -148,6 +148,65 @@ impl AccessLog {
     }
 }
 
+/// A condition the operator must hear of outside any request (a store set
+/// up to lose data): one line that is both a warning and, on Lambda, the
+/// metric `<metric>` = 1 per function and setting (on FC, the same field
+/// for SLS to count).
+#[derive(Debug, Clone)]
+pub struct WarningMetric {
+    function: Option<Arc<str>>,
+    emf_namespace: Option<Arc<str>>,
+}
+
+impl WarningMetric {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            function: config.platform.function().map(Into::into),
+            emf_namespace: matches!(config.platform, Platform::Lambda { .. })
+                .then(|| config.metrics_namespace.as_str().into()),
+        }
+    }
+
+    /// Writes the line on stderr, by the access lines' writer.
+    pub fn write(&self, metric: &'static str, setting: &str, message: &str) {
+        let mut line = serde_json::to_vec(&self.line(metric, setting, message, SystemTime::now()))
+            .unwrap_or_default();
+        line.push(b'\n');
+        crate::log_writer::write_stderr_line(&line);
+    }
+
+    pub fn line(
+        &self,
+        metric: &'static str,
+        setting: &str,
+        message: &str,
+        at: SystemTime,
+    ) -> Value {
+        let mut line = serde_json::json!({
+            "timestamp": Rfc3339::from(at),
+            "level": "WARN",
+            "target": "metrics",
+            "message": message,
+            "setting": setting,
+            metric: 1,
+        });
+        if let Some(function) = &self.function {
+            line["function"] = Value::from(&**function);
+        }
+        if let Some(namespace) = &self.emf_namespace {
+            line["_aws"] = serde_json::json!({
+                "Timestamp": at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+                "CloudWatchMetrics": [{
+                    "Namespace": &**namespace,
+                    "Dimensions": [["function", "setting"]],
+                    "Metrics": [{"Name": metric, "Unit": "Count"}],
+                }],
+            });
+        }
+        line
+    }
+}
+
 /// One access line, field by field.
 #[derive(Serialize)]
 struct AccessRecord<'a> {
@@ -272,6 +331,38 @@ mod tests {
 
     fn at() -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(AT_MS)
+    }
+
+    #[test]
+    fn a_warning_metric_is_a_warning_line_and_on_lambda_a_metric() {
+        let config =
+            |pairs: &[(&str, &str)]| Config::from_vars(&crate::config::vars(pairs)).unwrap();
+        let lambda = WarningMetric::new(&config(&[
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "tms-sso-login"),
+            ("METRICS_NAMESPACE", "TMS/prod"),
+        ]));
+        let line = lambda.line(
+            "replay_store_at_risk",
+            "maxmemory-policy",
+            "evicts marks",
+            at(),
+        );
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["message"], "evicts marks");
+        assert_eq!(line["setting"], "maxmemory-policy");
+        assert_eq!(line["replay_store_at_risk"], 1);
+        assert_eq!(line["function"], "tms-sso-login");
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "TMS/prod");
+        assert_eq!(
+            directive["Dimensions"][0],
+            serde_json::json!(["function", "setting"])
+        );
+        assert_eq!(directive["Metrics"][0]["Name"], "replay_store_at_risk");
+        let local = WarningMetric::new(&config(&[])).line("m", "s", "text", at());
+        assert_eq!(local["m"], 1);
+        assert!(local.get("_aws").is_none());
     }
 
     #[test]

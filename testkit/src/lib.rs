@@ -1,8 +1,9 @@
 //! What the tests, the bench and the developer tools share: tokens minted
 //! as the identity provider and sso-login mint them, and the services they
 //! run against (a database of their own, throwaway PostgreSQL and Redis
-//! servers to stop and freeze, a local Secrets Manager).
+//! servers to stop and freeze, a local Secrets Manager, a TCP relay).
 
+pub mod relay;
 pub mod services;
 pub mod tokens;
 

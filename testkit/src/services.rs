@@ -525,6 +525,18 @@ impl RedisServer {
         Self::start_with(Vec::new(), None, None)
     }
 
+    /// A plain server with more settings, such as a managed Redis's
+    /// defaults (`["--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru"]`)
+    /// or a replica's (`["--replicaof", "127.0.0.1", "6379"]`).
+    pub fn start_with_settings(settings: &[&str]) -> Self {
+        Self::start_with(settings.iter().map(Into::into).collect(), None, None)
+    }
+
+    /// A command to this one server (`INFO`, `REPLICAOF NO ONE`).
+    pub fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        self.query(cmd)
+    }
+
     /// A server that speaks TLS only, as managed Redis does, with a
     /// certificate for `localhost` and `127.0.0.1` signed by a CA of its own
     /// ([`RedisServer::ca_cert_path`]); clients need no certificate.

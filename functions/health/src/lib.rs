@@ -1,6 +1,9 @@
 //! The health function: `GET /health` (liveness) and `GET /health/ready`
 //! (pings every configured dependency at once, each within
-//! [`PING_TIMEOUT`]; 503 naming the ones that failed).
+//! [`PING_TIMEOUT`]; 503 naming the ones that failed). With Redis, it also
+//! reads the replay store's settings (`INFO`): each one that can lose
+//! single-use marks is a warning (in the body, a log line and a metric),
+//! and one that refuses the claims themselves fails readiness.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +16,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use shared::db::Database;
+use shared::metrics::WarningMetric;
 use shared::redis_client::RedisClient;
+use shared::redis_settings;
 use shared::{Config, StartError};
 use utoipa::{OpenApi, ToSchema};
 
@@ -25,6 +30,8 @@ pub const PING_TIMEOUT: Duration = Duration::from_millis(800);
 pub struct Dependencies {
     pub database: Database,
     pub redis: Option<Arc<RedisClient>>,
+    /// Where the replay store's findings go as warning lines and metrics.
+    pub warnings: WarningMetric,
 }
 
 /// The health routes, pinging the given dependencies.
@@ -50,20 +57,28 @@ pub struct Liveness {
     version: String,
 }
 
-/// Every configured dependency answered: each one is "ok".
+/// Every configured dependency answered: each one is "ok"
+/// (`replay_store`: "ok", or "at risk" with its `warnings`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
     #[schema(example = "ready")]
     status: String,
     checks: BTreeMap<String, String>,
+    /// Each replay store setting that can lose single-use marks: the
+    /// setting, what it does, the fix.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 /// Not ready: `detail` names the dependencies that failed; `checks` tells
-/// each one's state ("ok" or "unavailable").
+/// each one's state ("ok", "unavailable", and for `replay_store` also
+/// "at risk" or "refuses claims").
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NotReady {
     detail: String,
     checks: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 /// The function's routes for its configuration: the database, and Redis
@@ -76,9 +91,14 @@ pub async fn build(config: &Config) -> Result<Router, StartError> {
         )?)),
         None => None,
     };
+    let warnings = WarningMetric::new(config);
+    if let Some(redis) = &redis {
+        redis_settings::report_at_start(Arc::clone(redis), warnings.clone());
+    }
     Ok(routes(Dependencies {
         database: Database::open(config).await?,
         redis,
+        warnings,
     }))
 }
 
@@ -121,11 +141,12 @@ async fn ready(State(deps): State<Arc<Dependencies>>) -> Response {
     let database = ping(async { deps.database.ping().await.map_err(|e| e.to_string()) });
     let redis = async {
         match &deps.redis {
-            Some(redis) => Some(ping(redis.ping()).await),
+            Some(redis) => Some(tokio::join!(ping(redis.ping()), store_findings(redis))),
             None => None,
         }
     };
     let (database, redis) = tokio::join!(database, redis);
+    let (redis, findings) = redis.map_or((None, None), |(ping, findings)| (Some(ping), findings));
     let results = [("database", Some(database)), ("redis", redis)];
     let mut checks = BTreeMap::new();
     let mut failed = Vec::new();
@@ -141,18 +162,54 @@ async fn ready(State(deps): State<Arc<Dependencies>>) -> Response {
         };
         checks.insert(name.to_owned(), state.to_owned());
     }
+    let mut warnings = Vec::new();
+    if let Some(findings) = findings {
+        redis_settings::report(&findings, &deps.warnings);
+        let state = if findings.iter().any(|f| f.refuses_claims) {
+            failed.push("replay_store");
+            "refuses claims"
+        } else if findings.is_empty() {
+            "ok"
+        } else {
+            "at risk"
+        };
+        checks.insert("replay_store".to_owned(), state.to_owned());
+        warnings = findings.into_iter().map(|f| f.message).collect();
+    }
     if failed.is_empty() {
         let status = "ready".to_owned();
-        return Json(Readiness { status, checks }).into_response();
+        return Json(Readiness {
+            status,
+            checks,
+            warnings,
+        })
+        .into_response();
     }
     let detail = format!("Not ready: {} unavailable", failed.join(", "));
     let mut response = (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(NotReady { detail, checks }),
+        Json(NotReady {
+            detail,
+            checks,
+            warnings,
+        }),
     )
         .into_response();
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+/// The replay store's findings, `None` when its settings could not be read
+/// (the ping tells whether Redis answers at all).
+async fn store_findings(redis: &RedisClient) -> Option<Vec<redis_settings::Finding>> {
+    match tokio::time::timeout(PING_TIMEOUT, redis_settings::read(redis)).await {
+        Ok(Ok(settings)) => Some(redis_settings::findings(&settings)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the replay store's settings could not be read");
+            None
+        }
+        Err(_) => None,
+    }
 }

@@ -9,18 +9,22 @@ pub mod replay;
 pub mod users;
 pub mod verify;
 
+use std::time::Instant;
+
 use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use shared::db::{Database, DbError};
+use shared::metrics::WarningMetric;
+use shared::redis_settings;
 use shared::tokens::ApiTokens;
 use shared::{ApiError, ApiJson, Config, ErrorBody, Outcome, StartError};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::replay::{ClaimError, ReplayStore};
-use crate::users::User;
+use crate::users::{Recorded, User};
 use crate::verify::{SsoVerifier, VerifiedToken, VerifyError};
 
 pub const ROUTE: &str = "/api/v1/auth/login/sso";
@@ -32,6 +36,10 @@ pub mod outcome {
     pub const SUCCEEDED: Outcome = Outcome::new("login_succeeded");
     pub const INVALID_TOKEN: Outcome = Outcome::new("login_invalid_token");
     pub const REPLAY_BLOCKED: Outcome = Outcome::new("login_replay_blocked");
+    /// A replay that Redis let through and the database's record refused:
+    /// the replay store lost a mark. Counted apart, for the operator.
+    pub const REPLAY_BLOCKED_BY_DATABASE: Outcome =
+        Outcome::new("login_replay_blocked_by_database");
     pub const REPLAY_STORE_UNAVAILABLE: Outcome = Outcome::new("login_replay_store_unavailable");
     pub const DATABASE_UNAVAILABLE: Outcome = Outcome::new("login_database_unavailable");
     pub const KEYS_UNAVAILABLE: Outcome = Outcome::new("login_keys_unavailable");
@@ -64,6 +72,11 @@ pub async fn build(config: &Config) -> Result<Router, StartError> {
         replay: ReplayStore::from_config(config)?,
         db: Database::open(config).await?,
     };
+    // What the replay store's settings can do to the marks, told at start
+    // (in the background; it also opens the connection the first login uses).
+    if let Some(redis) = state.replay.redis_client() {
+        redis_settings::report_at_start(redis, WarningMetric::new(config));
+    }
     Ok(routes(state))
 }
 
@@ -120,38 +133,66 @@ async fn claim_and_issue(
     token: &VerifiedToken,
 ) -> Result<LoginResponse, LoginError> {
     let claim = state.replay.claim(token).await?;
-    let issued = async {
-        let claims = &token.claims;
-        let user = users::upsert_user(
-            &state.db,
-            &claims.sub,
-            claims.email.as_deref(),
-            claims.name.as_deref(),
-        )
-        .await
-        .map_err(LoginError::User)?;
-        // The token is signed first; it leaves only once the claim is complete.
-        let issued = state.tokens.issue(user.id)?;
-        state.replay.complete(&claim).await?;
-        Ok::<_, LoginError>(LoginResponse {
-            access_token: issued.token,
-            token_type: "bearer",
-            expires_in: issued.expires_in,
-            user,
-        })
-    }
+    let claims = &token.claims;
+    let sent = Instant::now();
+    let recorded = users::record_login(
+        &state.db,
+        &claim.record(),
+        &claims.sub,
+        claims.email.as_deref(),
+        claims.name.as_deref(),
+    )
     .await;
-    match issued {
-        Ok(response) => {
-            tracing::info!(user_id = response.user.id, "sso login");
-            Ok(response)
+    let user = match recorded {
+        Ok(Recorded::Login(user)) => user,
+        Ok(Recorded::AlreadyUsed) => {
+            // Redis let a used token through: its mark was lost (evicted, a
+            // failover, a restart). The claim is given back rather than
+            // completed: the record may be an unanswered login's, about to
+            // be forgotten, and a done mark would then lock the token out.
+            tracing::warn!(
+                "replay refused by the database's record: the replay store had lost the token's mark"
+            );
+            state.replay.release(&claim).await;
+            return Err(LoginError::UsedPerDatabase);
+        }
+        Ok(Recorded::TooLate) => {
+            state.replay.release(&claim).await;
+            return Err(LoginError::User(DbError::Unavailable));
         }
         Err(e) => {
-            // The user did not get in: let them retry with the same token.
+            // The statement may still have written (its answer lost, or it
+            // ran after the caller stopped waiting, up to its deadline):
+            // the record is forgotten once that can no longer happen.
+            users::forget_login_later(
+                state.db.clone(),
+                &claim,
+                sent + users::RECORD_DEADLINE + users::CLOCK_MARGIN,
+            );
             state.replay.release(&claim).await;
-            Err(e)
+            return Err(LoginError::User(e));
         }
+    };
+    let issued = match state.tokens.issue(user.id) {
+        Ok(issued) => issued,
+        Err(e) => {
+            users::forget_login_later(state.db.clone(), &claim, Instant::now());
+            state.replay.release(&claim).await;
+            return Err(e.into());
+        }
+    };
+    // The record makes the token used; the done mark lets Redis alone refuse
+    // its replays. Without it (Redis failed just now) they reach the record.
+    if let Err(e) = state.replay.complete(&claim).await {
+        tracing::warn!(error = %e, "login recorded; the replay store's mark was not completed");
     }
+    tracing::info!(user_id = user.id, "sso login");
+    Ok(LoginResponse {
+        access_token: issued.token,
+        token_type: "bearer",
+        expires_in: issued.expires_in,
+        user,
+    })
 }
 
 /// Why a login failed, kept apart up to the response so that each failure
@@ -160,6 +201,8 @@ async fn claim_and_issue(
 pub enum LoginError {
     Verify(VerifyError),
     Claim(ClaimError),
+    /// Used, by the database's record of logins (Redis had lost the mark).
+    UsedPerDatabase,
     User(DbError),
     Other(ApiError),
 }
@@ -170,6 +213,7 @@ impl LoginError {
             Self::Verify(VerifyError::KeysUnavailable) => Some(outcome::KEYS_UNAVAILABLE),
             Self::Verify(_) | Self::User(DbError::InvalidData(_)) => Some(outcome::INVALID_TOKEN),
             Self::Claim(ClaimError::AlreadyUsed) => Some(outcome::REPLAY_BLOCKED),
+            Self::UsedPerDatabase => Some(outcome::REPLAY_BLOCKED_BY_DATABASE),
             Self::Claim(ClaimError::Unavailable) => Some(outcome::REPLAY_STORE_UNAVAILABLE),
             Self::User(DbError::Unavailable) => Some(outcome::DATABASE_UNAVAILABLE),
             // A bug: the 5xx figures count it.
@@ -207,6 +251,7 @@ impl From<LoginError> for ApiError {
         match e {
             LoginError::Verify(e) => e.into(),
             LoginError::Claim(e) => e.into(),
+            LoginError::UsedPerDatabase => ClaimError::AlreadyUsed.into(),
             LoginError::User(e) => user_error(e),
             LoginError::Other(e) => e,
         }
@@ -268,6 +313,11 @@ mod tests {
                 LoginError::Claim(ClaimError::AlreadyUsed),
                 StatusCode::UNAUTHORIZED,
                 Some(outcome::REPLAY_BLOCKED),
+            ),
+            (
+                LoginError::UsedPerDatabase,
+                StatusCode::UNAUTHORIZED,
+                Some(outcome::REPLAY_BLOCKED_BY_DATABASE),
             ),
             (
                 LoginError::Claim(ClaimError::Unavailable),

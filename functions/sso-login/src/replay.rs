@@ -113,7 +113,12 @@ return 0
 #[derive(Debug, Clone)]
 pub struct Claim {
     key: String,
+    /// The key without the deployment's prefix: the token's name in the
+    /// database's record of logins, whatever `REDIS_KEY_PREFIX` becomes.
+    token_key: String,
     unique: String,
+    /// When the token can no longer be accepted (microseconds since the epoch).
+    expires_at_micros: i64,
     /// How long the completed mark lasts: the token's remaining life.
     full_ttl: Duration,
     /// When the claim's reply arrived (Redis applied it no later than that).
@@ -121,6 +126,15 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// The database's record of this login ([`crate::users::record_login`]).
+    pub fn record(&self) -> crate::users::LoginRecord<'_> {
+        crate::users::LoginRecord {
+            token_key: &self.token_key,
+            attempt: &self.unique,
+            expires_at: self.expires_at_micros,
+        }
+    }
+
     fn pending_value(&self) -> String {
         format!("pending:{}", self.unique)
     }
@@ -183,19 +197,14 @@ impl ReplayStore {
     /// look new); hashed either way, so neither a raw token nor an unbounded
     /// id is stored.
     pub fn key(&self, token: &VerifiedToken) -> String {
-        let hex = |bytes: &[u8]| {
-            Sha256::digest(bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        };
-        match token.claims.jti.as_deref().filter(|j| !j.is_empty()) {
-            Some(jti) => format!("{}sso:jti:{}", self.key_prefix, hex(jti.as_bytes())),
-            None => format!(
-                "{}sso:token:{}",
-                self.key_prefix,
-                hex(token.signed_part.as_bytes())
-            ),
+        format!("{}{}", self.key_prefix, token_key(token))
+    }
+
+    /// The Redis connection, when the store is Redis.
+    pub fn redis_client(&self) -> Option<Arc<RedisClient>> {
+        match &self.backend {
+            Backend::Redis(redis) => Some(Arc::clone(&redis.redis)),
+            Backend::Memory(_) => None,
         }
     }
 
@@ -204,9 +213,14 @@ impl ReplayStore {
     pub async fn claim(&self, token: &VerifiedToken) -> Result<Claim, ClaimError> {
         // The mark lives as long as the token could still be accepted.
         let remaining = token.claims.exp.saturating_sub(unix_secs()) + LEEWAY_SECS;
+        let token_key = token_key(token);
         let mut claim = Claim {
-            key: self.key(token),
+            key: format!("{}{token_key}", self.key_prefix),
+            token_key,
             unique: uuid::Uuid::new_v4().simple().to_string(),
+            expires_at_micros: (token.claims.exp.saturating_add(LEEWAY_SECS))
+                .saturating_mul(1_000_000)
+                .min(i64::MAX as u64) as i64,
             full_ttl: Duration::from_secs(remaining.max(1)),
             claimed_at: Instant::now(),
         };
@@ -237,8 +251,23 @@ impl ReplayStore {
     }
 }
 
+/// A token's replay key without the deployment's prefix: from `jti` when
+/// present, else from the token's signed part (see [`ReplayStore::key`]).
+fn token_key(token: &VerifiedToken) -> String {
+    let hex = |bytes: &[u8]| {
+        Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    match token.claims.jti.as_deref().filter(|j| !j.is_empty()) {
+        Some(jti) => format!("sso:jti:{}", hex(jti.as_bytes())),
+        None => format!("sso:token:{}", hex(token.signed_part.as_bytes())),
+    }
+}
+
 struct RedisBackend {
-    redis: RedisClient,
+    redis: Arc<RedisClient>,
     take_over: redis::Script,
     complete: redis::Script,
     release: redis::Script,
@@ -264,7 +293,7 @@ fn millis(d: Duration) -> u64 {
 impl RedisBackend {
     fn new(url: &str, ca: Option<&CaBundle>) -> anyhow::Result<Self> {
         Ok(Self {
-            redis: RedisClient::new(url, ca)?,
+            redis: Arc::new(RedisClient::new(url, ca)?),
             take_over: redis::Script::new(TAKE_OVER),
             complete: redis::Script::new(COMPLETE),
             release: redis::Script::new(RELEASE),

@@ -1,9 +1,13 @@
 //! The user a login creates or updates from its token's claims.
 
+use std::time::{Duration, Instant};
+
 use shared::clock::unix_micros;
 use shared::db::{Database, DbError, bounded};
 use shared::on_pool;
 use sqlx::Row;
+
+use crate::replay::Claim;
 
 /// A user as the login answers it (the upstream id stays inside).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -43,6 +47,197 @@ pub async fn upsert_user(
                 email: row.try_get("email")?,
                 name: row.try_get("name")?,
             })
+        })
+    })
+    .await
+}
+
+/// A login's record in the database: which GCGC token it used, and with
+/// which claim ([`crate::replay::Claim`]).
+#[derive(Debug, Clone)]
+pub struct LoginRecord<'a> {
+    /// The replay key without the deployment's prefix (`sso:jti:<sha-256>`).
+    pub token_key: &'a str,
+    /// The claim's own value: only this login may delete the row.
+    pub attempt: &'a str,
+    /// Microseconds since the epoch after which the token is refused anyway.
+    pub expires_at: i64,
+}
+
+/// What the login statement found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The token is now used; the user was created or updated.
+    Login(User),
+    /// A login had already recorded this token: a replay that the replay
+    /// store no longer knew about (evicted, failed over, restarted).
+    AlreadyUsed,
+    /// The statement ran after its deadline (the caller had stopped
+    /// waiting): nothing was written.
+    TooLate,
+}
+
+/// How long after it was sent the login statement may still write: past
+/// this, the caller has given up ([`shared::db::OPERATION_TIMEOUT`]) and a
+/// late statement (a frozen database, a queue in a pooler) writes nothing,
+/// so its login's token is not used up by a login that answered 503. Read
+/// on the database's clock against the function's: the margin over the
+/// caller's wait allows for their skew.
+pub const RECORD_DEADLINE: Duration = Duration::from_millis(1500);
+
+/// Records the login of a token and creates or updates its user, in one
+/// statement and one round trip on PostgreSQL: the record and the user are
+/// written together or not at all, and a token already recorded writes
+/// nothing (`AlreadyUsed`). Each login also deletes up to two expired
+/// records, so the table holds about one row per token still alive.
+/// $1 external id, $2 email, $3 name, $4 now, $5 token key, $6 attempt,
+/// $7 expires at, $8 deadline (all times in microseconds since the epoch).
+pub const LOGIN_SQL: &str = "WITH clock AS MATERIALIZED ( \
+       SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint < $8 AS in_time \
+     ), used AS ( \
+       INSERT INTO sso_logins (token_key, attempt, expires_at) \
+       SELECT $5, $6, $7 FROM clock WHERE clock.in_time \
+       ON CONFLICT (token_key) DO NOTHING \
+       RETURNING 1 \
+     ), reaped AS ( \
+       DELETE FROM sso_logins WHERE token_key IN ( \
+         SELECT token_key FROM sso_logins WHERE expires_at < $4 AND token_key <> $5 \
+         ORDER BY expires_at LIMIT 2 FOR UPDATE SKIP LOCKED) \
+     ), upserted AS ( \
+       INSERT INTO users (external_id, email, name, created_at, updated_at) \
+       SELECT $1, $2, $3, $4, $4 WHERE EXISTS (SELECT 1 FROM used) \
+       ON CONFLICT (external_id) DO UPDATE \
+       SET email = excluded.email, name = excluded.name, updated_at = excluded.updated_at \
+       RETURNING id, email, name \
+     ) \
+     SELECT clock.in_time, u.id, u.email, u.name FROM clock LEFT JOIN upserted u ON true";
+
+/// Deletes a login's record, only its own ($1 token key, $2 attempt): a
+/// login that issued nothing gives its token back.
+pub const FORGET_SQL: &str = "DELETE FROM sso_logins WHERE token_key = $1 AND attempt = $2";
+
+/// Records a login (see [`LOGIN_SQL`]). The embedded database has no
+/// writing `WITH`: there the same writes run in one transaction.
+pub async fn record_login(
+    db: &Database,
+    record: &LoginRecord<'_>,
+    external_id: &str,
+    email: Option<&str>,
+    name: Option<&str>,
+) -> Result<Recorded, DbError> {
+    let now = unix_micros();
+    let deadline = now + RECORD_DEADLINE.as_micros() as i64;
+    bounded(async {
+        shared::by_backend!(db,
+            postgres(pool) => pool.run(async |conn| {
+                let row = sqlx::query(LOGIN_SQL)
+                    .bind(external_id)
+                    .bind(email)
+                    .bind(name)
+                    .bind(now)
+                    .bind(record.token_key)
+                    .bind(record.attempt)
+                    .bind(record.expires_at)
+                    .bind(deadline)
+                    .fetch_one(conn)
+                    .await?;
+                if !row.try_get::<bool, _>("in_time")? {
+                    return Ok(Recorded::TooLate);
+                }
+                Ok(match row.try_get::<Option<i64>, _>("id")? {
+                    Some(id) => Recorded::Login(User {
+                        id,
+                        email: row.try_get("email")?,
+                        name: row.try_get("name")?,
+                    }),
+                    None => Recorded::AlreadyUsed,
+                })
+            }).await,
+            sqlite(pool) => shared::db::run_sqlite(pool, async |conn| {
+                use sqlx::Connection;
+                let mut tx = conn.begin().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO sso_logins (token_key, attempt, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (token_key) DO NOTHING",
+                )
+                .bind(record.token_key)
+                .bind(record.attempt)
+                .bind(record.expires_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    return Ok(Recorded::AlreadyUsed);
+                }
+                sqlx::query(
+                    "DELETE FROM sso_logins WHERE token_key IN (SELECT token_key FROM sso_logins \
+                     WHERE expires_at < $1 ORDER BY expires_at LIMIT 2)",
+                )
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let row = sqlx::query(UPSERT_SQL)
+                    .bind(external_id)
+                    .bind(email)
+                    .bind(name)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let user = User {
+                    id: row.try_get("id")?,
+                    email: row.try_get("email")?,
+                    name: row.try_get("name")?,
+                };
+                tx.commit().await?;
+                Ok(Recorded::Login(user))
+            }).await,
+        )
+    })
+    .await
+}
+
+/// How far the function's and the database's clocks may be apart: a
+/// statement the database runs up to [`RECORD_DEADLINE`] by its own clock
+/// has ended by then on the function's.
+pub const CLOCK_MARGIN: Duration = Duration::from_secs(1);
+/// How long a record that must be forgotten is retried while the database
+/// does not answer: a login that did not complete leaves its token usable
+/// again within 60 s of the database answering.
+const FORGET_RETRY_FOR: Duration = Duration::from_secs(60);
+const FORGET_RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// Forgets a login's record in the background from `not_before` on (when
+/// its statement can no longer write), retrying while the database does
+/// not answer: the login issued nothing, so its token must not stay used.
+pub fn forget_login_later(db: Database, claim: &Claim, not_before: Instant) {
+    let record = claim.record();
+    let (token_key, attempt) = (record.token_key.to_owned(), record.attempt.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep_until(not_before.into()).await;
+        let started = Instant::now();
+        loop {
+            match forget_login(&db, &token_key, &attempt).await {
+                Ok(()) => return,
+                Err(e) if started.elapsed() > FORGET_RETRY_FOR => {
+                    tracing::warn!(error = %e, "a login's record could not be forgotten; its token stays used");
+                    return;
+                }
+                Err(_) => tokio::time::sleep(FORGET_RETRY_EVERY).await,
+            }
+        }
+    });
+}
+
+/// Deletes this login's own record: it issued nothing.
+pub async fn forget_login(db: &Database, token_key: &str, attempt: &str) -> Result<(), DbError> {
+    bounded(async {
+        on_pool!(db, conn => {
+            sqlx::query(FORGET_SQL)
+                .bind(token_key)
+                .bind(attempt)
+                .execute(conn)
+                .await
+                .map(|_| ())
         })
     })
     .await

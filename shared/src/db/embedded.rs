@@ -34,6 +34,11 @@ pub(super) const MIGRATION_FILES: &[(i64, &str, &str)] = &[
         "members by activity",
         include_str!("../../migrations/sqlite/0002_members_by_activity.sql"),
     ),
+    (
+        3,
+        "sso logins",
+        include_str!("../../migrations/sqlite/0003_sso_logins.sql"),
+    ),
 ];
 
 pub static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| migrator(MIGRATION_FILES));

@@ -12,5 +12,6 @@ mod openapi;
 mod platform;
 mod postgres_pool;
 mod properties;
+mod replay_store;
 mod secrets_and_verify;
 mod sso;

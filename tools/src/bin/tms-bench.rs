@@ -245,7 +245,7 @@ impl<'a> Bench<'a> {
     }
 
     fn login(&mut self, health_p50: f64) -> anyhow::Result<()> {
-        println!("== sso-login against pgbench of its upsert");
+        println!("== sso-login against pgbench of its statement (the record and the upsert)");
         let (pg_url, redis_url) = (self.pg.url(), self.redis.url());
         let sso = self.serve(
             "sso-login",
@@ -264,19 +264,24 @@ impl<'a> Bench<'a> {
              function request()\n  at = at % count + 1\n  \
              return wrk.format(\"POST\", nil, {[\"Content-Type\"] = \"application/json\"}, bodies[at])\nend\n",
         )?;
+        // The login's statement: the record of a fresh token and the upsert.
         let upsert = pgbench_sql(
-            sso_login::users::UPSERT_SQL,
+            sso_login::users::LOGIN_SQL,
             &[
                 "'bench-sso-' || :n",
                 "'bench-sso-' || :n || '@example.com'",
                 "'Test User'",
                 ":now",
+                "'sso:jti:bench-' || :client_id || '-' || :k",
+                "'attempt'",
+                ":now + 3600000000",
+                "9000000000000000000",
             ],
         );
         let reference_script = self.write(
             "login.sql",
             &format!(
-                "\\set n random(0, {})\n\\set now 1764000000000000\n{upsert};\n",
+                "\\set n random(0, {})\n\\set k random(0, 9000000000000000000)\n\\set now 1764000000000000\n{upsert};\n",
                 LOGIN_USERS - 1
             ),
         )?;
@@ -316,7 +321,7 @@ impl<'a> Bench<'a> {
             "sso-login req/s",
             function,
             reference,
-            "pgbench upsert",
+            "pgbench login statement",
             0.7,
         );
         self.budgets
@@ -1124,11 +1129,18 @@ return 1"#,
     let mut pg = sqlx::PgConnection::connect(pg_url).await?;
     let upsert = p50(500, async |i| {
         let sub = format!("bench-sso-{}", i as u32 % LOGIN_USERS);
-        sqlx::query(sso_login::users::UPSERT_SQL)
+        sqlx::query(sso_login::users::LOGIN_SQL)
             .bind(&sub)
             .bind(format!("{sub}@example.com"))
             .bind("Test User")
             .bind(1_764_000_000_000_000_i64)
+            .bind(format!(
+                "sso:jti:bench-alone-{}",
+                uuid::Uuid::new_v4().simple()
+            ))
+            .bind("attempt")
+            .bind(1_764_003_600_000_000_i64)
+            .bind(i64::MAX)
             .fetch_one(&mut pg)
             .await?;
         Ok(())
@@ -1136,7 +1148,7 @@ return 1"#,
     .await?;
     Ok((
         claim + complete + upsert,
-        format!("SET NX {claim:.3} + EVALSHA {complete:.3} + upsert {upsert:.3}"),
+        format!("SET NX {claim:.3} + EVALSHA {complete:.3} + record and upsert {upsert:.3}"),
     ))
 }
 

@@ -39,9 +39,11 @@ use anyhow::Context as _;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use shared::Config;
+use sqlx::Connection;
 use sso_login::replay::ReplayStore;
 use sso_login::verify::{SsoClaims, VerifiedToken};
 use testkit::free_port;
+use testkit::relay::Relay;
 use testkit::services::{PgServer, RedisServer};
 use testkit::tokens::{sign, sso_claims};
 
@@ -125,6 +127,22 @@ async fn run() -> anyhow::Result<usize> {
         logs.display()
     );
     let mut redis = tokio::task::spawn_blocking(RedisServer::start_durable).await?;
+    // Its replica, for the failover: it replicates through a relay whose
+    // primary side can go silent (a replica that lags), and the functions
+    // reach Redis through an endpoint that a failover moves to the replica
+    // (as ElastiCache's primary endpoint does).
+    let replication = Relay::start(redis.port).await;
+    let replica_of = [
+        "--replicaof".to_owned(),
+        "127.0.0.1".into(),
+        replication.port.to_string(),
+    ];
+    let replica = tokio::task::spawn_blocking(move || {
+        RedisServer::start_with_settings(&replica_of.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await?;
+    let endpoint = Relay::start(redis.port).await;
+    let endpoint_url = format!("redis://127.0.0.1:{}", endpoint.port);
     let mut pg = tokio::task::spawn_blocking(PgServer::start).await?;
     let db = shared::db::Database::open_postgres(&pg.url(), 2)?;
     db.migrate().await?;
@@ -144,7 +162,7 @@ async fn run() -> anyhow::Result<usize> {
         ("DATABASE_URL", pg.url()),
     ];
     let with_redis = [
-        ("REDIS_URL", redis.url()),
+        ("REDIS_URL", endpoint_url.clone()),
         ("REDIS_KEY_PREFIX", REDIS_KEY_PREFIX.to_owned()),
     ];
     let mut sso = Vec::new();
@@ -183,8 +201,9 @@ async fn run() -> anyhow::Result<usize> {
         stop: AtomicBool::new(false),
         ledger: Mutex::default(),
         replay_store: replay_store(&redis.url(), &keys.url),
-        redis: redis::Client::open(redis.url())?,
+        pg_url: pg.url(),
     });
+    let mut replica = Some(replica);
     println!("{HEADER}");
     let mut phases = vec![Phase::new("no fault (baseline)")];
     let worker_tasks: Vec<_> = (0..workers)
@@ -197,6 +216,8 @@ async fn run() -> anyhow::Result<usize> {
     let faults = [
         Fault::RedisStopped,
         Fault::RedisFrozen,
+        Fault::RedisEvicting,
+        Fault::RedisFailover,
         Fault::PostgresStopped,
         Fault::PostgresFrozen,
         Fault::SsoInstanceKilled,
@@ -226,6 +247,43 @@ async fn run() -> anyhow::Result<usize> {
                 redis.hang();
                 tokio::time::sleep(fault_time).await;
                 redis.unhang();
+            }
+            Fault::RedisEvicting => {
+                let (server, evicted) = tokio::task::spawn_blocking(move || {
+                    let evicted = evict_under_other_data(&redis, fault_time);
+                    (redis, evicted)
+                })
+                .await?;
+                redis = server;
+                let marks = marks_on(&load, &redis);
+                let gone = marks.iter().filter(|m| !**m).count();
+                phase.note = Some(format!(
+                    "{}; {gone} of the {} issued tokens' marks gone",
+                    evicted?,
+                    marks.len()
+                ));
+            }
+            Fault::RedisFailover => {
+                let promoted = replica.take().expect("one failover");
+                // The replica hears nothing more: the marks of this
+                // phase's logins never reach it.
+                replication.silence_servers();
+                tokio::time::sleep(fault_time).await;
+                let (on_primary, on_replica) =
+                    (marks_on(&load, &redis), marks_on(&load, &promoted));
+                let total = on_primary.iter().filter(|m| **m).count();
+                let lost = on_primary
+                    .iter()
+                    .zip(&on_replica)
+                    .filter(|(p, r)| **p && !**r)
+                    .count();
+                redis.stop();
+                promoted.command::<()>(redis::cmd("REPLICAOF").arg("NO").arg("ONE"))?;
+                endpoint.point_to(promoted.port);
+                redis = promoted;
+                phase.note = Some(format!(
+                    "the promoted replica lacked {lost} of the {total} issued tokens' marks"
+                ));
             }
             Fault::PostgresStopped => {
                 pg = tokio::task::spawn_blocking(move || {
@@ -287,8 +345,8 @@ async fn run() -> anyhow::Result<usize> {
     let late = settle(Arc::clone(&load), None).await;
     phases[last].settled.extend(late);
 
-    let marks = done_marks(&load).await?;
-    let report = Report::new(&load, &phases, &marks);
+    let recorded = records(&load).await?;
+    let report = Report::new(&load, &phases, &recorded);
     report.print(fault_secs, workers);
     let broken = report.broken();
     if broken == 0 {
@@ -327,6 +385,12 @@ async fn finish_phase(
 enum Fault {
     RedisStopped,
     RedisFrozen,
+    /// A managed Redis's default eviction (`volatile-lru`) at a
+    /// `maxmemory` that other data fills: marks are evicted.
+    RedisEvicting,
+    /// The primary killed while its replica lagged; the replica promoted
+    /// and the endpoint moved to it: the latest marks are lost.
+    RedisFailover,
     PostgresStopped,
     PostgresFrozen,
     SsoInstanceKilled,
@@ -338,6 +402,8 @@ impl Fault {
         match self {
             Fault::RedisStopped => "Redis stopped (SIGKILL, restarted)",
             Fault::RedisFrozen => "Redis frozen (SIGSTOP, SIGCONT)",
+            Fault::RedisEvicting => "Redis evicting (volatile-lru, full)",
+            Fault::RedisFailover => "Redis failover to a lagging replica",
             Fault::PostgresStopped => "PostgreSQL stopped (restarted)",
             Fault::PostgresFrozen => "PostgreSQL frozen (SIGSTOP, SIGCONT)",
             Fault::SsoInstanceKilled => "sso-login instance SIGKILLed, restarted",
@@ -353,6 +419,8 @@ struct Phase {
     /// The sso-login instance killed, and when.
     killed: Option<(usize, Instant)>,
     settled: Vec<Settled>,
+    /// What the fault did, in figures (keys evicted, marks lost).
+    note: Option<String>,
 }
 
 impl Phase {
@@ -363,6 +431,7 @@ impl Phase {
             lifted: None,
             killed: None,
             settled: Vec::new(),
+            note: None,
         }
     }
 }
@@ -634,9 +703,10 @@ struct Load {
     counter: AtomicU64,
     stop: AtomicBool,
     ledger: Mutex<Ledger>,
-    /// The key derivation of sso-login itself, to read a token's mark.
+    /// The key derivation of sso-login itself, to name a token's record.
     replay_store: ReplayStore,
-    redis: redis::Client,
+    /// The database, where each login's record is read.
+    pg_url: String,
 }
 
 /// An instance's address, and a client of its own: a killed instance's
@@ -898,10 +968,10 @@ enum Settled {
         held: u32,
     },
     /// Its first login completed but the answer was lost (the instance
-    /// died): 401 "already used", and its key holds a done mark.
+    /// died): 401 "already used", and the database holds its record.
     AnswerLost,
-    /// 401 while its key holds a done mark, though no login answered 200
-    /// or went unanswered: the user is locked out.
+    /// 401 while the database holds its record, though no login answered
+    /// 200 or went unanswered: the user is locked out.
     LockedOut { jti: String, mark: String },
     /// Not logged in within 60 s.
     NotWithin { jti: String },
@@ -970,18 +1040,16 @@ async fn retry_until_logged_in(
             Some(401) => {
                 held += 1;
                 let unanswered = load.ledger.lock().expect("ledger").tokens[jti].unanswered;
-                match mark_of(load, jti).await {
-                    Some(mark) if mark.starts_with("done:") && unanswered => {
-                        return Settled::AnswerLost;
-                    }
-                    Some(mark) if mark.starts_with("done:") => {
+                match record_of(load, jti).await {
+                    Some(_) if unanswered => return Settled::AnswerLost,
+                    Some(attempt) => {
                         return Settled::LockedOut {
                             jti: jti.into(),
-                            mark,
+                            mark: format!("recorded under attempt {attempt}"),
                         };
                     }
-                    // Its own earlier claim, still held: retry.
-                    _ => {}
+                    // Its own earlier claim, still held in Redis: retry.
+                    None => {}
                 }
             }
             _ => {}
@@ -1019,17 +1087,93 @@ fn replay_store(redis_url: &str, jwks_url: &str) -> ReplayStore {
         .expect("replay store")
 }
 
-/// The value under one token's key, read straight from Redis.
-async fn mark_of(load: &Load, jti: &str) -> Option<String> {
-    let key = {
-        let ledger = load.ledger.lock().expect("ledger");
-        replay_key(&load.replay_store, &ledger.tokens[jti])
+/// Sets a managed Redis's default eviction on `redis` with little room to
+/// spare, and writes other expiring data (another application sharing the
+/// Redis) for `time`; then takes the limit away. Returns what it evicted.
+fn evict_under_other_data(redis: &RedisServer, time: Duration) -> anyhow::Result<String> {
+    let info = |field: &str| -> anyhow::Result<u64> {
+        let text: String = redis.command(&redis::cmd("INFO"))?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default())
     };
+    let config_set = |name: &str, value: &str| -> anyhow::Result<()> {
+        redis.command::<()>(redis::cmd("CONFIG").arg("SET").arg(name).arg(value))?;
+        Ok(())
+    };
+    let evicted_before = info("evicted_keys")?;
+    let limit = info("used_memory")? + 2 * 1024 * 1024;
+    config_set("maxmemory-policy", "volatile-lru")?;
+    config_set("maxmemory", &limit.to_string())?;
+    let client = redis::Client::open(redis.url())?;
+    let mut conn = client.get_connection()?;
+    let value = "x".repeat(1024);
+    let started = Instant::now();
+    let mut batch = 0u64;
+    while started.elapsed() < time {
+        let mut pipe = redis::pipe();
+        for i in 0..200 {
+            pipe.cmd("SET")
+                .arg(format!("other-app:{batch}:{i}"))
+                .arg(&value)
+                .arg("EX")
+                .arg(600)
+                .ignore();
+        }
+        pipe.query::<()>(&mut conn)?;
+        batch += 1;
+    }
+    config_set("maxmemory", "0")?;
+    let evicted = info("evicted_keys")? - evicted_before;
+    Ok(format!(
+        "{evicted} keys evicted at maxmemory {limit} bytes while {} MB of other data were written",
+        batch * 200 / 1024
+    ))
+}
+
+/// For each token issued so far, whether `server` holds its mark.
+fn marks_on(load: &Load, server: &RedisServer) -> Vec<bool> {
+    let keys: Vec<String> = {
+        let ledger = load.ledger.lock().expect("ledger");
+        ledger
+            .tokens
+            .values()
+            .filter(|t| t.issued > 0)
+            .map(|t| replay_key(&load.replay_store, t))
+            .collect()
+    };
+    keys.chunks(500)
+        .flat_map(|chunk| {
+            server
+                .command::<Vec<Option<String>>>(redis::cmd("MGET").arg(chunk))
+                .unwrap_or_else(|_| vec![None; chunk.len()])
+        })
+        .map(|v| v.is_some())
+        .collect()
+}
+
+/// A token's key in the database's record of logins: its replay key
+/// without the deployment's prefix, as sso-login writes it.
+fn record_key(load: &Load, jti: &str) -> String {
+    let ledger = load.ledger.lock().expect("ledger");
+    let key = replay_key(&load.replay_store, &ledger.tokens[jti]);
+    key.strip_prefix(REDIS_KEY_PREFIX)
+        .unwrap_or(&key)
+        .to_owned()
+}
+
+/// The attempt (claim) under which the database recorded a token's login,
+/// read straight from PostgreSQL; `None` when there is no record or the
+/// database did not answer.
+async fn record_of(load: &Load, jti: &str) -> Option<String> {
+    let key = record_key(load, jti);
     let read = async {
-        let mut conn = load.redis.get_multiplexed_async_connection().await?;
-        redis::cmd("GET")
-            .arg(key)
-            .query_async::<Option<String>>(&mut conn)
+        let mut conn = sqlx::PgConnection::connect(&load.pg_url).await?;
+        sqlx::query_scalar::<_, String>("SELECT attempt FROM sso_logins WHERE token_key = $1")
+            .bind(key)
+            .fetch_optional(&mut conn)
             .await
     };
     tokio::time::timeout(Duration::from_secs(1), read)
@@ -1038,29 +1182,37 @@ async fn mark_of(load: &Load, jti: &str) -> Option<String> {
         .ok()?
 }
 
-/// Every issued token's jti → the value its key holds now.
-async fn done_marks(load: &Load) -> anyhow::Result<HashMap<String, Option<String>>> {
-    let keys: Vec<(String, String)> = {
+/// Every issued token's jti → whether the database holds its record.
+async fn records(load: &Load) -> anyhow::Result<HashMap<String, bool>> {
+    let jtis: Vec<String> = {
         let ledger = load.ledger.lock().expect("ledger");
         ledger
             .tokens
             .iter()
             .filter(|(_, t)| t.issued > 0)
-            .map(|(jti, t)| (jti.clone(), replay_key(&load.replay_store, t)))
+            .map(|(jti, _)| jti.clone())
             .collect()
     };
-    let mut conn = load.redis.get_multiplexed_async_connection().await?;
-    let mut marks = HashMap::new();
+    let keys: Vec<(String, String)> = jtis
+        .into_iter()
+        .map(|jti| {
+            let key = record_key(load, &jti);
+            (jti, key)
+        })
+        .collect();
+    let mut conn = sqlx::PgConnection::connect(&load.pg_url).await?;
+    let mut found = HashMap::new();
     for chunk in keys.chunks(500) {
-        let values: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(chunk.iter().map(|(_, k)| k).collect::<Vec<_>>())
-            .query_async(&mut conn)
-            .await?;
-        for ((jti, _), value) in chunk.iter().zip(values) {
-            marks.insert(jti.clone(), value);
+        let recorded: Vec<String> =
+            sqlx::query_scalar("SELECT token_key FROM sso_logins WHERE token_key = ANY($1)")
+                .bind(chunk.iter().map(|(_, k)| k.clone()).collect::<Vec<_>>())
+                .fetch_all(&mut conn)
+                .await?;
+        for (jti, key) in chunk {
+            found.insert(jti.clone(), recorded.contains(key));
         }
     }
-    Ok(marks)
+    Ok(found)
 }
 
 /// The figures of one phase.
@@ -1268,12 +1420,14 @@ fn recovery(outcomes: &[&Outcome], kind: Kind, lifted: Instant) -> Option<Durati
 
 struct Report {
     rows: Vec<String>,
+    /// What each fault that says so did, in figures.
+    notes: Vec<String>,
     checks: Vec<(String, usize)>,
     totals: String,
 }
 
 impl Report {
-    fn new(load: &Load, phases: &[Phase], marks: &HashMap<String, Option<String>>) -> Self {
+    fn new(load: &Load, phases: &[Phase], recorded: &HashMap<String, bool>) -> Self {
         let ledger = load.ledger.lock().expect("ledger");
         let figures: Vec<PhaseFigures> = phases
             .iter()
@@ -1292,9 +1446,9 @@ impl Report {
             .filter(|(_, t)| t.issued > 1)
             .map(|(jti, _)| jti)
             .collect();
-        let unmarked: Vec<&String> = marks
+        let unrecorded: Vec<&String> = recorded
             .iter()
-            .filter(|(_, v)| !v.as_deref().is_some_and(|v| v.starts_with("done:")))
+            .filter(|(_, recorded)| !**recorded)
             .map(|(jti, _)| jti)
             .collect();
         let settled: Vec<&Settled> = phases.iter().flat_map(|p| &p.settled).collect();
@@ -1343,10 +1497,10 @@ impl Report {
             ),
             (
                 format!(
-                    "issued tokens without a done mark in Redis{}",
-                    detail(&strings(&unmarked))
+                    "issued tokens without a record in the database{}",
+                    detail(&strings(&unrecorded))
                 ),
-                unmarked.len(),
+                unrecorded.len(),
             ),
             (
                 format!(
@@ -1384,14 +1538,19 @@ impl Report {
         ];
         let issued = ledger.tokens.values().filter(|t| t.issued > 0).count();
         let totals = format!(
-            "{} requests, {} GCGC tokens minted, {} issued (each checked in Redis), {} retried after a 503 or no answer",
+            "{} requests, {} GCGC tokens minted, {} issued (each checked in the database), {} retried after a 503 or no answer",
             sum(&|f| f.requests),
             ledger.tokens.len(),
             issued,
             settled.len()
         );
+        let notes = phases
+            .iter()
+            .filter_map(|p| Some(format!("{}: {}", p.name, p.note.as_ref()?)))
+            .collect();
         Self {
             rows,
+            notes,
             checks,
             totals,
         }
@@ -1404,6 +1563,10 @@ impl Report {
         println!("{HEADER}");
         for row in &self.rows {
             println!("{row}");
+        }
+        println!();
+        for note in &self.notes {
+            println!("{note}");
         }
         println!();
         println!("{}", self.totals);

@@ -1,0 +1,491 @@
+//! Single use that survives the replay store losing marks, against real
+//! Redis processes left at a managed Redis's defaults: eviction at
+//! maxmemory, a failover to a replica that never received the mark, a
+//! restart without persistence. The login's record in the database refuses
+//! each replay that Redis no longer knows. And the functions tell the
+//! operator which of the store's settings can lose or refuse marks.
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use serde_json::Value;
+use shared::clock::unix_micros;
+use shared::db::Database;
+use sso_login::users::{LOGIN_SQL, LoginRecord, Recorded, record_login};
+use testkit::relay::Relay;
+use tests::services::{PgServer, RedisServer, TestDb, uuid_simple};
+use tests::tokens::sso_claims as claims;
+use tests::*;
+
+use crate::sso::{SSO_SECRET, gcgc, login_at};
+
+/// An sso-login instance of a deployment: its Redis, its key prefix, its database.
+async fn instance(redis_url: &str, prefix: &str, db_url: &str) -> TestApp {
+    let config = test_config(&[
+        ("SSO_JWT_SECRET", SSO_SECRET),
+        ("REDIS_URL", redis_url),
+        ("REDIS_KEY_PREFIX", prefix),
+        ("DATABASE_URL", db_url),
+    ]);
+    spawn_app(sso_login::build(&config).await.unwrap(), &config).await
+}
+
+async fn login(app: &TestApp, token: &str) -> (StatusCode, String) {
+    let r = login_at(&app.client, &app.address, token).await;
+    (r.status(), r.text().await.unwrap_or_default())
+}
+
+/// A login's answer once a broken Redis connection has been replaced: a
+/// client retries a 503.
+async fn answer_but_503(app: &TestApp, token: &str) -> (StatusCode, String) {
+    let started = Instant::now();
+    loop {
+        let (status, body) = login(app, token).await;
+        if status != StatusCode::SERVICE_UNAVAILABLE || started.elapsed() > Duration::from_secs(10)
+        {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn assert_refused_as_used((status, body): (StatusCode, String), what: &str) {
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
+    assert!(
+        body.contains("Token has already been used"),
+        "{what}: {body}"
+    );
+}
+
+fn keys(redis: &RedisServer, prefix: &str) -> Vec<String> {
+    redis
+        .command(redis::cmd("KEYS").arg(format!("{prefix}*")))
+        .unwrap()
+}
+
+fn info_field(redis: &RedisServer, section: &str, field: &str) -> String {
+    let info: String = redis.command(redis::cmd("INFO").arg(section)).unwrap();
+    info.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(&format!("{field}:"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+fn tokens(label: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| gcgc(&claims(&format!("{label}-{i}-{}", uuid_simple()))))
+        .collect()
+}
+
+/// Writes other expiring keys (as an application sharing the Redis would)
+/// until Redis has evicted every mark under `prefix`.
+fn fill_until_marks_are_evicted(redis: &RedisServer, prefix: &str) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let value = "x".repeat(1024);
+    for batch in 0..400 {
+        let mut pipe = redis::pipe();
+        for i in 0..250 {
+            pipe.cmd("SET")
+                .arg(format!("other-app:{batch}:{i}"))
+                .arg(&value)
+                .arg("EX")
+                .arg(3600)
+                .ignore();
+        }
+        pipe.query::<()>(&mut conn).unwrap();
+        if keys(redis, prefix).is_empty() {
+            return;
+        }
+    }
+    panic!("the marks under {prefix} were never evicted");
+}
+
+/// (a) ElastiCache's and Memorystore's default, and its all-keys sibling:
+/// at maxmemory Redis evicts the marks. Every replay is refused by the
+/// database's record, and fresh logins never get a 500 meanwhile.
+#[tokio::test]
+async fn evicting_policies_never_let_a_used_token_log_in_again() {
+    for policy in ["volatile-lru", "allkeys-lru"] {
+        let redis =
+            RedisServer::start_with_settings(&["--maxmemory", "4mb", "--maxmemory-policy", policy]);
+        let db = TestDb::postgres().await;
+        let prefix = format!("evict-{policy}:");
+        let app = instance(&redis.url(), &prefix, &db.url).await;
+        let used = tokens(policy, 20);
+        for token in &used {
+            let (status, body) = login(&app, token).await;
+            assert_eq!(status, StatusCode::OK, "{policy}: {body}");
+        }
+        for token in &used {
+            assert_refused_as_used(login(&app, token).await, "a replay Redis knows");
+        }
+        fill_until_marks_are_evicted(&redis, &prefix);
+        assert!(
+            info_field(&redis, "stats", "evicted_keys")
+                .parse::<u64>()
+                .unwrap()
+                > 0
+        );
+        for token in &used {
+            assert_refused_as_used(login(&app, token).await, "a replay Redis forgot");
+        }
+        for token in &tokens(&format!("{policy}-fresh"), 20) {
+            let (status, body) = login(&app, token).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{policy}: a fresh login on a full Redis: {body}"
+            );
+        }
+    }
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// (b) A primary and a replica: a login whose mark never reached the
+/// replica, the primary killed right after the answer, the replica
+/// promoted and the function pointed at it. The replay is refused.
+#[tokio::test]
+async fn a_failover_to_a_replica_that_missed_the_mark_refuses_the_replay() {
+    let mut primary = RedisServer::start();
+    // The replica replicates through a relay whose primary side can go
+    // silent: asynchronous replication's window, held open.
+    let link = Relay::start(primary.port).await;
+    let link_port = link.port.to_string();
+    let replica = RedisServer::start_with_settings(&["--replicaof", "127.0.0.1", &link_port]);
+    wait_until("the replica is in sync", || {
+        info_field(&replica, "replication", "master_link_status") == "up"
+    })
+    .await;
+    let db = TestDb::postgres().await;
+    let prefix = "failover:";
+    let app = instance(&primary.url(), prefix, &db.url).await;
+    let replicated = gcgc(&claims("failover-replicated"));
+    assert_eq!(login(&app, &replicated).await.0, StatusCode::OK);
+    wait_until("the first mark reaches the replica", || {
+        keys(&replica, prefix).len() == 1
+    })
+    .await;
+
+    link.silence_servers();
+    let lost = gcgc(&claims("failover-lost"));
+    assert_eq!(login(&app, &lost).await.0, StatusCode::OK);
+    primary.stop();
+    replica
+        .command::<()>(redis::cmd("REPLICAOF").arg("NO").arg("ONE"))
+        .unwrap();
+    assert_eq!(
+        keys(&replica, prefix).len(),
+        1,
+        "the promoted replica never received the second login's mark"
+    );
+
+    let after_failover = instance(&replica.url(), prefix, &db.url).await;
+    assert_refused_as_used(
+        login(&after_failover, &replicated).await,
+        "a mark that was replicated",
+    );
+    assert_refused_as_used(login(&after_failover, &lost).await, "a mark that was lost");
+    let fresh = gcgc(&claims("failover-fresh"));
+    assert_eq!(login(&after_failover, &fresh).await.0, StatusCode::OK);
+}
+
+/// (c) A Redis without persistence restarts empty: the replays of the
+/// logins before it are refused.
+#[tokio::test]
+async fn a_restart_without_persistence_refuses_the_replays() {
+    let mut redis = RedisServer::start();
+    let db = TestDb::postgres().await;
+    let app = instance(&redis.url(), "restart:", &db.url).await;
+    let used = tokens("restart", 5);
+    for token in &used {
+        assert_eq!(login(&app, token).await.0, StatusCode::OK);
+    }
+    redis.stop();
+    redis.resume_serving();
+    assert!(keys(&redis, "restart:").is_empty(), "restarted empty");
+    for token in &used {
+        assert_refused_as_used(
+            answer_but_503(&app, token).await,
+            "a replay after the restart",
+        );
+    }
+}
+
+/// The replay key's prefix is Redis's business: a deployment that changes
+/// `REDIS_KEY_PREFIX` does not re-open the tokens used before.
+#[tokio::test]
+async fn a_changed_key_prefix_does_not_reopen_a_used_token() {
+    let db = TestDb::postgres().await;
+    let before = instance(
+        crate::sso::SHARED_REDIS,
+        &format!("before-{}:", uuid_simple()),
+        &db.url,
+    )
+    .await;
+    let after = instance(
+        crate::sso::SHARED_REDIS,
+        &format!("after-{}:", uuid_simple()),
+        &db.url,
+    )
+    .await;
+    let token = gcgc(&claims("prefix-change"));
+    assert_eq!(login(&before, &token).await.0, StatusCode::OK);
+    assert_refused_as_used(login(&after, &token).await, "under the new prefix");
+}
+
+/// The database froze while the login's statement was on its way: the
+/// login answers 503, and once the database runs again the late statement
+/// writes nothing (its deadline passed), so the retry logs in.
+#[tokio::test]
+async fn a_login_statement_that_runs_after_its_deadline_writes_nothing() {
+    let pg = PgServer::start();
+    let db = Database::open_postgres(&pg.url(), 2).unwrap();
+    db.migrate().await.unwrap();
+    let prefix = format!("late-{}:", uuid_simple());
+    let app = instance(crate::sso::SHARED_REDIS, &prefix, &pg.url()).await;
+    assert_eq!(
+        login(&app, &gcgc(&claims("late-warm"))).await.0,
+        StatusCode::OK
+    );
+    let token = gcgc(&claims("late"));
+    pg.hang();
+    let (status, _) = login(&app, &token).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // Past the statement's deadline, and past the record's forgetting.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    pg.unhang();
+    let (status, body) = answer_but_503(&app, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_refused_as_used(login(&app, &token).await, "after the retry");
+    tests::services::clear_redis_prefix(crate::sso::SHARED_REDIS, &prefix);
+}
+
+fn record<'a>(token_key: &'a str, attempt: &'a str, expires_at: i64) -> LoginRecord<'a> {
+    LoginRecord {
+        token_key,
+        attempt,
+        expires_at,
+    }
+}
+
+/// The statement itself: a token is recorded once; after its deadline it
+/// writes nothing; each login reaps expired records.
+#[tokio::test]
+async fn the_login_statement_records_once_refuses_late_and_reaps_expired_records() {
+    let test_db = TestDb::postgres().await;
+    let db = Database::open_postgres(&test_db.url, 1).unwrap();
+    let later = unix_micros() + 3_600_000_000;
+    let first = record_login(&db, &record("sso:jti:a", "one", later), "ext-a", None, None)
+        .await
+        .unwrap();
+    assert!(matches!(first, Recorded::Login(_)), "{first:?}");
+    let replay = record_login(&db, &record("sso:jti:a", "two", later), "ext-a", None, None)
+        .await
+        .unwrap();
+    assert_eq!(replay, Recorded::AlreadyUsed);
+
+    let Database::Postgres(pool) = &db else {
+        unreachable!()
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    let late = sqlx::query(LOGIN_SQL)
+        .bind("ext-late")
+        .bind(None::<String>)
+        .bind(None::<String>)
+        .bind(unix_micros())
+        .bind("sso:jti:late")
+        .bind("late")
+        .bind(later)
+        .bind(unix_micros() - 1)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert!(!sqlx::Row::get::<bool, _>(&late, "in_time"));
+    let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+    assert_eq!(
+        count("SELECT count(*) FROM sso_logins WHERE token_key = 'sso:jti:late'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM users WHERE external_id = 'ext-late'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap(),
+        0,
+        "nothing written"
+    );
+
+    for i in 0..3 {
+        sqlx::query(
+            "INSERT INTO sso_logins (token_key, attempt, expires_at) VALUES ($1, 'old', 1)",
+        )
+        .bind(format!("sso:jti:expired-{i}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    drop(conn);
+    record_login(&db, &record("sso:jti:b", "one", later), "ext-b", None, None)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(
+        count("SELECT count(*) FROM sso_logins WHERE expires_at < 1000")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap(),
+        1,
+        "a login reaps two expired records"
+    );
+    drop(conn);
+    db.close().await;
+}
+
+/// `/health/ready` of the health binary on the given Redis.
+async fn readiness(redis_url: &str) -> (StatusCode, Value) {
+    let (health, base) = start_function("health", &[("REDIS_URL", redis_url)]).await;
+    let r = client()
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    let answer = (r.status(), r.json::<Value>().await.unwrap());
+    let stderr = health.stop().await;
+    // Every finding is also a warning line with its metric.
+    for warning in answer.1["warnings"].as_array().into_iter().flatten() {
+        let line = stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["message"] == *warning)
+            .unwrap_or_else(|| panic!("no log line for {warning}: {stderr}"));
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["replay_store_at_risk"], 1);
+    }
+    answer
+}
+
+fn warnings(body: &Value) -> Vec<String> {
+    body["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| w.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Readiness reads the store's settings (INFO, as on ElastiCache, where
+/// CONFIG is disabled) and names each one that can lose marks, with its
+/// fix; the database's record makes up for those, so it stays ready.
+#[tokio::test]
+async fn readiness_names_each_setting_that_can_lose_marks_and_its_fix() {
+    let managed_default = RedisServer::start_with_settings(&[
+        "--maxmemory",
+        "64mb",
+        "--maxmemory-policy",
+        "volatile-lru",
+    ]);
+    let (status, body) = readiness(&managed_default.url()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["replay_store"], "at risk");
+    let found = warnings(&body);
+    assert!(
+        found
+            .iter()
+            .any(|w| w.contains("maxmemory-policy volatile-lru") && w.contains("noeviction")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|w| w.starts_with("appendonly no")),
+        "{found:?}"
+    );
+
+    let durable = RedisServer::start_with_settings(&[
+        "--maxmemory",
+        "64mb",
+        "--maxmemory-policy",
+        "noeviction",
+        "--appendonly",
+        "yes",
+    ]);
+    let (status, body) = readiness(&durable.url()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["replay_store"], "ok");
+    assert!(warnings(&body).is_empty(), "{body}");
+}
+
+/// A store that refuses the claims themselves fails readiness: a full
+/// `noeviction` Redis, and a read-only replica.
+#[tokio::test]
+async fn readiness_fails_where_the_store_refuses_claims() {
+    let full = RedisServer::start_with_settings(&[
+        "--maxmemory",
+        "2mb",
+        "--maxmemory-policy",
+        "noeviction",
+    ]);
+    let value = "x".repeat(16 * 1024);
+    for i in 0..1000 {
+        let set = full.command::<()>(redis::cmd("SET").arg(format!("filler:{i}")).arg(&value));
+        if set.is_err() {
+            break;
+        }
+    }
+    let (status, body) = readiness(&full.url()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["checks"]["replay_store"], "refuses claims");
+    assert!(
+        body["detail"].as_str().unwrap().contains("replay_store"),
+        "{body}"
+    );
+
+    let primary = RedisServer::start();
+    let port = primary.port.to_string();
+    let replica = RedisServer::start_with_settings(&["--replicaof", "127.0.0.1", &port]);
+    let (status, body) = readiness(&replica.url()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        warnings(&body).iter().any(|w| w.starts_with("role slave")),
+        "{body}"
+    );
+}
+
+/// At start, sso-login reads the store's settings and warns of each one
+/// that can lose marks, as a log line and a metric, before any request.
+#[tokio::test]
+async fn sso_login_warns_at_start_of_a_store_that_can_lose_marks() {
+    let redis = RedisServer::start_with_settings(&[
+        "--maxmemory",
+        "64mb",
+        "--maxmemory-policy",
+        "allkeys-lru",
+    ]);
+    let (sso, _) = start_function(
+        "sso-login",
+        &[("REDIS_URL", &redis.url()), ("SSO_JWT_SECRET", SSO_SECRET)],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stderr = sso.stop().await;
+    let line = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["setting"] == "maxmemory-policy")
+        .unwrap_or_else(|| panic!("no warning: {stderr}"));
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["replay_store_at_risk"], 1);
+    assert!(line["message"].as_str().unwrap().contains("allkeys-lru"));
+}
