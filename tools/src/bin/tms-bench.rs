@@ -272,7 +272,7 @@ impl<'a> Bench<'a> {
                 "'bench-sso-' || :n || '@example.com'",
                 "'Test User'",
                 ":now",
-                "'sso:jti:bench-' || :client_id || '-' || :k",
+                "'bench-' || :client_id || '-' || :k", // no colon: pgbench would read one as a variable
                 "'attempt'",
                 ":now + 3600000000",
                 "9000000000000000000",
