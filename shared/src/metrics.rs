@@ -68,21 +68,35 @@ pub struct AccessEntry<'a> {
 /// Writes the access lines of one function.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
-    function: Option<Arc<str>>,
-    /// Set on Lambda only: there the line carries EMF metadata.
-    emf_namespace: Option<Arc<str>>,
+    source: Source,
     /// Whether this application (one per instance) has served a request.
     /// Kept with the application, not in the process: the tests serve many
     /// applications in one process, and each one's first request is its own.
     served_a_request: Arc<AtomicBool>,
 }
 
-impl AccessLog {
-    pub fn new(config: &Config) -> Self {
+/// Who writes a function's metric lines, and where they count.
+#[derive(Debug, Clone)]
+struct Source {
+    function: Option<Arc<str>>,
+    /// Set on Lambda only: there the line carries EMF metadata.
+    emf_namespace: Option<Arc<str>>,
+}
+
+impl Source {
+    fn of(config: &Config) -> Self {
         Self {
             function: config.platform.function().map(Into::into),
             emf_namespace: matches!(config.platform, Platform::Lambda { .. })
                 .then(|| config.metrics_namespace.as_str().into()),
+        }
+    }
+}
+
+impl AccessLog {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            source: Source::of(config),
             served_a_request: Arc::default(),
         }
     }
@@ -136,8 +150,8 @@ impl AccessLog {
             http_4xx: u8::from((400..500).contains(&entry.status)),
             http_5xx: u8::from(entry.status >= 500),
             outcome: entry.outcome.map(Outcome::name),
-            function: self.function.as_deref(),
-            aws: self.emf_namespace.as_deref().map(|namespace| Emf {
+            function: self.source.function.as_deref(),
+            aws: self.source.emf_namespace.as_deref().map(|namespace| Emf {
                 timestamp: at
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default()
@@ -153,18 +167,11 @@ impl AccessLog {
 /// metric `<metric>` = 1 per function and setting (on FC, the same field
 /// for SLS to count).
 #[derive(Debug, Clone)]
-pub struct WarningMetric {
-    function: Option<Arc<str>>,
-    emf_namespace: Option<Arc<str>>,
-}
+pub struct WarningMetric(Source);
 
 impl WarningMetric {
     pub fn new(config: &Config) -> Self {
-        Self {
-            function: config.platform.function().map(Into::into),
-            emf_namespace: matches!(config.platform, Platform::Lambda { .. })
-                .then(|| config.metrics_namespace.as_str().into()),
-        }
+        Self(Source::of(config))
     }
 
     /// Writes the line on stderr, by the access lines' writer.
@@ -190,10 +197,10 @@ impl WarningMetric {
             "setting": setting,
             metric: 1,
         });
-        if let Some(function) = &self.function {
+        if let Some(function) = &self.0.function {
             line["function"] = Value::from(&**function);
         }
-        if let Some(namespace) = &self.emf_namespace {
+        if let Some(namespace) = &self.0.emf_namespace {
             line["_aws"] = serde_json::json!({
                 "Timestamp": at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
                 "CloudWatchMetrics": [{

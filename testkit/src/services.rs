@@ -504,6 +504,28 @@ fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) {
     }
 }
 
+/// Writes one batch of `count` 1 KB keys with an expiry of `ttl_secs`
+/// (`other-app:<batch>:<i>`), as another application sharing a Redis
+/// would: what fills a Redis up until it evicts.
+pub fn write_other_data(
+    conn: &mut redis::Connection,
+    batch: u64,
+    count: usize,
+    ttl_secs: u64,
+) -> redis::RedisResult<()> {
+    let value = "x".repeat(1024);
+    let mut pipe = redis::pipe();
+    for i in 0..count {
+        pipe.cmd("SET")
+            .arg(format!("other-app:{batch}:{i}"))
+            .arg(&value)
+            .arg("EX")
+            .arg(ttl_secs)
+            .ignore();
+    }
+    pipe.query(conn)
+}
+
 /// A throwaway Redis server of the test's own, on a free port.
 pub struct RedisServer {
     pub port: u16,

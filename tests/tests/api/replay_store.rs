@@ -13,7 +13,7 @@ use shared::clock::unix_micros;
 use shared::db::Database;
 use sso_login::users::{LOGIN_SQL, LoginRecord, Recorded, record_login};
 use testkit::relay::Relay;
-use tests::services::{PgServer, RedisServer, TestDb, uuid_simple};
+use tests::services::{PgServer, RedisServer, TestDb, uuid_simple, write_other_data};
 use tests::tokens::sso_claims as claims;
 use tests::*;
 
@@ -85,18 +85,8 @@ fn tokens(label: &str, count: usize) -> Vec<String> {
 fn fill_until_marks_are_evicted(redis: &RedisServer, prefix: &str) {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_connection().unwrap();
-    let value = "x".repeat(1024);
     for batch in 0..400 {
-        let mut pipe = redis::pipe();
-        for i in 0..250 {
-            pipe.cmd("SET")
-                .arg(format!("other-app:{batch}:{i}"))
-                .arg(&value)
-                .arg("EX")
-                .arg(3600)
-                .ignore();
-        }
-        pipe.query::<()>(&mut conn).unwrap();
+        write_other_data(&mut conn, batch, 250, 3600).unwrap();
         if keys(redis, prefix).is_empty() {
             return;
         }
@@ -355,6 +345,13 @@ async fn the_login_statement_records_once_refuses_late_and_reaps_expired_records
     db.close().await;
 }
 
+/// The JSON lines of a function's stderr.
+fn json_lines(stderr: &str) -> impl Iterator<Item = Value> + '_ {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+}
+
 /// `/health/ready` of the health binary on the given Redis.
 async fn readiness(redis_url: &str) -> (StatusCode, Value) {
     let (health, base) = start_function("health", &[("REDIS_URL", redis_url)]).await;
@@ -367,9 +364,7 @@ async fn readiness(redis_url: &str) -> (StatusCode, Value) {
     let stderr = health.stop().await;
     // Every finding is also a warning line with its metric.
     for warning in answer.1["warnings"].as_array().into_iter().flatten() {
-        let line = stderr
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        let line = json_lines(&stderr)
             .find(|l| l["message"] == *warning)
             .unwrap_or_else(|| panic!("no log line for {warning}: {stderr}"));
         assert_eq!(line["level"], "WARN");
@@ -480,9 +475,7 @@ async fn sso_login_warns_at_start_of_a_store_that_can_lose_marks() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stderr = sso.stop().await;
-    let line = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let line = json_lines(&stderr)
         .find(|l| l["setting"] == "maxmemory-policy")
         .unwrap_or_else(|| panic!("no warning: {stderr}"));
     assert_eq!(line["level"], "WARN");

@@ -44,7 +44,7 @@ use sso_login::replay::ReplayStore;
 use sso_login::verify::{SsoClaims, VerifiedToken};
 use testkit::free_port;
 use testkit::relay::Relay;
-use testkit::services::{PgServer, RedisServer};
+use testkit::services::{PgServer, RedisServer, write_other_data};
 use testkit::tokens::{sign, sso_claims};
 
 const JWT_SECRET: &str = "chaos-jwt-secret-0123456789abcdef0123456789";
@@ -1109,20 +1109,10 @@ fn evict_under_other_data(redis: &RedisServer, time: Duration) -> anyhow::Result
     config_set("maxmemory", &limit.to_string())?;
     let client = redis::Client::open(redis.url())?;
     let mut conn = client.get_connection()?;
-    let value = "x".repeat(1024);
     let started = Instant::now();
     let mut batch = 0u64;
     while started.elapsed() < time {
-        let mut pipe = redis::pipe();
-        for i in 0..200 {
-            pipe.cmd("SET")
-                .arg(format!("other-app:{batch}:{i}"))
-                .arg(&value)
-                .arg("EX")
-                .arg(600)
-                .ignore();
-        }
-        pipe.query::<()>(&mut conn)?;
+        write_other_data(&mut conn, batch, 200, 600)?;
         batch += 1;
     }
     config_set("maxmemory", "0")?;
