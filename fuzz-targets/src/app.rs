@@ -84,6 +84,7 @@ impl Fixture {
             replay,
             db,
             tokens: api_tokens.clone(),
+            sweeps: Default::default(),
         }));
         let app = shared::app(routes, &config);
 

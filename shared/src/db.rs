@@ -50,6 +50,11 @@ const POSTGRES_MIGRATION_FILES: &[(i64, &str, &str)] = &[
         "sso logins",
         include_str!("../migrations/postgres/0003_sso_logins.sql"),
     ),
+    (
+        4,
+        "sso logins by expiry",
+        include_str!("../migrations/postgres/0004_sso_logins_by_expiry.sql"),
+    ),
 ];
 
 pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> =
@@ -74,6 +79,10 @@ fn migrator(files: &[(i64, &str, &'static str)]) -> Migrator {
 
 /// Longest a whole database operation may take before the caller gets a 503.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(1000);
+/// The server's own bound on a statement (`statement_timeout`): it gives
+/// up on one the function has stopped waiting for. A statement sent before
+/// a deadline has ended, written or not, by that deadline plus this.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest to wait for a (new or pooled) connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(800);
 /// A pooled connection idle longer than this is pinged before use.
@@ -176,8 +185,10 @@ impl Database {
     ) -> anyhow::Result<Self> {
         let options = postgres_options(url, endpoint)?
             .application_name("tms-chat")
-            // The server gives up on a statement the function has stopped waiting for.
-            .options([("statement_timeout", "5000")]);
+            .options([(
+                "statement_timeout",
+                STATEMENT_TIMEOUT.as_millis().to_string(),
+            )]);
         // As many connections as the instance serves requests at once
         // (`DB_POOL_SIZE`): one on Lambda, the instance concurrency on FC.
         Ok(Self::Postgres(PgConnectionPool::new(options, pool_size)))
@@ -323,6 +334,14 @@ impl From<sqlx::Error> for DbError {
             tracing::warn!(error = %error, "database unavailable");
             return Self::Unavailable;
         }
+        if let E::Database(db) = &error
+            && schema_behind(&db.code().unwrap_or_default())
+        {
+            // Code deployed before its migrations: not ready yet (503, and
+            // the operator is told what to run), not a bug in the request.
+            tracing::error!(error = %error, "the database's schema is behind the code: apply the migrations (make migrate)");
+            return Self::Unavailable;
+        }
         let E::Database(db) = &error else {
             // A value that the driver cannot even encode (e.g. a string with
             // NUL for PostgreSQL's text protocol) is the client's data too.
@@ -362,6 +381,12 @@ fn breaks_connection(error: &sqlx::Error) -> bool {
 /// (class 08) or the server shutting down (57P0x). Its connection is gone.
 fn ends_session(code: &str) -> bool {
     code.starts_with("08") || code.starts_with("57P")
+}
+
+/// A PostgreSQL SQLSTATE of a table or column that does not exist
+/// (42P01, 42703): the migrations that the code needs were not applied.
+fn schema_behind(code: &str) -> bool {
+    code == "42P01" || code == "42703"
 }
 
 /// SQLite reports (extended) result codes as decimal numbers; PostgreSQL's

@@ -10,7 +10,9 @@
 //! claims themselves (a full `noeviction` store, a read-only replica) fails
 //! logins, and readiness with them.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::Value;
 
@@ -23,16 +25,18 @@ pub const AT_RISK_METRIC: &str = "replay_store_at_risk";
 /// filling up: at 100 % it refuses every write.
 const FULL_SOON: f64 = 0.9;
 
-/// One node's settings, as `INFO` reports them.
+/// One node's settings, as `INFO` reports them; `None` where it reports
+/// nothing (a Redis-compatible service may leave sections out), which is
+/// not taken to be safe.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreSettings {
-    pub maxmemory: u64,
-    pub maxmemory_policy: String,
-    pub used_memory: u64,
-    pub aof_enabled: bool,
+    pub maxmemory: Option<u64>,
+    pub maxmemory_policy: Option<String>,
+    pub used_memory: Option<u64>,
+    pub aof_enabled: Option<bool>,
     /// `master` or `slave`.
-    pub role: String,
-    pub connected_replicas: u64,
+    pub role: Option<String>,
+    pub connected_replicas: Option<u64>,
 }
 
 /// A setting that can lose marks or refuse them.
@@ -46,22 +50,26 @@ pub struct Finding {
     pub refuses_claims: bool,
 }
 
+/// What the findings that Redis can lose marks add: the database still
+/// refuses those replays.
+const RECORD_STILL_REFUSES: &str = "(the database's record of logins still refuses their replays)";
+
 impl StoreSettings {
     /// The fields of an `INFO` reply (`name:value` lines; sections and
-    /// unknown fields are skipped).
+    /// unknown fields are skipped, and so is a number that does not parse).
     pub fn parse(info: &str) -> Self {
         let mut settings = Self::default();
         for line in info.lines() {
             let Some((name, value)) = line.trim().split_once(':') else {
                 continue;
             };
-            let number = || value.parse::<u64>().unwrap_or_default();
+            let number = || value.parse::<u64>().ok();
             match name {
                 "maxmemory" => settings.maxmemory = number(),
-                "maxmemory_policy" => settings.maxmemory_policy = value.to_owned(),
+                "maxmemory_policy" => settings.maxmemory_policy = Some(value.to_owned()),
                 "used_memory" => settings.used_memory = number(),
-                "aof_enabled" => settings.aof_enabled = value == "1",
-                "role" => settings.role = value.to_owned(),
+                "aof_enabled" => settings.aof_enabled = Some(value == "1"),
+                "role" => settings.role = Some(value.to_owned()),
                 "connected_slaves" => settings.connected_replicas = number(),
                 _ => {}
             }
@@ -72,7 +80,8 @@ impl StoreSettings {
     /// What these settings can do to the marks, the gravest first.
     pub fn findings(&self) -> Vec<Finding> {
         let mut findings = Vec::new();
-        if self.role == "slave" {
+        let role = self.role.as_deref();
+        if role == Some("slave") {
             findings.push(Finding {
                 setting: "role",
                 message:
@@ -82,61 +91,79 @@ impl StoreSettings {
                 refuses_claims: true,
             });
         }
-        let evicts = self.maxmemory_policy.starts_with("allkeys-")
-            || self.maxmemory_policy.starts_with("volatile-");
-        if self.maxmemory > 0 && evicts {
-            findings.push(Finding {
+        match (self.maxmemory_policy.as_deref(), self.maxmemory) {
+            (None, _) => findings.push(Finding {
                 setting: "maxmemory-policy",
                 message: format!(
-                    "maxmemory-policy {}: at maxmemory ({} bytes) Redis evicts keys, single-use marks among them \
-                     (the database's record of logins still refuses their replays); \
-                     fix: maxmemory-policy noeviction (docs/deploy.md, \"The replay store's settings\")",
-                    self.maxmemory_policy, self.maxmemory
+                    "maxmemory-policy not reported by INFO: Redis may evict single-use marks {RECORD_STILL_REFUSES}; \
+                     fix: check that the provider's setting is noeviction (docs/deploy.md, \"The replay store's settings\")"
                 ),
                 refuses_claims: false,
-            });
-        }
-        if self.maxmemory > 0 && !evicts {
-            let used = self.used_memory as f64 / self.maxmemory as f64;
-            if used >= FULL_SOON {
-                let full = used >= 1.0;
+            }),
+            // No maxmemory: nothing is ever evicted, whatever the policy.
+            (Some(_), Some(0)) => {}
+            (Some(policy), maxmemory) if policy.starts_with("allkeys-") || policy.starts_with("volatile-") => {
+                let at = maxmemory.map_or("maxmemory (not reported)".to_owned(), |m| format!("maxmemory ({m} bytes)"));
                 findings.push(Finding {
-                    setting: "maxmemory",
+                    setting: "maxmemory-policy",
                     message: format!(
-                        "maxmemory {} bytes, {} used ({:.0} %): with maxmemory-policy {} Redis {} every write, claims among them; \
-                         fix: a larger node, or fewer other keys in this Redis",
-                        self.maxmemory,
-                        self.used_memory,
-                        used * 100.0,
-                        self.maxmemory_policy,
-                        if full { "refuses" } else { "will soon refuse" }
+                        "maxmemory-policy {policy}: at {at} Redis evicts keys, single-use marks among them \
+                         {RECORD_STILL_REFUSES}; fix: maxmemory-policy noeviction (docs/deploy.md, \"The replay store's settings\")"
                     ),
-                    refuses_claims: full,
+                    refuses_claims: false,
                 });
             }
+            (Some(policy), Some(maxmemory)) => {
+                if let Some(finding) = self.filling_up(policy, maxmemory) {
+                    findings.push(finding);
+                }
+            }
+            (Some(_), None) => {}
         }
-        if !self.aof_enabled {
-            findings.push(Finding {
+        match self.aof_enabled {
+            Some(true) => {}
+            aof => findings.push(Finding {
                 setting: "appendonly",
-                message: "appendonly no: a restart loses the marks written since the last snapshot, if any \
-                          (the database's record of logins still refuses their replays); \
-                          fix: appendonly yes where the provider offers it, else a replica with automatic failover"
-                    .into(),
+                message: format!(
+                    "{}: a restart loses the marks written since the last snapshot, if any {RECORD_STILL_REFUSES}; \
+                     fix: appendonly yes where the provider offers it, else a replica with automatic failover",
+                    if aof.is_some() { "appendonly no" } else { "appendonly not reported by INFO" }
+                ),
                 refuses_claims: false,
-            });
+            }),
         }
-        if self.role == "master" && self.connected_replicas > 0 {
+        if let (Some("master"), Some(replicas @ 1..)) = (role, self.connected_replicas) {
             findings.push(Finding {
                 setting: "replication",
                 message: format!(
-                    "{} replica(s), replicated asynchronously: a failover may lose the latest marks \
-                     (the database's record of logins still refuses their replays); nothing to set",
-                    self.connected_replicas
+                    "{replicas} replica(s), replicated asynchronously: a failover may lose the latest marks \
+                     {RECORD_STILL_REFUSES}; nothing to set"
                 ),
                 refuses_claims: false,
             });
         }
         findings
+    }
+
+    /// A `noeviction` store near or at `maxmemory`: it refuses every write
+    /// when full, claims among them.
+    fn filling_up(&self, policy: &str, maxmemory: u64) -> Option<Finding> {
+        let used = self.used_memory? as f64 / maxmemory as f64;
+        if used < FULL_SOON {
+            return None;
+        }
+        let full = used >= 1.0;
+        Some(Finding {
+            setting: "maxmemory",
+            message: format!(
+                "maxmemory {maxmemory} bytes, {} used ({:.0} %): with maxmemory-policy {policy} Redis {} every write, claims among them; \
+                 fix: a larger node, or fewer other keys in this Redis",
+                self.used_memory.unwrap_or_default(),
+                used * 100.0,
+                if full { "refuses" } else { "will soon refuse" }
+            ),
+            refuses_claims: full,
+        })
     }
 }
 
@@ -191,19 +218,57 @@ pub fn findings(settings: &[StoreSettings]) -> Vec<Finding> {
     all
 }
 
-/// Writes each finding as a warning line and a metric ([`AT_RISK_METRIC`]).
-pub fn report(findings: &[Finding], warnings: &WarningMetric) {
-    for finding in findings {
-        warnings.write(AT_RISK_METRIC, finding.setting, &finding.message);
+/// How often one instance repeats a finding that has not changed: a
+/// readiness probe every few seconds must not write a warning every time.
+pub const REPEAT_EVERY: Duration = Duration::from_secs(300);
+
+/// Writes each finding as a warning line and a metric ([`AT_RISK_METRIC`]):
+/// a new or changed one at once, an unchanged one every [`REPEAT_EVERY`].
+pub struct Reporter {
+    warnings: WarningMetric,
+    /// Each finding's message when it was last written, and when.
+    written: Mutex<HashMap<&'static str, (String, Instant)>>,
+}
+
+impl Reporter {
+    pub fn new(warnings: WarningMetric) -> Self {
+        Self {
+            warnings,
+            written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn report(&self, findings: &[Finding]) {
+        for finding in self.due(findings, Instant::now()) {
+            self.warnings
+                .write(AT_RISK_METRIC, finding.setting, &finding.message);
+        }
+    }
+
+    /// The findings to write at `now`, taken as written.
+    fn due<'a>(&self, findings: &'a [Finding], now: Instant) -> Vec<&'a Finding> {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        findings
+            .iter()
+            .filter(|finding| {
+                let due = written.get(finding.setting).is_none_or(|(message, at)| {
+                    *message != finding.message || now.duration_since(*at) >= REPEAT_EVERY
+                });
+                if due {
+                    written.insert(finding.setting, (finding.message.clone(), now));
+                }
+                due
+            })
+            .collect()
     }
 }
 
 /// Reads the settings once, in the background (the start does not wait for
 /// Redis), and reports what can lose or refuse marks.
-pub fn report_at_start(client: std::sync::Arc<RedisClient>, warnings: WarningMetric) {
+pub fn report_at_start(client: Arc<RedisClient>, reporter: Arc<Reporter>) {
     tokio::spawn(async move {
         match tokio::time::timeout(Duration::from_secs(2), read(&client)).await {
-            Ok(Ok(settings)) => report(&findings(&settings), &warnings),
+            Ok(Ok(settings)) => reporter.report(&findings(&settings)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "the replay store's settings could not be read")
             }
@@ -223,9 +288,9 @@ mod tests {
     #[test]
     fn elasticache_defaults_are_each_reported_and_none_refuses_claims() {
         let settings = StoreSettings::parse(ELASTICACHE_DEFAULT);
-        assert_eq!(settings.maxmemory_policy, "volatile-lru");
-        assert_eq!(settings.maxmemory, 3_137_339_392);
-        assert_eq!(settings.connected_replicas, 1);
+        assert_eq!(settings.maxmemory_policy.as_deref(), Some("volatile-lru"));
+        assert_eq!(settings.maxmemory, Some(3_137_339_392));
+        assert_eq!(settings.connected_replicas, Some(1));
         let found = settings.findings();
         let names: Vec<&str> = found.iter().map(|f| f.setting).collect();
         assert_eq!(names, ["maxmemory-policy", "appendonly", "replication"]);
@@ -245,6 +310,51 @@ mod tests {
             "maxmemory:0\nmaxmemory_policy:allkeys-lru\naof_enabled:1\nrole:master\n",
         );
         assert_eq!(unbounded.findings(), []);
+    }
+
+    #[test]
+    fn a_setting_that_info_leaves_out_is_reported_not_taken_as_safe() {
+        // A Redis-compatible service that answers only some sections.
+        let partial = StoreSettings::parse("# Server\nredis_version:7.1\nrole:master\n");
+        let found = partial.findings();
+        let names: Vec<&str> = found.iter().map(|f| f.setting).collect();
+        assert_eq!(names, ["maxmemory-policy", "appendonly"]);
+        assert!(
+            found[0].message.contains("not reported"),
+            "{}",
+            found[0].message
+        );
+        assert!(
+            found[1].message.contains("not reported"),
+            "{}",
+            found[1].message
+        );
+        // An evicting policy without maxmemory's figure: it may evict.
+        let no_figure = StoreSettings::parse("maxmemory_policy:volatile-lru\naof_enabled:1\n");
+        assert_eq!(no_figure.findings()[0].setting, "maxmemory-policy");
+    }
+
+    #[test]
+    fn an_unchanged_finding_is_written_once_per_interval_a_changed_one_at_once() {
+        let config = crate::Config::from_vars(&crate::config::vars(&[])).unwrap();
+        let reporter = Reporter::new(WarningMetric::new(&config));
+        let finding = |message: &str| Finding {
+            setting: "appendonly",
+            message: message.to_owned(),
+            refuses_claims: false,
+        };
+        let (a, b) = ([finding("a")], [finding("b")]);
+        let start = Instant::now();
+        let later = |seconds| start + Duration::from_secs(seconds);
+        assert_eq!(reporter.due(&a, start).len(), 1, "new");
+        assert_eq!(reporter.due(&a, later(5)).len(), 0, "unchanged, 5 s later");
+        assert_eq!(reporter.due(&b, later(10)).len(), 1, "changed");
+        assert_eq!(reporter.due(&b, later(200)).len(), 0);
+        assert_eq!(
+            reporter.due(&b, later(10) + REPEAT_EVERY).len(),
+            1,
+            "an interval later"
+        );
     }
 
     #[test]

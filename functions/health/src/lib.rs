@@ -31,7 +31,7 @@ pub struct Dependencies {
     pub database: Database,
     pub redis: Option<Arc<RedisClient>>,
     /// Where the replay store's findings go as warning lines and metrics.
-    pub warnings: WarningMetric,
+    pub reporter: Arc<redis_settings::Reporter>,
 }
 
 /// The health routes, pinging the given dependencies.
@@ -91,14 +91,14 @@ pub async fn build(config: &Config) -> Result<Router, StartError> {
         )?)),
         None => None,
     };
-    let warnings = WarningMetric::new(config);
+    let reporter = Arc::new(redis_settings::Reporter::new(WarningMetric::new(config)));
     if let Some(redis) = &redis {
-        redis_settings::report_at_start(Arc::clone(redis), warnings.clone());
+        redis_settings::report_at_start(Arc::clone(redis), Arc::clone(&reporter));
     }
     Ok(routes(Dependencies {
         database: Database::open(config).await?,
         redis,
-        warnings,
+        reporter,
     }))
 }
 
@@ -164,7 +164,7 @@ async fn ready(State(deps): State<Arc<Dependencies>>) -> Response {
     }
     let mut warnings = Vec::new();
     if let Some(findings) = findings {
-        redis_settings::report(&findings, &deps.warnings);
+        deps.reporter.report(&findings);
         let state = if findings.iter().any(|f| f.refuses_claims) {
             failed.push("replay_store");
             "refuses claims"

@@ -51,6 +51,7 @@ pub struct AppState {
     pub replay: ReplayStore,
     pub db: Database,
     pub tokens: ApiTokens,
+    pub sweeps: users::Sweeps,
 }
 
 pub fn routes(state: AppState) -> Router {
@@ -71,11 +72,15 @@ pub async fn build(config: &Config) -> Result<Router, StartError> {
         tokens: ApiTokens::from_config(config)?,
         replay: ReplayStore::from_config(config)?,
         db: Database::open(config).await?,
+        sweeps: users::Sweeps::default(),
     };
     // What the replay store's settings can do to the marks, told at start
     // (in the background; it also opens the connection the first login uses).
     if let Some(redis) = state.replay.redis_client() {
-        redis_settings::report_at_start(redis, WarningMetric::new(config));
+        redis_settings::report_at_start(
+            redis,
+            std::sync::Arc::new(redis_settings::Reporter::new(WarningMetric::new(config))),
+        );
     }
     Ok(routes(state))
 }
@@ -148,8 +153,8 @@ async fn claim_and_issue(
         Ok(Recorded::AlreadyUsed) => {
             // Redis let a used token through: its mark was lost (evicted, a
             // failover, a restart). The claim is given back rather than
-            // completed: the record may be an unanswered login's, about to
-            // be forgotten, and a done mark would then lock the token out.
+            // kept: the record may be an unanswered login's, about to be
+            // forgotten, and a done mark would then lock the token out.
             tracing::warn!(
                 "replay refused by the database's record: the replay store had lost the token's mark"
             );
@@ -167,7 +172,7 @@ async fn claim_and_issue(
             users::forget_login_later(
                 state.db.clone(),
                 &claim,
-                sent + users::RECORD_DEADLINE + users::CLOCK_MARGIN,
+                sent + users::STATEMENT_SETTLED_AFTER,
             );
             state.replay.release(&claim).await;
             return Err(LoginError::User(e));
@@ -183,9 +188,14 @@ async fn claim_and_issue(
     };
     // The record makes the token used; the done mark lets Redis alone refuse
     // its replays. Without it (Redis failed just now) they reach the record.
+    // Not sent before the record commits: a done mark outlives an instance
+    // that dies before its record is written, and would lock the token out.
+    // Awaited: a login answered is a login whose mark is done, as clients
+    // and operators reading Redis expect.
     if let Err(e) = state.replay.complete(&claim).await {
         tracing::warn!(error = %e, "login recorded; the replay store's mark was not completed");
     }
+    state.sweeps.sweep_if_due(&state.db);
     tracing::info!(user_id = user.id, "sso login");
     Ok(LoginResponse {
         access_token: issued.token,

@@ -117,8 +117,8 @@ pub struct Claim {
     /// database's record of logins, whatever `REDIS_KEY_PREFIX` becomes.
     token_key: String,
     unique: String,
-    /// When the token can no longer be accepted (microseconds since the epoch).
-    expires_at_micros: i64,
+    /// The token's own `exp` (seconds since the epoch).
+    token_exp: i64,
     /// How long the completed mark lasts: the token's remaining life.
     full_ttl: Duration,
     /// When the claim's reply arrived (Redis applied it no later than that).
@@ -131,7 +131,7 @@ impl Claim {
         crate::users::LoginRecord {
             token_key: &self.token_key,
             attempt: &self.unique,
-            expires_at: self.expires_at_micros,
+            token_exp: self.token_exp,
         }
     }
 
@@ -218,9 +218,7 @@ impl ReplayStore {
             key: format!("{}{token_key}", self.key_prefix),
             token_key,
             unique: uuid::Uuid::new_v4().simple().to_string(),
-            expires_at_micros: (token.claims.exp.saturating_add(LEEWAY_SECS))
-                .saturating_mul(1_000_000)
-                .min(i64::MAX as u64) as i64,
+            token_exp: token.claims.exp.min(i64::MAX as u64) as i64,
             full_ttl: Duration::from_secs(remaining.max(1)),
             claimed_at: Instant::now(),
         };

@@ -1,9 +1,10 @@
 //! The user a login creates or updates from its token's claims.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shared::clock::unix_micros;
-use shared::db::{Database, DbError, bounded};
+use shared::clock::{LEEWAY_SECS, unix_micros, unix_secs};
+use shared::db::{Database, DbError, STATEMENT_TIMEOUT, bounded};
 use shared::on_pool;
 use sqlx::Row;
 
@@ -60,8 +61,11 @@ pub struct LoginRecord<'a> {
     pub token_key: &'a str,
     /// The claim's own value: only this login may delete the row.
     pub attempt: &'a str,
-    /// Microseconds since the epoch after which the token is refused anyway.
-    pub expires_at: i64,
+    /// The token's own `exp` (seconds since the epoch): the first part of
+    /// the record's key, so records are ordered by expiry. Read from the
+    /// token, not from the leeway allowed past it, so a token always has
+    /// the same key.
+    pub token_exp: i64,
 }
 
 /// What the login statement found.
@@ -88,21 +92,18 @@ pub const RECORD_DEADLINE: Duration = Duration::from_millis(1500);
 /// Records the login of a token and creates or updates its user, in one
 /// statement and one round trip on PostgreSQL: the record and the user are
 /// written together or not at all, and a token already recorded writes
-/// nothing (`AlreadyUsed`). Each login also deletes up to two expired
-/// records, so the table holds about one row per token still alive.
+/// nothing (`AlreadyUsed`). Expired records are deleted apart, by
+/// [`sweep_expired`], off the login's path: a per-login delete cost each
+/// login about as much as the record itself (`docs/architecture.md`).
 /// $1 external id, $2 email, $3 name, $4 now, $5 token key, $6 attempt,
-/// $7 expires at, $8 deadline (all times in microseconds since the epoch).
+/// $7 token exp (seconds), $8 deadline (microseconds, as $4).
 pub const LOGIN_SQL: &str = "WITH clock AS MATERIALIZED ( \
        SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint < $8 AS in_time \
      ), used AS ( \
-       INSERT INTO sso_logins (token_key, attempt, expires_at) \
-       SELECT $5, $6, $7 FROM clock WHERE clock.in_time \
-       ON CONFLICT (token_key) DO NOTHING \
+       INSERT INTO sso_logins (token_exp, token_key, attempt) \
+       SELECT $7, $5, $6 FROM clock WHERE clock.in_time \
+       ON CONFLICT (token_exp, token_key) DO NOTHING \
        RETURNING 1 \
-     ), reaped AS ( \
-       DELETE FROM sso_logins WHERE token_key IN ( \
-         SELECT token_key FROM sso_logins WHERE expires_at < $4 AND token_key <> $5 \
-         ORDER BY expires_at LIMIT 2 FOR UPDATE SKIP LOCKED) \
      ), upserted AS ( \
        INSERT INTO users (external_id, email, name, created_at, updated_at) \
        SELECT $1, $2, $3, $4, $4 WHERE EXISTS (SELECT 1 FROM used) \
@@ -112,9 +113,10 @@ pub const LOGIN_SQL: &str = "WITH clock AS MATERIALIZED ( \
      ) \
      SELECT clock.in_time, u.id, u.email, u.name FROM clock LEFT JOIN upserted u ON true";
 
-/// Deletes a login's record, only its own ($1 token key, $2 attempt): a
-/// login that issued nothing gives its token back.
-pub const FORGET_SQL: &str = "DELETE FROM sso_logins WHERE token_key = $1 AND attempt = $2";
+/// Deletes a login's record, only its own ($1 token exp, $2 token key, $3
+/// attempt): a login that issued nothing gives its token back.
+pub const FORGET_SQL: &str =
+    "DELETE FROM sso_logins WHERE token_exp = $1 AND token_key = $2 AND attempt = $3";
 
 /// Records a login (see [`LOGIN_SQL`]). The embedded database has no
 /// writing `WITH`: there the same writes run in one transaction.
@@ -137,7 +139,7 @@ pub async fn record_login(
                     .bind(now)
                     .bind(record.token_key)
                     .bind(record.attempt)
-                    .bind(record.expires_at)
+                    .bind(record.token_exp)
                     .bind(deadline)
                     .fetch_one(conn)
                     .await?;
@@ -157,25 +159,18 @@ pub async fn record_login(
                 use sqlx::Connection;
                 let mut tx = conn.begin().await?;
                 let inserted = sqlx::query(
-                    "INSERT INTO sso_logins (token_key, attempt, expires_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (token_key) DO NOTHING",
+                    "INSERT INTO sso_logins (token_exp, token_key, attempt) VALUES ($1, $2, $3) \
+                     ON CONFLICT (token_exp, token_key) DO NOTHING",
                 )
+                .bind(record.token_exp)
                 .bind(record.token_key)
                 .bind(record.attempt)
-                .bind(record.expires_at)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
                 if inserted == 0 {
                     return Ok(Recorded::AlreadyUsed);
                 }
-                sqlx::query(
-                    "DELETE FROM sso_logins WHERE token_key IN (SELECT token_key FROM sso_logins \
-                     WHERE expires_at < $1 ORDER BY expires_at LIMIT 2)",
-                )
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
                 let row = sqlx::query(UPSERT_SQL)
                     .bind(external_id)
                     .bind(email)
@@ -196,10 +191,15 @@ pub async fn record_login(
     .await
 }
 
-/// How far the function's and the database's clocks may be apart: a
-/// statement the database runs up to [`RECORD_DEADLINE`] by its own clock
-/// has ended by then on the function's.
+/// How far the function's and the database's clocks may be apart.
 pub const CLOCK_MARGIN: Duration = Duration::from_secs(1);
+/// After this long from its sending, a login statement has ended, written
+/// or not: it started by its deadline ([`RECORD_DEADLINE`], on the
+/// database's clock) or wrote nothing, and the server ends any statement
+/// after [`STATEMENT_TIMEOUT`], lock waits included.
+pub const STATEMENT_SETTLED_AFTER: Duration = RECORD_DEADLINE
+    .saturating_add(STATEMENT_TIMEOUT)
+    .saturating_add(CLOCK_MARGIN);
 /// How long a record that must be forgotten is retried while the database
 /// does not answer: a login that did not complete leaves its token usable
 /// again within 60 s of the database answering.
@@ -211,12 +211,21 @@ const FORGET_RETRY_EVERY: Duration = Duration::from_millis(250);
 /// not answer: the login issued nothing, so its token must not stay used.
 pub fn forget_login_later(db: Database, claim: &Claim, not_before: Instant) {
     let record = claim.record();
-    let (token_key, attempt) = (record.token_key.to_owned(), record.attempt.to_owned());
+    let (token_exp, token_key, attempt) = (
+        record.token_exp,
+        record.token_key.to_owned(),
+        record.attempt.to_owned(),
+    );
     tokio::spawn(async move {
         tokio::time::sleep_until(not_before.into()).await;
         let started = Instant::now();
+        let record = LoginRecord {
+            token_key: &token_key,
+            attempt: &attempt,
+            token_exp,
+        };
         loop {
-            match forget_login(&db, &token_key, &attempt).await {
+            match forget_login(&db, &record).await {
                 Ok(()) => return,
                 Err(e) if started.elapsed() > FORGET_RETRY_FOR => {
                     tracing::warn!(error = %e, "a login's record could not be forgotten; its token stays used");
@@ -229,16 +238,99 @@ pub fn forget_login_later(db: Database, claim: &Claim, not_before: Instant) {
 }
 
 /// Deletes this login's own record: it issued nothing.
-pub async fn forget_login(db: &Database, token_key: &str, attempt: &str) -> Result<(), DbError> {
+pub async fn forget_login(db: &Database, record: &LoginRecord<'_>) -> Result<(), DbError> {
     bounded(async {
         on_pool!(db, conn => {
             sqlx::query(FORGET_SQL)
-                .bind(token_key)
-                .bind(attempt)
+                .bind(record.token_exp)
+                .bind(record.token_key)
+                .bind(record.attempt)
                 .execute(conn)
                 .await
                 .map(|_| ())
         })
     })
     .await
+}
+
+/// Deletes up to $2 records of tokens whose `exp` is before $1 (seconds
+/// since the epoch), the oldest first, along the key's order; concurrent
+/// sweeps of other instances skip the rows this one holds.
+pub const SWEEP_SQL: &str = "DELETE FROM sso_logins WHERE (token_exp, token_key) IN ( \
+       SELECT token_exp, token_key FROM sso_logins WHERE token_exp < $1 \
+       ORDER BY token_exp LIMIT $2 FOR UPDATE SKIP LOCKED)";
+/// Records deleted by one statement of a sweep: short, under the
+/// operation's timeout, whatever the table's size.
+const SWEEP_BATCH: i64 = 500;
+/// Statements per sweep: what is left over waits for the next sweep.
+const SWEEP_BATCHES: usize = 20;
+
+/// Deletes the records of tokens that verification refuses by `now`
+/// (seconds since the epoch): their `exp` plus the leeway is past. In
+/// short batches; returns how many it deleted.
+pub async fn sweep_expired(db: &Database, now: u64) -> Result<u64, DbError> {
+    let before = now.saturating_sub(LEEWAY_SECS) as i64;
+    let mut deleted = 0;
+    for _ in 0..SWEEP_BATCHES {
+        let batch = bounded(async {
+            shared::by_backend!(db,
+                postgres(pool) => pool.run(async |conn| {
+                    sqlx::query(SWEEP_SQL).bind(before).bind(SWEEP_BATCH).execute(conn).await
+                }).await.map(|done| done.rows_affected()),
+                // The embedded database has one writer: nothing to skip.
+                sqlite(pool) => shared::db::run_sqlite(pool, async |conn| {
+                    sqlx::query(
+                        "DELETE FROM sso_logins WHERE (token_exp, token_key) IN ( \
+                         SELECT token_exp, token_key FROM sso_logins WHERE token_exp < $1 \
+                         ORDER BY token_exp LIMIT $2)",
+                    )
+                    .bind(before)
+                    .bind(SWEEP_BATCH)
+                    .execute(conn)
+                    .await
+                }).await.map(|done| done.rows_affected()),
+            )
+        })
+        .await?;
+        deleted += batch;
+        if batch < SWEEP_BATCH as u64 {
+            break;
+        }
+    }
+    Ok(deleted)
+}
+
+/// How often an instance sweeps expired records: its first login does,
+/// then one login in this interval. Each sweep is a few short statements
+/// off the login's path; the fleet's instances share the work.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
+/// When this instance next sweeps ([`sweep_expired`]). In memory on
+/// purpose: a sweep missed (a frozen or recycled instance) only leaves
+/// expired rows for the next one, and no rule depends on it.
+#[derive(Clone, Default)]
+pub struct Sweeps {
+    next: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Sweeps {
+    /// Starts a sweep in the background if one is due.
+    pub fn sweep_if_due(&self, db: &Database) {
+        let now = Instant::now();
+        {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            if next.is_some_and(|at| now < at) {
+                return;
+            }
+            *next = Some(now + SWEEP_EVERY);
+        }
+        let db = db.clone();
+        tokio::spawn(async move {
+            match sweep_expired(&db, unix_secs()).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "expired login records swept"),
+                Err(e) => tracing::warn!(error = %e, "expired login records not swept (next time)"),
+            }
+        });
+    }
 }

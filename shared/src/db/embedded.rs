@@ -39,6 +39,11 @@ pub(super) const MIGRATION_FILES: &[(i64, &str, &str)] = &[
         "sso logins",
         include_str!("../../migrations/sqlite/0003_sso_logins.sql"),
     ),
+    (
+        4,
+        "sso logins by expiry",
+        include_str!("../../migrations/sqlite/0004_sso_logins_by_expiry.sql"),
+    ),
 ];
 
 pub static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| migrator(MIGRATION_FILES));

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use serde_json::Value;
-use shared::clock::unix_micros;
+use shared::clock::{unix_micros, unix_secs};
 use shared::db::Database;
-use sso_login::users::{LOGIN_SQL, LoginRecord, Recorded, record_login};
+use sso_login::users::{LOGIN_SQL, LoginRecord, Recorded, record_login, sweep_expired};
 use testkit::relay::Relay;
 use tests::services::{PgServer, RedisServer, TestDb, uuid_simple, write_other_data};
 use tests::tokens::sso_claims as claims;
@@ -210,28 +210,144 @@ async fn a_restart_without_persistence_refuses_the_replays() {
             "a replay after the restart",
         );
     }
+    // Concurrent replays of a token Redis forgot: the record refuses every
+    // one, whichever reaches it first, and none is a 5xx.
+    redis.stop();
+    redis.resume_serving();
+    let replays = futures_util::future::join_all((0..20).map(|_| login(&app, &used[0]))).await;
+    for replay in replays {
+        assert_refused_as_used(replay, "one of 20 concurrent replays");
+    }
 }
 
 /// The replay key's prefix is Redis's business: a deployment that changes
 /// `REDIS_KEY_PREFIX` does not re-open the tokens used before.
 #[tokio::test]
 async fn a_changed_key_prefix_does_not_reopen_a_used_token() {
-    let db = TestDb::postgres().await;
-    let before = instance(
-        crate::sso::SHARED_REDIS,
-        &format!("before-{}:", uuid_simple()),
-        &db.url,
+    // On both databases: the embedded one records logins in a transaction.
+    for db in [TestDb::postgres().await, TestDb::sqlite()] {
+        let before = instance(
+            crate::sso::SHARED_REDIS,
+            &format!("before-{}:", uuid_simple()),
+            &db.url,
+        )
+        .await;
+        let after = instance(
+            crate::sso::SHARED_REDIS,
+            &format!("after-{}:", uuid_simple()),
+            &db.url,
+        )
+        .await;
+        let token = gcgc(&claims("prefix-change"));
+        assert_eq!(login(&before, &token).await.0, StatusCode::OK, "{}", db.url);
+        assert_refused_as_used(login(&after, &token).await, "under the new prefix");
+    }
+}
+
+/// Migration 0004 keeps every record of 0003: a token recorded before it
+/// (its expiry then stored as exp + 30 s, in microseconds) is still refused
+/// after it, keyed by its own `exp`. On both databases.
+#[tokio::test]
+async fn records_written_before_migration_0004_still_refuse_their_tokens() {
+    macro_rules! migration {
+        ($db:literal, $file:literal) => {
+            include_str!(concat!("../../../shared/migrations/", $db, "/", $file))
+        };
+    }
+    let exp = unix_secs() as i64 + 3600;
+    let old_row = format!(
+        "INSERT INTO sso_logins (token_key, attempt, expires_at) VALUES ('sso:jti:before', 'old', {})",
+        (exp + 30) * 1_000_000
+    );
+    let postgres = TestDb::postgres_unmigrated().await;
+    let sqlite = TestDb::sqlite();
+    let before_0004 = [
+        (
+            &postgres,
+            [
+                migration!("postgres", "0001_init.sql"),
+                migration!("postgres", "0002_members_by_activity.sql"),
+                migration!("postgres", "0003_sso_logins.sql"),
+            ],
+            migration!("postgres", "0004_sso_logins_by_expiry.sql"),
+        ),
+        (
+            &sqlite,
+            [
+                migration!("sqlite", "0001_init.sql"),
+                migration!("sqlite", "0002_members_by_activity.sql"),
+                migration!("sqlite", "0003_sso_logins.sql"),
+            ],
+            migration!("sqlite", "0004_sso_logins_by_expiry.sql"),
+        ),
+    ];
+    for (test_db, earlier, migration_0004) in before_0004 {
+        let db = if test_db.url.starts_with("sqlite") {
+            Database::open_sqlite(&test_db.url).await.unwrap()
+        } else {
+            Database::open_postgres(&test_db.url, 1).unwrap()
+        };
+        let mut script = earlier.join("\n");
+        script.push_str(&format!(";\n{old_row};\n{migration_0004}"));
+        shared::on_pool!(&db, conn => sqlx::raw_sql(sqlx::AssertSqlSafe(script.as_str())).execute(conn).await.map(|_| ()))
+            .unwrap();
+        let replay = record_login(
+            &db,
+            &record("sso:jti:before", "new", exp),
+            "ext-before",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(replay, Recorded::AlreadyUsed, "{}", test_db.url);
+        let other = record_login(
+            &db,
+            &record("sso:jti:after", "new", exp),
+            "ext-after",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(other, Recorded::Login(_)), "{other:?}");
+        db.close().await;
+    }
+}
+
+/// The embedded database's record: once, and swept when expired.
+#[tokio::test]
+async fn the_embedded_database_records_once_and_sweeps() {
+    let file = TestDb::sqlite();
+    let db = Database::open_sqlite(&file.url).await.unwrap();
+    db.migrate().await.unwrap();
+    let later = unix_secs() as i64 + 3600;
+    let first = record_login(&db, &record("sso:jti:s", "one", later), "ext-s", None, None)
+        .await
+        .unwrap();
+    assert!(matches!(first, Recorded::Login(_)), "{first:?}");
+    let replay = record_login(&db, &record("sso:jti:s", "two", later), "ext-s", None, None)
+        .await
+        .unwrap();
+    assert_eq!(replay, Recorded::AlreadyUsed);
+    for i in 0..3 {
+        let key = format!("sso:jti:old-{i}");
+        record_login(&db, &record(&key, "old", 1), "ext-old", None, None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(sweep_expired(&db, unix_secs()).await.unwrap(), 3);
+    let again = record_login(
+        &db,
+        &record("sso:jti:s", "three", later),
+        "ext-s",
+        None,
+        None,
     )
-    .await;
-    let after = instance(
-        crate::sso::SHARED_REDIS,
-        &format!("after-{}:", uuid_simple()),
-        &db.url,
-    )
-    .await;
-    let token = gcgc(&claims("prefix-change"));
-    assert_eq!(login(&before, &token).await.0, StatusCode::OK);
-    assert_refused_as_used(login(&after, &token).await, "under the new prefix");
+    .await
+    .unwrap();
+    assert_eq!(again, Recorded::AlreadyUsed, "the live record stays");
+    db.close().await;
 }
 
 /// The database froze while the login's statement was on its way: the
@@ -261,21 +377,89 @@ async fn a_login_statement_that_runs_after_its_deadline_writes_nothing() {
     tests::services::clear_redis_prefix(crate::sso::SHARED_REDIS, &prefix);
 }
 
-fn record<'a>(token_key: &'a str, attempt: &'a str, expires_at: i64) -> LoginRecord<'a> {
+/// A statement that started in time, then waited on a lock past the
+/// caller's patience, commits its record after the login answered 503. The
+/// login forgets its record only once the statement can no longer be
+/// running (its deadline plus the server's statement_timeout), so the
+/// token is used up only until then, not for good.
+#[tokio::test]
+async fn a_statement_held_on_a_lock_past_the_answer_leaves_the_token_usable_again() {
+    let test_db = TestDb::postgres().await;
+    let prefix = format!("locked-{}:", uuid_simple());
+    let app = instance(crate::sso::SHARED_REDIS, &prefix, &test_db.url).await;
+    assert_eq!(
+        login(&app, &gcgc(&claims("locked-user"))).await.0,
+        StatusCode::OK
+    );
+    let db = Database::open_postgres(&test_db.url, 2).unwrap();
+    let Database::Postgres(pool) = &db else {
+        unreachable!()
+    };
+    // Another transaction holds the user's row.
+    let mut holder = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *holder).await.unwrap();
+    sqlx::query("SELECT 1 FROM users WHERE external_id = 'locked-user' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let token = gcgc(&claims("locked-user"));
+    let sent = Instant::now();
+    let (status, _) = login(&app, &token).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the statement waits on the lock"
+    );
+    // Past the statement's deadline and the old forgetting (2.5 s), the lock
+    // goes and the waiting statement commits its record.
+    tokio::time::sleep(Duration::from_millis(3000).saturating_sub(sent.elapsed())).await;
+    sqlx::query("COMMIT").execute(&mut *holder).await.unwrap();
+    drop(holder);
+    let recorded = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM sso_logins")
+            .fetch_one(&mut *pool.acquire().await.unwrap())
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while recorded().await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the late statement committed its record"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_refused_as_used(login(&app, &token).await, "while the record stands");
+    // Once the statement cannot be running any more, its record is forgotten.
+    let mut last = (StatusCode::IM_A_TEAPOT, String::new());
+    while sent.elapsed() < sso_login::users::STATEMENT_SETTLED_AFTER + Duration::from_secs(5) {
+        last = login(&app, &token).await;
+        if last.0 == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(last.0, StatusCode::OK, "usable again: {}", last.1);
+    assert_refused_as_used(login(&app, &token).await, "and single-use again");
+    db.close().await;
+    tests::services::clear_redis_prefix(crate::sso::SHARED_REDIS, &prefix);
+}
+
+fn record<'a>(token_key: &'a str, attempt: &'a str, token_exp: i64) -> LoginRecord<'a> {
     LoginRecord {
         token_key,
         attempt,
-        expires_at,
+        token_exp,
     }
 }
 
 /// The statement itself: a token is recorded once; after its deadline it
-/// writes nothing; each login reaps expired records.
+/// writes nothing.
 #[tokio::test]
-async fn the_login_statement_records_once_refuses_late_and_reaps_expired_records() {
+async fn the_login_statement_records_once_and_refuses_late() {
     let test_db = TestDb::postgres().await;
     let db = Database::open_postgres(&test_db.url, 1).unwrap();
-    let later = unix_micros() + 3_600_000_000;
+    let later = unix_secs() as i64 + 3600;
     let first = record_login(&db, &record("sso:jti:a", "one", later), "ext-a", None, None)
         .await
         .unwrap();
@@ -319,30 +503,121 @@ async fn the_login_statement_records_once_refuses_late_and_reaps_expired_records
         "nothing written"
     );
 
-    for i in 0..3 {
-        sqlx::query(
-            "INSERT INTO sso_logins (token_key, attempt, expires_at) VALUES ($1, 'old', 1)",
-        )
-        .bind(format!("sso:jti:expired-{i}"))
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    }
-    drop(conn);
-    record_login(&db, &record("sso:jti:b", "one", later), "ext-b", None, None)
-        .await
-        .unwrap();
-    let mut conn = pool.acquire().await.unwrap();
-    assert_eq!(
-        count("SELECT count(*) FROM sso_logins WHERE expires_at < 1000")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap(),
-        1,
-        "a login reaps two expired records"
-    );
     drop(conn);
     db.close().await;
+}
+
+/// Expired records are swept in batches, off the login's path: a sweep
+/// deletes every expired record and no live one, and an instance's first
+/// login starts one.
+#[tokio::test]
+async fn expired_records_are_swept_and_live_ones_kept() {
+    let test_db = TestDb::postgres().await;
+    let db = Database::open_postgres(&test_db.url, 1).unwrap();
+    let Database::Postgres(pool) = &db else {
+        unreachable!()
+    };
+    let later = unix_secs() as i64 + 3600;
+    let mut conn = pool.acquire().await.unwrap();
+    // More than one batch of expired records, and a live one.
+    sqlx::query(
+        "INSERT INTO sso_logins (token_exp, token_key, attempt) \
+         SELECT g, 'sso:jti:expired-' || g, 'old' FROM generate_series(1, 1234) g",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    drop(conn);
+    let live = record_login(
+        &db,
+        &record("sso:jti:live", "one", later),
+        "ext-live",
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(live, Recorded::Login(_)), "{live:?}");
+    let remaining = async |db: &Database| -> (i64, i64) {
+        let Database::Postgres(pool) = db else {
+            unreachable!()
+        };
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE token_exp < 10000), count(*) FILTER (WHERE token_exp >= 10000) \
+             FROM sso_logins",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        remaining(&db).await,
+        (1234, 1),
+        "the login deleted no record"
+    );
+    assert_eq!(sweep_expired(&db, unix_secs()).await.unwrap(), 1234);
+    assert_eq!(
+        remaining(&db).await,
+        (0, 1),
+        "every expired record, and only those"
+    );
+    assert_eq!(sweep_expired(&db, unix_secs()).await.unwrap(), 0);
+
+    // Through the function: its first login sweeps, in the background.
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query(
+        "INSERT INTO sso_logins (token_exp, token_key, attempt) VALUES (1, 'sso:jti:old', 'old')",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    drop(conn);
+    let prefix = format!("sweep-{}:", uuid_simple());
+    let app = instance(crate::sso::SHARED_REDIS, &prefix, &test_db.url).await;
+    assert_eq!(
+        login(&app, &gcgc(&claims("sweeper"))).await.0,
+        StatusCode::OK
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while remaining(&db).await.0 > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first login swept the expired record"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(remaining(&db).await.1, 2, "the live records stay");
+    db.close().await;
+    tests::services::clear_redis_prefix(crate::sso::SHARED_REDIS, &prefix);
+}
+
+/// Code deployed before its migration (0003 not applied): a login is a
+/// 503 that the client may retry, not a 500, and it issues nothing.
+#[tokio::test]
+async fn a_database_behind_the_code_is_a_503_not_a_500() {
+    let test_db = TestDb::postgres().await;
+    let db = Database::open_postgres(&test_db.url, 1).unwrap();
+    let Database::Postgres(pool) = &db else {
+        unreachable!()
+    };
+    sqlx::query("DROP TABLE sso_logins")
+        .execute(&mut *pool.acquire().await.unwrap())
+        .await
+        .unwrap();
+    let prefix = format!("behind-{}:", uuid_simple());
+    let app = instance(crate::sso::SHARED_REDIS, &prefix, &test_db.url).await;
+    let token = gcgc(&claims("behind"));
+    let (status, body) = login(&app, &token).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("Database"), "{body}");
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE external_id = 'behind'")
+        .fetch_one(&mut *pool.acquire().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(users, 0, "nothing written");
+    db.close().await;
+    tests::services::clear_redis_prefix(crate::sso::SHARED_REDIS, &prefix);
 }
 
 /// The JSON lines of a function's stderr.

@@ -274,7 +274,7 @@ impl<'a> Bench<'a> {
                 ":now",
                 "'bench-' || :client_id || '-' || :k", // no colon: pgbench would read one as a variable
                 "'attempt'",
-                ":now + 3600000000",
+                "extract(epoch FROM now())::bigint + 3600", // the token's exp: a fresh token's
                 "9000000000000000000",
             ],
         );
@@ -1139,7 +1139,7 @@ return 1"#,
                 uuid::Uuid::new_v4().simple()
             ))
             .bind("attempt")
-            .bind(1_764_003_600_000_000_i64)
+            .bind(shared::clock::unix_secs() as i64 + 3600)
             .bind(i64::MAX)
             .fetch_one(&mut pg)
             .await?;
