@@ -138,6 +138,10 @@ pub struct Config {
     pub database_ca_cert: Option<CaBundle>,
     /// `DATABASE_HOST`: connect there instead of to the URL's host (an RDS Proxy endpoint).
     pub database_host: Option<String>,
+    /// `DATABASE_POOLER`: `transaction` when a transaction-mode pooler
+    /// (PgBouncer, RDS Proxy, ApsaraDB's proxy) stands in front of the
+    /// database: the functions then keep no session state on it.
+    pub database_pooler: crate::db::Pooler,
     /// PostgreSQL connections per instance (`DB_POOL_SIZE`): as many as the
     /// instance serves requests at once.
     pub db_pool_size: u32,
@@ -314,6 +318,17 @@ impl Config {
             }
             other => other.map(str::to_owned),
         };
+        let database_pooler = match get("DATABASE_POOLER") {
+            None => crate::db::Pooler::default(),
+            Some(v) => crate::db::Pooler::parse(v).ok_or_else(|| {
+                ConfigError::new(
+                    "DATABASE_POOLER",
+                    format!(
+                        "expected `none` or `transaction` (a transaction-mode pooler), got `{v}`"
+                    ),
+                )
+            })?,
+        };
 
         if app_env == AppEnv::Production {
             if redis_url.is_none() {
@@ -452,6 +467,7 @@ impl Config {
             database_url,
             database_ca_cert,
             database_host,
+            database_pooler,
             db_pool_size,
             max_body_bytes,
             platform,
@@ -606,6 +622,7 @@ mod tests {
             (&[("MAX_BODY_BYTES", "ten")], "MAX_BODY_BYTES"),
             (&[("DB_POOL_SIZE", "0")], "DB_POOL_SIZE"),
             (&[("DB_POOL_SIZE", "many")], "DB_POOL_SIZE"),
+            (&[("DATABASE_POOLER", "pgbouncer")], "DATABASE_POOLER"),
             (&[("REDIS_URL", "redis+sentinel://x")], "REDIS_URL"),
             (
                 &[

@@ -2,10 +2,16 @@
 //! production; for local runs and tests, an embedded SQLite file by default
 //! (the `embedded-db` feature, which deploy builds leave out: production
 //! requires PostgreSQL, so a deployed function links no SQLite). Each
-//! function owns its own queries (one query text serves both backends
-//! through [`on_pool!`]: the schema keeps types that both read alike); this
-//! module only opens the pool, bounds each operation in time and tells what
-//! an error means.
+//! function owns its own queries, one arm per backend ([`by_backend!`]; the
+//! schema keeps types that both read alike, so the SQL text is mostly
+//! shared); this module only opens the pool, bounds each operation in time
+//! and tells what an error means.
+//!
+//! Two drivers, each where it fits: tokio-postgres for the functions'
+//! statements (one message per statement on the unnamed statement, which a
+//! transaction-mode pooler needs; see [`PgSession`]), sqlx for SQLite and
+//! for the migrations (its migrator, on a session of their own, without
+//! the requests' timeout).
 //!
 //! Serverless-minded: the PostgreSQL pool ([`PgConnectionPool`]) opens its
 //! connections lazily on first use, keeps them across invocations, checks a
@@ -13,22 +19,26 @@
 //! when its last operation ran to the end, and every operation is bounded,
 //! so a database that is down or hung is a 503 within about a second.
 
-use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::{ConnectOptions, Connection, SqlSafeStr};
 
-use crate::config::{CaBundle, Config};
+use crate::config::Config;
 
 #[cfg(feature = "embedded-db")]
 mod embedded;
 #[cfg(feature = "embedded-db")]
 pub use embedded::{SQLITE_MIGRATIONS, run_sqlite};
 mod postgres_pool;
-pub use postgres_pool::{Lease, PgConnectionPool};
+mod postgres_target;
+mod postgres_tls;
+pub use postgres_pool::{Lease, PgConnectionPool, PgError, PgSession};
+pub use postgres_target::{PgEndpoint, PgTarget, Pooler, SslMode};
+pub use tokio_postgres::Row as PgRow;
+/// The parameter types a statement binds ([`PgSession::query`]).
+pub use tokio_postgres::types::{ToSql as PgToSql, Type as PgType};
 
 /// The migrations of each database, in order: `migrations/<database>/`,
 /// one file per version, each listed here (a test checks the list against
@@ -83,6 +93,13 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(1000);
 /// up on one the function has stopped waiting for. A statement sent before
 /// a deadline has ended, written or not, by that deadline plus this.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The migrations' bound on one statement: generous (a full-table update,
+/// an index built on millions of rows), but not endless.
+pub const MIGRATION_STATEMENT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The migrations' bound on waiting for a lock: a migration queued behind
+/// a long transaction would hold up every request queued behind it, so it
+/// gives up soon instead and can be run again.
+pub const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest to wait for a (new or pooled) connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(800);
 /// A pooled connection idle longer than this is pinged before use.
@@ -137,20 +154,6 @@ macro_rules! embedded_db_only {
     ($($item:item)*) => {};
 }
 
-/// Runs the same body against whichever database this is, with `$conn`
-/// bound to a connection of its pool (`&mut PgConnection` or
-/// `&mut SqliteConnection`): one query text, two drivers. `?` in the body
-/// ends the body, as in a function.
-#[macro_export]
-macro_rules! on_pool {
-    ($db:expr, $conn:ident => $body:expr) => {
-        $crate::by_backend!($db,
-            postgres(pool) => pool.run(async |$conn| $body).await,
-            sqlite(pool) => $crate::db::run_sqlite(pool, async |$conn| $body).await,
-        )
-    };
-}
-
 impl Database {
     /// Opens the configured database. PostgreSQL connects lazily, on first
     /// use, and is migrated by `make migrate`; the embedded file is created
@@ -169,6 +172,7 @@ impl Database {
         let endpoint = PgEndpoint {
             ca: config.database_ca_cert.as_ref(),
             host: config.database_host.as_deref(),
+            pooler: config.database_pooler,
         };
         Self::open_postgres_at(url.expose(), config.db_pool_size, endpoint)
     }
@@ -183,23 +187,30 @@ impl Database {
         pool_size: u32,
         endpoint: PgEndpoint<'_>,
     ) -> anyhow::Result<Self> {
-        let options = postgres_options(url, endpoint)?
-            .application_name("tms-chat")
-            .options([(
-                "statement_timeout",
-                STATEMENT_TIMEOUT.as_millis().to_string(),
-            )]);
+        let target = PgTarget::parse(url, endpoint)?;
         // As many connections as the instance serves requests at once
         // (`DB_POOL_SIZE`): one on Lambda, the instance concurrency on FC.
-        Ok(Self::Postgres(PgConnectionPool::new(options, pool_size)))
+        Ok(Self::Postgres(PgConnectionPool::new(target, pool_size)?))
     }
 
-    /// Applies the migrations that ship with the code. On PostgreSQL the
-    /// migrator holds an advisory lock, so two runs at once are safe.
+    /// Applies the migrations that ship with the code. On PostgreSQL they
+    /// run on a session of their own (the migrator holds an advisory lock
+    /// for the session, so two runs at once are safe; through a
+    /// transaction pooler, point `DATABASE_HOST` at the database itself),
+    /// with their own generous statement timeout and a short lock timeout
+    /// instead of the requests' 5 s.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         crate::by_backend!(self,
-            // The migrator's connection is not kept: it held the advisory lock.
-            postgres(pool) => POSTGRES_MIGRATIONS.run(&mut *pool.acquire().await?).await?,
+            postgres(pool) => {
+                let options = pool.target().sqlx_options().options([
+                    ("statement_timeout", MIGRATION_STATEMENT_TIMEOUT.as_millis().to_string()),
+                    ("lock_timeout", MIGRATION_LOCK_TIMEOUT.as_millis().to_string()),
+                ]);
+                let mut connection = options.connect().await?;
+                let applied = POSTGRES_MIGRATIONS.run(&mut connection).await;
+                let _ = connection.close().await;
+                applied?
+            },
             sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
         );
         Ok(())
@@ -222,65 +233,20 @@ impl Database {
 
     pub async fn ping(&self) -> Result<(), DbError> {
         bounded(async {
-            on_pool!(self, conn => sqlx::query("SELECT 1").execute(conn).await.map(|_| ()))
+            crate::by_backend!(self,
+                postgres(pool) => pool
+                    .run(async |session| Ok(session.query("SELECT 1", &[]).await.map(|_| ())?))
+                    .await
+                    .map_err(DbError::from),
+                sqlite(pool) => run_sqlite(pool, async |conn| {
+                    sqlx::query("SELECT 1").execute(conn).await.map(|_| ())
+                })
+                .await
+                .map_err(DbError::from),
+            )
         })
         .await
     }
-}
-
-/// What a deployment adds to a `DATABASE_URL` (whose secret it may not own).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PgEndpoint<'a> {
-    /// `DATABASE_CA_CERT_PATH`: the CA (RDS, ApsaraDB) that signs the server's certificate.
-    pub ca: Option<&'a CaBundle>,
-    /// `DATABASE_HOST`: the host to connect to instead of the URL's, such as
-    /// an RDS Proxy endpoint in front of the database the URL names.
-    pub host: Option<&'a str>,
-}
-
-/// The connect options of a `DATABASE_URL`. With a CA bundle the server is
-/// verified: its certificate must chain to the bundle (or a public root) and
-/// name the host (`sslmode=verify-full`, also when the URL gives no
-/// `sslmode`; an explicit `verify-ca` skips the name only). A weaker
-/// `sslmode` would not use the bundle at all, so it stops the start, as does
-/// a second CA in the URL.
-pub fn postgres_options(url: &str, endpoint: PgEndpoint<'_>) -> anyhow::Result<PgConnectOptions> {
-    let mut options = PgConnectOptions::from_str(url)
-        .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
-    if let Some(host) = endpoint.host {
-        options = options.host(host);
-    }
-    let Some(ca) = endpoint.ca else {
-        return Ok(options);
-    };
-    let params: Vec<&str> = url
-        .split_once('?')
-        .map(|(_, query)| {
-            query
-                .split('&')
-                .filter_map(|p| p.split('=').next())
-                .collect()
-        })
-        .unwrap_or_default();
-    let given = |names: &[&str]| params.iter().any(|p| names.contains(p));
-    if given(&["sslrootcert", "ssl-root-cert", "ssl-ca"]) {
-        anyhow::bail!(
-            "DATABASE_CA_CERT_PATH: the DATABASE_URL names a CA too (sslrootcert); give it in one place"
-        );
-    }
-    let ssl_mode = if given(&["sslmode", "ssl-mode"]) {
-        options.get_ssl_mode()
-    } else {
-        PgSslMode::VerifyFull
-    };
-    if !matches!(ssl_mode, PgSslMode::VerifyFull | PgSslMode::VerifyCa) {
-        anyhow::bail!(
-            "DATABASE_CA_CERT_PATH: the DATABASE_URL's sslmode would not verify the server with it: use sslmode=verify-full"
-        );
-    }
-    Ok(options
-        .ssl_mode(ssl_mode)
-        .ssl_root_cert_from_pem(ca.pem.to_vec()))
 }
 
 /// `$first, $first+1, ...`: bound parameters for an `IN` list, never values.
@@ -310,70 +276,100 @@ pub enum DbError {
     Duplicate,
     /// Anything else: a bug.
     #[error(transparent)]
-    Other(sqlx::Error),
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl DbError {
+    /// What a SQLSTATE (PostgreSQL's, or SQLite's numeric code) the server
+    /// sent says about the operation, if it says more than "a bug".
+    fn from_code(code: &str, message: &str) -> Option<Self> {
+        // PostgreSQL: the session ended (see `ends_session`), too many
+        // connections (53300), a statement cancelled by its timeout
+        // (57014); SQLite: busy (5), locked (6).
+        if ends_session(code)
+            || code == "53300"
+            || code == "57014"
+            || sqlite_primary_code(code).is_some_and(|c| c == 5 || c == 6)
+        {
+            tracing::warn!(code, message, "database unavailable");
+            return Some(Self::Unavailable);
+        }
+        if schema_behind(code) {
+            // Code deployed before its migrations: not ready yet (503, and
+            // the operator is told what to run), not a bug in the request.
+            tracing::error!(
+                code,
+                message,
+                "the database's schema is behind the code: apply the migrations (make migrate)"
+            );
+            return Some(Self::Unavailable);
+        }
+        match code {
+            "23503" => return Some(Self::MissingReference),
+            "23505" => return Some(Self::Duplicate),
+            "23514" => return Some(Self::InvalidData(message.to_owned())),
+            _ => {}
+        }
+        // SQLite: too big (18), datatype mismatch (20), out of range (25).
+        let sqlite_data = sqlite_primary_code(code).is_some_and(|c| matches!(c, 18 | 20 | 25));
+        if code.starts_with("22") && code.len() == 5 || sqlite_data {
+            return Some(Self::InvalidData(message.to_owned()));
+        }
+        None
+    }
+}
+
+impl From<PgError> for DbError {
+    fn from(error: PgError) -> Self {
+        let statement_error = match error {
+            PgError::PoolTimedOut | PgError::PoolClosed | PgError::Connect(_) => {
+                tracing::warn!(error = %error, "database unavailable");
+                return Self::Unavailable;
+            }
+            PgError::NoRow => return Self::Other(Box::new(error)),
+            PgError::Query(e) => e,
+        };
+        if let Some(db) = statement_error.as_db_error() {
+            return Self::from_code(db.code().code(), db.message())
+                .unwrap_or_else(|| Self::Other(Box::new(statement_error)));
+        }
+        if statement_error.is_closed() || postgres_pool::io_error_within(&statement_error) {
+            tracing::warn!(error = %statement_error, "database unavailable");
+            return Self::Unavailable;
+        }
+        Self::Other(Box::new(statement_error))
+    }
 }
 
 impl From<sqlx::Error> for DbError {
     fn from(error: sqlx::Error) -> Self {
         use sqlx::Error as E;
-        use sqlx::error::ErrorKind;
-        let unavailable = match &error {
-            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => true,
-            E::Protocol(_) => true,
+        match &error {
+            E::PoolTimedOut
+            | E::PoolClosed
+            | E::Io(_)
+            | E::Tls(_)
+            | E::WorkerCrashed
+            | E::Protocol(_) => {
+                tracing::warn!(error = %error, "database unavailable");
+                Self::Unavailable
+            }
             E::Database(db) => {
+                // SQLite's constraint codes are its own: sqlx tells their kind.
+                use sqlx::error::ErrorKind;
+                match db.kind() {
+                    ErrorKind::ForeignKeyViolation => return Self::MissingReference,
+                    ErrorKind::UniqueViolation => return Self::Duplicate,
+                    ErrorKind::CheckViolation => return Self::InvalidData(db.message().to_owned()),
+                    _ => {}
+                }
                 let code = db.code().unwrap_or_default();
-                // PostgreSQL: the session ended (see `ends_session`), too
-                // many connections (53300); SQLite: busy (5), locked (6).
-                ends_session(&code)
-                    || code == "53300"
-                    || sqlite_primary_code(&code).is_some_and(|c| c == 5 || c == 6)
+                Self::from_code(&code, db.message()).unwrap_or_else(|| Self::Other(Box::new(error)))
             }
-            _ => false,
-        };
-        if unavailable {
-            tracing::warn!(error = %error, "database unavailable");
-            return Self::Unavailable;
+            // A value that the driver cannot even encode is the client's data too.
+            E::Encode(e) => Self::InvalidData(e.to_string()),
+            _ => Self::Other(Box::new(error)),
         }
-        if let E::Database(db) = &error
-            && schema_behind(&db.code().unwrap_or_default())
-        {
-            // Code deployed before its migrations: not ready yet (503, and
-            // the operator is told what to run), not a bug in the request.
-            tracing::error!(error = %error, "the database's schema is behind the code: apply the migrations (make migrate)");
-            return Self::Unavailable;
-        }
-        let E::Database(db) = &error else {
-            // A value that the driver cannot even encode (e.g. a string with
-            // NUL for PostgreSQL's text protocol) is the client's data too.
-            if let E::Encode(e) = &error {
-                return Self::InvalidData(e.to_string());
-            }
-            return Self::Other(error);
-        };
-        match db.kind() {
-            ErrorKind::ForeignKeyViolation => return Self::MissingReference,
-            ErrorKind::UniqueViolation => return Self::Duplicate,
-            ErrorKind::CheckViolation => return Self::InvalidData(db.message().to_owned()),
-            _ => {}
-        }
-        let code = db.code().unwrap_or_default();
-        // SQLite: too big (18), datatype mismatch (20), out of range (25).
-        let sqlite_data = sqlite_primary_code(&code).is_some_and(|c| matches!(c, 18 | 20 | 25));
-        if code.starts_with("22") && code.len() == 5 || sqlite_data {
-            return Self::InvalidData(db.message().to_owned());
-        }
-        Self::Other(error)
-    }
-}
-
-/// Whether `error` means its connection broke (not a busy pool or server):
-/// I/O, TLS, the protocol, or the server ending the session.
-fn breaks_connection(error: &sqlx::Error) -> bool {
-    use sqlx::Error as E;
-    match error {
-        E::Io(_) | E::Tls(_) | E::Protocol(_) => true,
-        E::Database(db) => ends_session(&db.code().unwrap_or_default()),
-        _ => false,
     }
 }
 
@@ -400,9 +396,10 @@ fn sqlite_primary_code(code: &str) -> Option<u32> {
 
 /// Bounds a database operation in time and tells what its error means: a
 /// database that cannot be reached or answered in time is `Unavailable`.
-pub async fn bounded<T>(
-    operation: impl Future<Output = Result<T, sqlx::Error>>,
-) -> Result<T, DbError> {
+pub async fn bounded<T, E>(operation: impl Future<Output = Result<T, E>>) -> Result<T, DbError>
+where
+    DbError: From<E>,
+{
     match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
         Ok(result) => result.map_err(DbError::from),
         Err(_) => {
@@ -441,61 +438,5 @@ mod tests {
                 .collect();
             assert_eq!(listed, on_disk, "{folder}");
         }
-    }
-
-    fn ca() -> CaBundle {
-        CaBundle {
-            path: "/opt/ca.pem".into(),
-            pem: b"-----BEGIN CERTIFICATE-----".as_slice().into(),
-        }
-    }
-
-    #[test]
-    fn a_ca_bundle_means_the_server_is_verified() {
-        let url = "postgres://u@db.example.com/tms";
-        let ca = ca();
-        let with_ca = PgEndpoint {
-            ca: Some(&ca),
-            host: None,
-        };
-        let mode = |url: &str| postgres_options(url, with_ca).map(|o| o.get_ssl_mode());
-        assert!(matches!(mode(url).unwrap(), PgSslMode::VerifyFull));
-        let full = format!("{url}?sslmode=verify-full");
-        assert!(matches!(mode(&full).unwrap(), PgSslMode::VerifyFull));
-        let ca_only = format!("{url}?sslmode=verify-ca");
-        assert!(matches!(mode(&ca_only).unwrap(), PgSslMode::VerifyCa));
-        for weaker in ["require", "prefer", "disable"] {
-            let err = mode(&format!("{url}?sslmode={weaker}")).unwrap_err();
-            assert!(
-                err.to_string().starts_with("DATABASE_CA_CERT_PATH"),
-                "{err}"
-            );
-        }
-        let twice = mode(&format!("{url}?sslmode=verify-full&sslrootcert=/x.pem")).unwrap_err();
-        assert!(
-            twice.to_string().starts_with("DATABASE_CA_CERT_PATH"),
-            "{twice}"
-        );
-        // Without a bundle the URL is taken as it is.
-        let plain =
-            postgres_options(&format!("{url}?sslmode=require"), PgEndpoint::default()).unwrap();
-        assert!(matches!(plain.get_ssl_mode(), PgSslMode::Require));
-        assert_eq!(plain.get_host(), "db.example.com");
-    }
-
-    #[test]
-    fn database_host_replaces_the_urls_host_only() {
-        let proxy = PgEndpoint {
-            ca: None,
-            host: Some("tms.proxy-abc.eu-west-1.rds.amazonaws.com"),
-        };
-        let options = postgres_options("postgres://u:p@db.example.com:5433/tms", proxy).unwrap();
-        assert_eq!(
-            options.get_host(),
-            "tms.proxy-abc.eu-west-1.rds.amazonaws.com"
-        );
-        assert_eq!(options.get_port(), 5433);
-        assert_eq!(options.get_database(), Some("tms"));
-        assert_eq!(options.get_username(), "u");
     }
 }

@@ -135,7 +135,7 @@ impl From<DbError> for ApiError {
                 Self::Unprocessable("A referenced record does not exist".into())
             }
             DbError::Duplicate => Self::Conflict("Already exists".into()),
-            DbError::Other(e) => Self::Internal(anyhow::Error::new(e).context("database")),
+            DbError::Other(e) => Self::Internal(anyhow::anyhow!(e).context("database")),
         }
     }
 }

@@ -30,9 +30,12 @@ pub async fn connect(url: &str) -> Result<sqlx::PgConnection, sqlx::Error> {
 
 /// A database that exists for one test only.
 pub struct TestDb {
+    /// How the code under test reaches it (through the pooler, if any).
     pub url: String,
     drop_as: Option<(String, String)>,
     file: Option<PathBuf>,
+    /// The transaction pooler in front of it ([`TestDb::pooled`]).
+    pooler: Option<PgBouncer>,
 }
 
 impl TestDb {
@@ -69,7 +72,47 @@ impl TestDb {
             url,
             drop_as: Some((admin_url, name)),
             file: None,
+            pooler: None,
         }
+    }
+
+    /// [`TestDb::postgres`] behind a PgBouncer of its own in transaction
+    /// mode (two server sessions), as a fleet reaches its database.
+    pub async fn pooled() -> Self {
+        let mut db = Self::postgres().await;
+        let pooler = PgBouncer::in_front_of(&db.url, 2);
+        db.url = pooler.url_for(&db.url);
+        db.pooler = Some(pooler);
+        db
+    }
+
+    /// The functions' settings for this database: its URL and, behind a
+    /// pooler, `DATABASE_POOLER=transaction`.
+    pub fn vars(&self) -> Vec<(&'static str, &str)> {
+        let mut vars = vec![("DATABASE_URL", self.url.as_str())];
+        if self.pooler.is_some() {
+            vars.push(("DATABASE_POOLER", "transaction"));
+        }
+        vars
+    }
+
+    /// The pooler in front of this database, if any.
+    pub fn pooler(&self) -> Option<&PgBouncer> {
+        self.pooler.as_ref()
+    }
+
+    /// A pool as the functions open this database (pool of `size`).
+    pub fn open(&self, size: u32) -> Database {
+        let pooler = if self.pooler.is_some() {
+            shared::db::Pooler::Transaction
+        } else {
+            shared::db::Pooler::None
+        };
+        let endpoint = shared::db::PgEndpoint {
+            pooler,
+            ..shared::db::PgEndpoint::default()
+        };
+        Database::open_postgres_at(&self.url, size, endpoint).expect("open the test database")
     }
 
     /// A fresh embedded database file (migrated when the app opens it).
@@ -79,12 +122,15 @@ impl TestDb {
             url: format!("sqlite://{}", path.display()),
             drop_as: None,
             file: Some(path),
+            pooler: None,
         }
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        // The pooler first: it holds server sessions to the database.
+        drop(self.pooler.take());
         if let Some(path) = &self.file {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -501,6 +547,96 @@ fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) {
     if let Some((uid, gid)) = user {
         std::os::unix::process::CommandExt::uid(cmd, uid);
         std::os::unix::process::CommandExt::gid(cmd, gid);
+    }
+}
+
+/// A throwaway PgBouncer (Debian's package, 1.18) in transaction mode, on
+/// a free port, in front of a PostgreSQL on `127.0.0.1:<upstream_port>`:
+/// every database of that server, as the same name, through at most
+/// `server_connections` server sessions per database. Transaction mode
+/// gives consecutive transactions of one client to whichever server
+/// session is free: what breaks named prepared statements and session
+/// settings, as RDS Proxy's multiplexing and ApsaraDB's proxy do.
+pub struct PgBouncer {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PgBouncer {
+    /// In front of the server that `url` names. It refuses startup
+    /// parameters as a stock PgBouncer does (`statement_timeout` among
+    /// them), except sqlx's `extra_float_digits`, which the tests' own
+    /// sessions send (the functions use tokio-postgres, which does not).
+    pub fn in_front_of(url: &str, server_connections: u32) -> Self {
+        let target = shared::db::PgTarget::parse(url, shared::db::PgEndpoint::default())
+            .expect("a PostgreSQL URL");
+        Self::start(&target.host, target.port, &target.user, server_connections)
+    }
+
+    pub fn start(host: &str, upstream_port: u16, user: &str, server_connections: u32) -> Self {
+        let bin = find_binary("pgbouncer", &[PathBuf::from("/usr/sbin")]);
+        let dir = std::env::temp_dir().join(format!("tms-pgbouncer-{}", uuid_simple()));
+        std::fs::create_dir_all(&dir).expect("pgbouncer dir");
+        let port = free_port();
+        let config = format!(
+            "[databases]\n\
+             * = host={host} port={upstream_port} user={user}\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             unix_socket_dir =\n\
+             auth_type = any\n\
+             pool_mode = transaction\n\
+             default_pool_size = {server_connections}\n\
+             max_client_conn = 2000\n\
+             server_reset_query =\n\
+             ignore_startup_parameters = extra_float_digits\n\
+             logfile = {log}\n",
+            log = dir.join("pgbouncer.log").display(),
+        );
+        let ini = dir.join("pgbouncer.ini");
+        std::fs::write(&ini, config).expect("write pgbouncer.ini");
+        // PgBouncer refuses to run as root: as PostgreSQL's user then.
+        let user = postgres_user();
+        if let Some((uid, gid)) = user {
+            for path in [&dir, &ini] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown pgbouncer");
+            }
+        }
+        let mut cmd = Command::new(bin);
+        cmd.arg(&ini).stdout(Stdio::null()).stderr(Stdio::null());
+        as_user(&mut cmd, user);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start pgbouncer ({e}): scripts/services.sh installs it (apt-get install pgbouncer)")
+        });
+        wait_for_tcp(port, Duration::from_secs(20));
+        Self {
+            port,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    /// `url` (a database on the upstream server) reached through the pooler.
+    pub fn url_for(&self, url: &str) -> String {
+        let name = url.rsplit('/').next().expect("a database name");
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// What PgBouncer wrote to its log (its refusals and errors).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id() as i32, "INT");
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -206,3 +206,25 @@ pub async fn start_server(name: &str, extra: &[(&str, &str)]) -> (Process, Strin
     wait_for_port(SocketAddr::from(([127, 0, 0, 1], port))).await;
     (process, format!("http://127.0.0.1:{port}"))
 }
+
+/// A session of the test's own (sqlx) to the database `pool` connects to,
+/// for its setup, its checks and the locks it holds: never one of the
+/// pool's, which serve the code under test.
+pub async fn sql_session(pool: &shared::db::PgConnectionPool) -> sqlx::PgConnection {
+    use sqlx::ConnectOptions;
+    pool.target().sqlx_options().connect().await.unwrap()
+}
+
+/// Runs a test's own SQL script (no parameters) on either database, on a
+/// session of its own; returns the rows it wrote.
+pub async fn run_script(db: &shared::db::Database, script: &str) -> u64 {
+    let script = sqlx::AssertSqlSafe(script.to_owned());
+    shared::by_backend!(db,
+        postgres(pool) => sqlx::raw_sql(script)
+            .execute(&mut sql_session(pool).await)
+            .await
+            .unwrap()
+            .rows_affected(),
+        sqlite(pool) => sqlx::raw_sql(script).execute(pool).await.unwrap().rows_affected(),
+    )
+}

@@ -1,13 +1,13 @@
 //! The conversations' queries. One query text serves PostgreSQL and the
-//! embedded SQLite ([`on_pool!`]), except create: one statement on
-//! PostgreSQL, a transaction on SQLite (no data-modifying CTE there). Each
+//! embedded SQLite, except create: one statement on PostgreSQL, a
+//! transaction on SQLite (no data-modifying CTE there). Each
 //! route is one round trip to PostgreSQL where one statement can do it;
 //! every operation is bounded in time. The SQLite arms and statements exist
 //! only in builds with the embedded database ([`by_backend!`]).
 
 use shared::clock::unix_micros;
-use shared::db::{Database, DbError, bounded, placeholders};
-use shared::{by_backend, embedded_db_only, on_pool};
+use shared::db::{Database, DbError, PgType, bounded, placeholders};
+use shared::{by_backend, embedded_db_only};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
@@ -98,18 +98,28 @@ async fn conversations(
 ) -> Result<Vec<Conversation>, DbError> {
     bounded(async {
         by_backend!(db,
-            postgres(pool) => {
-                let rows: Vec<(i64, String, i64, i64, i64, Vec<i64>)> = pool
-                    .run(async |conn| {
-                        let mut query = sqlx::query_as(statement.postgres);
-                        for param in params {
-                            query = query.bind(param);
-                        }
-                        query.fetch_all(conn).await
-                    })
-                    .await?;
-                Ok(rows.into_iter().map(conversation).collect())
-            },
+            postgres(pool) => pool
+                .run(async |session| {
+                    let typed: Vec<_> = params
+                        .iter()
+                        .map(|p| (p as &(dyn shared::db::PgToSql + Sync), PgType::INT8))
+                        .collect();
+                    let rows = session.query(statement.postgres, &typed).await?;
+                    rows.iter()
+                        .map(|row| -> Result<Conversation, shared::db::PgError> {
+                            Ok(conversation((
+                                row.try_get(0)?,
+                                row.try_get(1)?,
+                                row.try_get(2)?,
+                                row.try_get(3)?,
+                                row.try_get(4)?,
+                                row.try_get(5)?,
+                            )))
+                        })
+                        .collect()
+                })
+                .await
+                .map_err(DbError::from),
             sqlite(pool) => {
                 let rows: Vec<(i64, String, i64, i64, i64, String)> =
                     shared::db::run_sqlite(pool, async |conn| {
@@ -119,7 +129,8 @@ async fn conversations(
                         }
                         query.fetch_all(conn).await
                     })
-                    .await?;
+                    .await
+                    .map_err(DbError::from)?;
                 Ok(rows
                     .into_iter()
                     .map(|(id, title, by, created, active, members)| {
@@ -168,14 +179,27 @@ pub async fn unknown_users(db: &Database, ids: &[i64]) -> Result<Vec<i64>, DbErr
     }
     let sql = users_sql(ids.len());
     let found: Vec<i64> = bounded(async {
-        on_pool!(db, conn => {
-            // Audited: `sql` holds only `$N` placeholders, never values.
-            let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()));
-            for id in ids {
-                query = query.bind(id);
-            }
-            query.fetch_all(conn).await
-        })
+        by_backend!(db,
+            postgres(pool) => pool.run(async |session| {
+                let typed: Vec<_> = ids
+                    .iter()
+                    .map(|id| (id as &(dyn shared::db::PgToSql + Sync), PgType::INT8))
+                    .collect();
+                let rows = session.query(&sql, &typed).await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| row.try_get(0))
+                    .collect::<Result<Vec<i64>, _>>()?)
+            }).await.map_err(DbError::from),
+            sqlite(pool) => shared::db::run_sqlite(pool, async |conn| {
+                // Audited: `sql` holds only `$N` placeholders, never values.
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()));
+                for id in ids {
+                    query = query.bind(id);
+                }
+                query.fetch_all(conn).await
+            }).await.map_err(DbError::from),
+        )
     })
     .await?;
     Ok(ids
@@ -230,19 +254,21 @@ pub async fn create(
     members.dedup();
     let id: i64 = bounded(async {
         by_backend!(db,
-            postgres(pool) => {
-                pool.run(async |conn| {
-                    sqlx::query_scalar(CREATE_SQL)
-                        .bind(title)
-                        .bind(creator)
-                        .bind(now)
-                        .bind(&members)
-                        .fetch_one(conn)
-                        .await
-                })
-                .await
-            },
-            sqlite(pool) => {
+            postgres(pool) => pool.run(async |session| {
+                let row = session
+                    .query_one(
+                        CREATE_SQL,
+                        &[
+                            (&title, PgType::TEXT),
+                            (&creator, PgType::INT8),
+                            (&now, PgType::INT8),
+                            (&members, PgType::INT8_ARRAY),
+                        ],
+                    )
+                    .await?;
+                Ok(row.try_get(0)?)
+            }).await.map_err(DbError::from),
+            sqlite(pool) => async {
                 let mut tx = pool.begin().await?;
                 let id: i64 = sqlx::query_scalar(SQLITE_CREATE_SQL)
                     .bind(title)
@@ -259,7 +285,7 @@ pub async fn create(
                 insert.execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(id)
-            },
+            }.await.map_err(|e: sqlx::Error| DbError::from(e)),
         )
     })
     .await?;

@@ -3,10 +3,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use shared::by_backend;
 use shared::clock::{LEEWAY_SECS, unix_micros, unix_secs};
-use shared::db::{Database, DbError, STATEMENT_TIMEOUT, bounded};
-use shared::on_pool;
-use sqlx::Row;
+use shared::db::{Database, DbError, PgError, PgRow, PgType, STATEMENT_TIMEOUT, bounded};
 
 use crate::replay::Claim;
 
@@ -35,22 +34,55 @@ pub async fn upsert_user(
 ) -> Result<User, DbError> {
     let now = unix_micros();
     bounded(async {
-        on_pool!(db, conn => {
-            let row = sqlx::query(UPSERT_SQL)
-                .bind(external_id)
-                .bind(email)
-                .bind(name)
-                .bind(now)
-                .fetch_one(conn)
-                .await?;
-            Ok(User {
-                id: row.try_get("id")?,
-                email: row.try_get("email")?,
-                name: row.try_get("name")?,
-            })
-        })
+        by_backend!(db,
+            postgres(pool) => pool.run(async |session| {
+                let row = session
+                    .query_one(
+                        UPSERT_SQL,
+                        &[
+                            (&external_id, PgType::TEXT),
+                            (&email, PgType::TEXT),
+                            (&name, PgType::TEXT),
+                            (&now, PgType::INT8),
+                        ],
+                    )
+                    .await?;
+                pg_user(&row)
+            }).await.map_err(DbError::from),
+            sqlite(pool) => shared::db::run_sqlite(pool, async |conn| {
+                let row = sqlx::query(UPSERT_SQL)
+                    .bind(external_id)
+                    .bind(email)
+                    .bind(name)
+                    .bind(now)
+                    .fetch_one(conn)
+                    .await?;
+                sqlite_user(&row)
+            }).await.map_err(DbError::from),
+        )
     })
     .await
+}
+
+/// The user a PostgreSQL statement returned (`id, email, name`).
+fn pg_user(row: &PgRow) -> Result<User, PgError> {
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+    })
+}
+
+shared::embedded_db_only! {
+    /// The user a SQLite statement returned (`id, email, name`).
+    fn sqlite_user(row: &sqlx::sqlite::SqliteRow) -> Result<User, sqlx::Error> {
+        use sqlx::Row;
+        Ok(User {
+            id: row.try_get("id")?,
+            email: row.try_get("email")?,
+            name: row.try_get("name")?,
+        })
+    }
 }
 
 /// A login's record in the database: which GCGC token it used, and with
@@ -131,30 +163,30 @@ pub async fn record_login(
     let deadline = now + RECORD_DEADLINE.as_micros() as i64;
     bounded(async {
         shared::by_backend!(db,
-            postgres(pool) => pool.run(async |conn| {
-                let row = sqlx::query(LOGIN_SQL)
-                    .bind(external_id)
-                    .bind(email)
-                    .bind(name)
-                    .bind(now)
-                    .bind(record.token_key)
-                    .bind(record.attempt)
-                    .bind(record.token_exp)
-                    .bind(deadline)
-                    .fetch_one(conn)
+            postgres(pool) => pool.run(async |session| {
+                let row = session
+                    .query_one(
+                        LOGIN_SQL,
+                        &[
+                            (&external_id, PgType::TEXT),
+                            (&email, PgType::TEXT),
+                            (&name, PgType::TEXT),
+                            (&now, PgType::INT8),
+                            (&record.token_key, PgType::TEXT),
+                            (&record.attempt, PgType::TEXT),
+                            (&record.token_exp, PgType::INT8),
+                            (&deadline, PgType::INT8),
+                        ],
+                    )
                     .await?;
-                if !row.try_get::<bool, _>("in_time")? {
+                if !row.try_get::<_, bool>("in_time")? {
                     return Ok(Recorded::TooLate);
                 }
-                Ok(match row.try_get::<Option<i64>, _>("id")? {
-                    Some(id) => Recorded::Login(User {
-                        id,
-                        email: row.try_get("email")?,
-                        name: row.try_get("name")?,
-                    }),
+                Ok(match row.try_get::<_, Option<i64>>("id")? {
+                    Some(_) => Recorded::Login(pg_user(&row)?),
                     None => Recorded::AlreadyUsed,
                 })
-            }).await,
+            }).await.map_err(DbError::from),
             sqlite(pool) => shared::db::run_sqlite(pool, async |conn| {
                 use sqlx::Connection;
                 let mut tx = conn.begin().await?;
@@ -178,14 +210,10 @@ pub async fn record_login(
                     .bind(now)
                     .fetch_one(&mut *tx)
                     .await?;
-                let user = User {
-                    id: row.try_get("id")?,
-                    email: row.try_get("email")?,
-                    name: row.try_get("name")?,
-                };
+                let user = sqlite_user(&row)?;
                 tx.commit().await?;
                 Ok(Recorded::Login(user))
-            }).await,
+            }).await.map_err(DbError::from),
         )
     })
     .await
@@ -240,15 +268,30 @@ pub fn forget_login_later(db: Database, claim: &Claim, not_before: Instant) {
 /// Deletes this login's own record: it issued nothing.
 pub async fn forget_login(db: &Database, record: &LoginRecord<'_>) -> Result<(), DbError> {
     bounded(async {
-        on_pool!(db, conn => {
-            sqlx::query(FORGET_SQL)
-                .bind(record.token_exp)
-                .bind(record.token_key)
-                .bind(record.attempt)
-                .execute(conn)
-                .await
-                .map(|_| ())
-        })
+        by_backend!(db,
+            postgres(pool) => pool.run(async |session| {
+                Ok(session
+                    .execute(
+                        FORGET_SQL,
+                        &[
+                            (&record.token_exp, PgType::INT8),
+                            (&record.token_key, PgType::TEXT),
+                            (&record.attempt, PgType::TEXT),
+                        ],
+                    )
+                    .await
+                    .map(|_| ())?)
+            }).await.map_err(DbError::from),
+            sqlite(pool) => shared::db::run_sqlite(pool, async |conn| {
+                sqlx::query(FORGET_SQL)
+                    .bind(record.token_exp)
+                    .bind(record.token_key)
+                    .bind(record.attempt)
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            }).await.map_err(DbError::from),
+        )
     })
     .await
 }
@@ -274,9 +317,11 @@ pub async fn sweep_expired(db: &Database, now: u64) -> Result<u64, DbError> {
     for _ in 0..SWEEP_BATCHES {
         let batch = bounded(async {
             shared::by_backend!(db,
-                postgres(pool) => pool.run(async |conn| {
-                    sqlx::query(SWEEP_SQL).bind(before).bind(SWEEP_BATCH).execute(conn).await
-                }).await.map(|done| done.rows_affected()),
+                postgres(pool) => pool.run(async |session| {
+                    Ok(session
+                        .execute(SWEEP_SQL, &[(&before, PgType::INT8), (&SWEEP_BATCH, PgType::INT8)])
+                        .await?)
+                }).await.map_err(DbError::from),
                 // The embedded database has one writer: nothing to skip.
                 sqlite(pool) => shared::db::run_sqlite(pool, async |conn| {
                     sqlx::query(
@@ -288,7 +333,7 @@ pub async fn sweep_expired(db: &Database, now: u64) -> Result<u64, DbError> {
                     .bind(SWEEP_BATCH)
                     .execute(conn)
                     .await
-                }).await.map(|done| done.rows_affected()),
+                }).await.map(|done| done.rows_affected()).map_err(DbError::from),
             )
         })
         .await?;

@@ -1,5 +1,6 @@
-//! The conversations function: one behavioural suite, run on both backends
-//! (PostgreSQL through a real connection, and the embedded SQLite file).
+//! The conversations function: one behavioural suite, run on every backend
+//! (PostgreSQL through a real connection, PostgreSQL through a PgBouncer in
+//! transaction mode, and the embedded SQLite file).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -17,6 +18,8 @@ use tests::*;
 #[derive(Clone, Copy, Debug)]
 enum Backend {
     Postgres,
+    /// PostgreSQL behind a transaction-mode pooler (`DATABASE_POOLER=transaction`).
+    Pooled,
     Sqlite,
 }
 
@@ -31,9 +34,10 @@ impl Fixture {
     async fn new(backend: Backend) -> Self {
         let guard = match backend {
             Backend::Postgres => TestDb::postgres().await,
+            Backend::Pooled => TestDb::pooled().await,
             Backend::Sqlite => TestDb::sqlite(),
         };
-        let config = test_config(&[("DATABASE_URL", &guard.url)]);
+        let config = test_config(&guard.vars());
         let routes = conversations::build(&config).await.expect("build");
         let app = spawn_app(routes, &config).await;
         let db = Database::open(&config).await.expect("open");
@@ -94,10 +98,13 @@ fn item_ids(page: &Value) -> Vec<i64> {
         .collect()
 }
 
-macro_rules! on_both_backends {
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod postgres {
             $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+        mod pooled {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Pooled).await })*
         }
         mod sqlite {
             $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
@@ -105,7 +112,7 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(
+on_every_backend!(
     create_then_fetch_with_location,
     members_only_see_their_conversations,
     list_is_newest_first_with_limits,
@@ -255,7 +262,7 @@ async fn pages_have_no_duplicates_or_gaps_while_rows_are_added(backend: Backend)
 
 /// The list reads each membership's copy of its conversation's activity
 /// (migration 0002): whatever changes a conversation's activity moves it in
-/// every member's list, on both backends (the database keeps the copy).
+/// every member's list, on every backend (the database keeps the copy).
 async fn a_change_of_activity_moves_the_conversation_in_every_members_list(backend: Backend) {
     let f = Fixture::new(backend).await;
     let (alice, alice_token) = f.user("alice").await;
@@ -266,15 +273,14 @@ async fn a_change_of_activity_moves_the_conversation_in_every_members_list(backe
         ids.push(json_of(r).await["id"].as_i64().unwrap());
     }
     let later = shared::clock::unix_micros() + 1_000_000;
-    let updated = shared::on_pool!(&f.db, conn => {
-        sqlx::query("UPDATE conversations SET last_activity_at = $1 WHERE id = $2")
-            .bind(later)
-            .bind(ids[0])
-            .execute(conn)
-            .await
-            .map(|done| done.rows_affected())
-    })
-    .unwrap();
+    let updated = run_script(
+        &f.db,
+        &format!(
+            "UPDATE conversations SET last_activity_at = {later} WHERE id = {}",
+            ids[0]
+        ),
+    )
+    .await;
     assert_eq!(updated, 1);
     for (user, token) in [(alice.id, &alice_token), (bob.id, &bob_token)] {
         let page = json_of(f.get(token, "/api/v1/conversations?limit=2").await).await;
@@ -586,11 +592,18 @@ async fn postgres_over_tls_with_sslmode_require() {
     let Database::Postgres(pool) = &db else {
         unreachable!()
     };
-    let encrypted: bool =
-        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_one(&mut *pool.acquire().await.unwrap())
-            .await
-            .unwrap();
+    let encrypted: bool = pool
+        .run(async |session| {
+            Ok(session
+                .query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await?
+                .try_get(0)?)
+        })
+        .await
+        .unwrap();
     assert!(encrypted, "the connection is TLS");
     let user = upsert_user(&db, "ext-tls", None, None).await.unwrap();
     assert!(

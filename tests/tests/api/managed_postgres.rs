@@ -21,10 +21,17 @@ async fn is_encrypted(db: &Database) -> bool {
     let Database::Postgres(pool) = db else {
         unreachable!()
     };
-    sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-        .fetch_one(&mut *pool.acquire().await.unwrap())
-        .await
-        .unwrap()
+    pool.run(async |session| {
+        Ok(session
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?
+            .try_get(0)?)
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -106,7 +113,7 @@ async fn verify_full_with_another_ca_is_a_503_at_request_time_that_writes_nothin
         unreachable!()
     };
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&mut *pool.acquire().await.unwrap())
+        .fetch_one(&mut sql_session(pool).await)
         .await
         .unwrap();
     assert_eq!(users, 0);

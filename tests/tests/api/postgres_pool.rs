@@ -1,44 +1,69 @@
 //! The PostgreSQL pool (`shared::db::PgConnectionPool`): a connection is
 //! reused without a round trip of its own, and only when its last operation
-//! ran to the end.
+//! ran to the end; behind a transaction pooler nothing is named.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use shared::db::PgConnectionPool;
+use shared::db::{PgConnectionPool, PgEndpoint, PgError, PgTarget, Pooler};
 use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use tests::services::admin_database_url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-fn options() -> PgConnectOptions {
-    PgConnectOptions::from_str(&admin_database_url())
-        .unwrap()
-        .ssl_mode(PgSslMode::Disable)
+fn target_with(pooler: Pooler) -> PgTarget {
+    let url = admin_database_url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    PgTarget::parse(
+        &format!("{url}{separator}sslmode=disable"),
+        PgEndpoint {
+            pooler,
+            ..PgEndpoint::default()
+        },
+    )
+    .unwrap()
+}
+
+fn target() -> PgTarget {
+    target_with(Pooler::None)
+}
+
+fn pool_of(target: PgTarget) -> PgConnectionPool {
+    PgConnectionPool::new(target, 1).unwrap()
 }
 
 async fn backend_pid(pool: &PgConnectionPool) -> i32 {
-    pool.run(async |conn: &mut PgConnection| {
-        sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(conn)
-            .await
+    pool.run(async |session| {
+        Ok(session
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await?
+            .try_get(0)?)
     })
     .await
     .unwrap()
 }
 
-/// A TCP proxy in front of the machine's PostgreSQL that counts the Sync
-/// messages clients send: one per extended-protocol round trip (a query, or
-/// a ping).
-async fn counting_proxy(upstream: PgConnectOptions) -> (PgConnectOptions, Arc<AtomicUsize>) {
+/// What a [`counting_proxy`] saw clients send.
+#[derive(Default)]
+struct Seen {
+    /// Sync and simple Query messages: each ends a request the client then
+    /// waits for (a query, or a ping), unless it sends more first.
+    requests: AtomicUsize,
+    /// Parse messages that name their statement.
+    named: AtomicUsize,
+    /// The startup messages' parameters.
+    startup: std::sync::Mutex<Vec<String>>,
+}
+
+/// A TCP proxy in front of the machine's PostgreSQL that counts the
+/// requests clients send and the statements they name.
+async fn counting_proxy(upstream: PgTarget) -> (PgTarget, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let syncs = Arc::new(AtomicUsize::new(0));
-    let target = format!("{}:{}", upstream.get_host(), upstream.get_port());
-    let counter = Arc::clone(&syncs);
+    let seen = Arc::new(Seen::default());
+    let target = format!("{}:{}", upstream.host, upstream.port);
+    let counter = Arc::clone(&seen);
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let server = TcpStream::connect(&target).await.unwrap();
@@ -70,8 +95,19 @@ async fn counting_proxy(upstream: PgConnectOptions) -> (PgConnectOptions, Arc<At
                         if buffer.len() < header + len {
                             break;
                         }
-                        if typed && buffer[0] == b'S' {
-                            counter.fetch_add(1, Ordering::Relaxed);
+                        if !typed {
+                            counter
+                                .startup
+                                .lock()
+                                .unwrap()
+                                .push(String::from_utf8_lossy(&buffer[..len]).into_owned());
+                        }
+                        if typed && matches!(buffer[0], b'S' | b'Q') {
+                            counter.requests.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // Parse: its statement's name comes first ("" unnamed).
+                        if typed && buffer[0] == b'P' && buffer.get(5) != Some(&0) {
+                            counter.named.fetch_add(1, Ordering::Relaxed);
                         }
                         buffer.drain(..header + len);
                         typed = true;
@@ -80,37 +116,92 @@ async fn counting_proxy(upstream: PgConnectOptions) -> (PgConnectOptions, Arc<At
             });
         }
     });
-    (upstream.host("127.0.0.1").port(port), syncs)
+    let mut proxied = upstream;
+    proxied.host = "127.0.0.1".into();
+    proxied.port = port;
+    (proxied, seen)
 }
 
 #[tokio::test]
 async fn a_pooled_connection_is_reused_with_one_round_trip_per_query() {
-    let (options, syncs) = counting_proxy(options()).await;
-    let pool = PgConnectionPool::new(options, 1);
+    let (proxied, seen) = counting_proxy(target()).await;
+    let pool = pool_of(proxied);
     let first = backend_pid(&pool).await;
     // The first use prepares the statement (a round trip of its own); from
     // then on, each query is exactly one round trip: no ping before the
     // connection is used, none as it goes back to the pool.
     assert_eq!(backend_pid(&pool).await, first);
-    let before = syncs.load(Ordering::Relaxed);
+    let before = seen.requests.load(Ordering::Relaxed);
     for _ in 0..20 {
         assert_eq!(backend_pid(&pool).await, first, "the same connection");
     }
-    assert_eq!(syncs.load(Ordering::Relaxed) - before, 20, "round trips");
+    assert_eq!(
+        seen.requests.load(Ordering::Relaxed) - before,
+        20,
+        "round trips"
+    );
+    pool.close().await;
+}
+
+/// Behind a transaction pooler a statement is never named (another client
+/// may get the server session next) and no timeout is a startup parameter:
+/// each operation is BEGIN with the timeout, the statement on the unnamed
+/// statement, COMMIT, sent together; and the timeout holds.
+#[tokio::test]
+async fn behind_a_transaction_pooler_nothing_is_named_and_the_timeout_is_per_transaction() {
+    let (proxied, seen) = counting_proxy(target_with(Pooler::Transaction)).await;
+    let pool = pool_of(proxied);
+    for _ in 0..5 {
+        backend_pid(&pool).await;
+    }
+    assert_eq!(seen.named.load(Ordering::Relaxed), 0, "no named statement");
+    let before = seen.requests.load(Ordering::Relaxed);
+    backend_pid(&pool).await;
+    assert_eq!(
+        seen.requests.load(Ordering::Relaxed) - before,
+        3,
+        "BEGIN, the statement, COMMIT"
+    );
+    let timeout: String = pool
+        .run(async |session| {
+            Ok(session
+                .query_one("SELECT current_setting('statement_timeout')", &[])
+                .await?
+                .try_get(0)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(timeout, "5s", "set for the transaction");
+    // Nothing for the session: no timeout among the startup parameters
+    // (PgBouncer refuses them, RDS Proxy pins them).
+    let startup = seen.startup.lock().unwrap().join("|");
+    assert!(startup.contains("tms-chat"), "{startup}");
+    assert!(!startup.contains("statement_timeout"), "{startup}");
+    pool.close().await;
+
+    // Directly, statements are prepared (named) once per session, and the
+    // timeout is the session's own.
+    let (proxied, seen) = counting_proxy(target()).await;
+    let pool = pool_of(proxied);
+    backend_pid(&pool).await;
+    backend_pid(&pool).await;
+    assert_eq!(seen.named.load(Ordering::Relaxed), 1);
+    let startup = seen.startup.lock().unwrap().join("|");
+    assert!(startup.contains("statement_timeout=5000"), "{startup}");
     pool.close().await;
 }
 
 #[tokio::test]
 async fn a_connection_idle_for_a_while_is_pinged_before_use() {
-    let (options, syncs) = counting_proxy(options()).await;
-    let pool = PgConnectionPool::new(options, 1);
+    let (proxied, seen) = counting_proxy(target()).await;
+    let pool = pool_of(proxied);
     backend_pid(&pool).await;
     backend_pid(&pool).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let before = syncs.load(Ordering::Relaxed);
+    let before = seen.requests.load(Ordering::Relaxed);
     backend_pid(&pool).await;
     assert_eq!(
-        syncs.load(Ordering::Relaxed) - before,
+        seen.requests.load(Ordering::Relaxed) - before,
         2,
         "a ping, then the query"
     );
@@ -119,12 +210,11 @@ async fn a_connection_idle_for_a_while_is_pinged_before_use() {
 
 #[tokio::test]
 async fn a_cancelled_operations_connection_is_dropped_not_reused() {
-    let pool = PgConnectionPool::new(options(), 1);
+    let pool = pool_of(target());
     let first = backend_pid(&pool).await;
     // The caller gives up while the server is still busy with the query: the
     // connection is mid-protocol and must not serve the next operation.
-    let sleeping = pool
-        .run(async |conn: &mut PgConnection| sqlx::query("SELECT pg_sleep(3)").execute(conn).await);
+    let sleeping = pool.run(async |session| Ok(session.query("SELECT pg_sleep(3)", &[]).await?));
     assert!(
         tokio::time::timeout(Duration::from_millis(200), sleeping)
             .await
@@ -144,17 +234,17 @@ async fn a_cancelled_operations_connection_is_dropped_not_reused() {
 
 #[tokio::test]
 async fn an_error_from_the_server_keeps_the_connection() {
-    let pool = PgConnectionPool::new(options(), 1);
+    let pool = pool_of(target());
     let first = backend_pid(&pool).await;
     let refused = pool
-        .run(async |conn: &mut PgConnection| {
-            sqlx::query_scalar::<_, i32>("SELECT 1 / (pg_backend_pid() - pg_backend_pid())")
-                .fetch_one(conn)
-                .await
+        .run(async |session| {
+            Ok(session
+                .query("SELECT 1 / (pg_backend_pid() - pg_backend_pid())", &[])
+                .await?)
         })
         .await;
     assert!(
-        matches!(&refused, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("22012")),
+        matches!(&refused, Err(PgError::Query(e)) if e.code().map(|c| c.code()) == Some("22012")),
         "{refused:?}"
     );
     // The server answered: the protocol is in step, the connection is kept.
@@ -165,12 +255,12 @@ async fn an_error_from_the_server_keeps_the_connection() {
 
 #[tokio::test]
 async fn waiting_for_a_connection_is_bounded_and_a_closed_pool_refuses() {
-    let pool = PgConnectionPool::new(options(), 1);
+    let pool = pool_of(target());
     let held = pool.acquire().await.unwrap();
     let started = Instant::now();
     let waited = pool.acquire().await;
     assert!(
-        matches!(waited, Err(sqlx::Error::PoolTimedOut)),
+        matches!(waited, Err(PgError::PoolTimedOut)),
         "{:?}",
         waited.err()
     );
@@ -181,13 +271,15 @@ async fn waiting_for_a_connection_is_bounded_and_a_closed_pool_refuses() {
     assert_eq!(pool.idle_count(), 0);
     assert!(matches!(
         pool.acquire().await.err(),
-        Some(sqlx::Error::PoolClosed)
+        Some(PgError::PoolClosed)
     ));
 }
 
 /// Ends a server session from outside, as a restart or a network cut would.
 async fn terminate_backend(pid: i32) {
-    let mut admin = PgConnection::connect_with(&options()).await.unwrap();
+    let mut admin = sqlx::PgConnection::connect_with(&target().sqlx_options())
+        .await
+        .unwrap();
     let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(pid)
         .fetch_one(&mut admin)
@@ -199,16 +291,16 @@ async fn terminate_backend(pid: i32) {
 
 #[tokio::test]
 async fn a_broken_connection_makes_its_own_pool_ping_and_no_other() {
-    let (broken_options, broken_syncs) = counting_proxy(options()).await;
-    let (other_options, other_syncs) = counting_proxy(options()).await;
-    let broken = PgConnectionPool::new(broken_options, 1);
-    let other = PgConnectionPool::new(other_options, 1);
+    let (broken_target, broken_seen) = counting_proxy(target()).await;
+    let (other_target, other_seen) = counting_proxy(target()).await;
+    let broken = pool_of(broken_target);
+    let other = pool_of(other_target);
     backend_pid(&other).await;
     let pid = backend_pid(&broken).await;
     terminate_backend(pid).await;
     assert!(
         broken
-            .run(async |conn: &mut PgConnection| sqlx::query("SELECT 1").execute(conn).await)
+            .run(async |session| Ok(session.query("SELECT 1", &[]).await?))
             .await
             .is_err(),
         "the ended session fails its next query"
@@ -216,20 +308,20 @@ async fn a_broken_connection_makes_its_own_pool_ping_and_no_other() {
     // The pool whose connection broke checks its connections before use
     // for a while: the cause may have broken them all.
     backend_pid(&broken).await;
-    let before = broken_syncs.load(Ordering::Relaxed);
+    let before = broken_seen.requests.load(Ordering::Relaxed);
     backend_pid(&broken).await;
     assert_eq!(
-        broken_syncs.load(Ordering::Relaxed) - before,
+        broken_seen.requests.load(Ordering::Relaxed) - before,
         2,
         "a ping, then the query"
     );
     // Another pool in the same process is not slowed by that failure.
-    let before = other_syncs.load(Ordering::Relaxed);
+    let before = other_seen.requests.load(Ordering::Relaxed);
     for _ in 0..20 {
         backend_pid(&other).await;
     }
     assert_eq!(
-        other_syncs.load(Ordering::Relaxed) - before,
+        other_seen.requests.load(Ordering::Relaxed) - before,
         20,
         "one round trip per query"
     );

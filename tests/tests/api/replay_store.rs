@@ -289,8 +289,7 @@ async fn records_written_before_migration_0004_still_refuse_their_tokens() {
         };
         let mut script = earlier.join("\n");
         script.push_str(&format!(";\n{old_row};\n{migration_0004}"));
-        shared::on_pool!(&db, conn => sqlx::raw_sql(sqlx::AssertSqlSafe(script.as_str())).execute(conn).await.map(|_| ()))
-            .unwrap();
+        run_script(&db, &script).await;
         let replay = record_as(&db, "sso:jti:before", "new", exp, "ext-before").await;
         assert_eq!(replay, Recorded::AlreadyUsed, "{}", test_db.url);
         let other = record_as(&db, "sso:jti:after", "new", exp, "ext-after").await;
@@ -367,10 +366,10 @@ async fn a_statement_held_on_a_lock_past_the_answer_leaves_the_token_usable_agai
         unreachable!()
     };
     // Another transaction holds the user's row.
-    let mut holder = pool.acquire().await.unwrap();
-    sqlx::query("BEGIN").execute(&mut *holder).await.unwrap();
+    let mut holder = sql_session(pool).await;
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
     sqlx::query("SELECT 1 FROM users WHERE external_id = 'locked-user' FOR UPDATE")
-        .execute(&mut *holder)
+        .execute(&mut holder)
         .await
         .unwrap();
     let token = gcgc(&claims("locked-user"));
@@ -384,11 +383,11 @@ async fn a_statement_held_on_a_lock_past_the_answer_leaves_the_token_usable_agai
     // Past the statement's deadline and the old forgetting (2.5 s), the lock
     // goes and the waiting statement commits its record.
     tokio::time::sleep(Duration::from_millis(3000).saturating_sub(sent.elapsed())).await;
-    sqlx::query("COMMIT").execute(&mut *holder).await.unwrap();
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
     drop(holder);
     let recorded = async || -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM sso_logins")
-            .fetch_one(&mut *pool.acquire().await.unwrap())
+            .fetch_one(&mut sql_session(pool).await)
             .await
             .unwrap()
     };
@@ -458,7 +457,7 @@ async fn the_login_statement_records_once_and_refuses_late() {
     let Database::Postgres(pool) = &db else {
         unreachable!()
     };
-    let mut conn = pool.acquire().await.unwrap();
+    let mut conn = sql_session(pool).await;
     let late = sqlx::query(LOGIN_SQL)
         .bind("ext-late")
         .bind(None::<String>)
@@ -468,21 +467,21 @@ async fn the_login_statement_records_once_and_refuses_late() {
         .bind("late")
         .bind(later)
         .bind(unix_micros() - 1)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await
         .unwrap();
     assert!(!sqlx::Row::get::<bool, _>(&late, "in_time"));
     let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
     assert_eq!(
         count("SELECT count(*) FROM sso_logins WHERE token_key = 'sso:jti:late'")
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut conn)
             .await
             .unwrap(),
         0
     );
     assert_eq!(
         count("SELECT count(*) FROM users WHERE external_id = 'ext-late'")
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut conn)
             .await
             .unwrap(),
         0,
@@ -504,13 +503,13 @@ async fn expired_records_are_swept_and_live_ones_kept() {
         unreachable!()
     };
     let later = unix_secs() as i64 + 3600;
-    let mut conn = pool.acquire().await.unwrap();
+    let mut conn = sql_session(pool).await;
     // More than one batch of expired records, and a live one.
     sqlx::query(
         "INSERT INTO sso_logins (token_exp, token_key, attempt) \
          SELECT g, 'sso:jti:expired-' || g, 'old' FROM generate_series(1, 1234) g",
     )
-    .execute(&mut *conn)
+    .execute(&mut conn)
     .await
     .unwrap();
     drop(conn);
@@ -520,12 +519,12 @@ async fn expired_records_are_swept_and_live_ones_kept() {
         let Database::Postgres(pool) = db else {
             unreachable!()
         };
-        let mut conn = pool.acquire().await.unwrap();
+        let mut conn = sql_session(pool).await;
         sqlx::query_as(
             "SELECT count(*) FILTER (WHERE token_exp < 10000), count(*) FILTER (WHERE token_exp >= 10000) \
              FROM sso_logins",
         )
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await
         .unwrap()
     };
@@ -543,11 +542,11 @@ async fn expired_records_are_swept_and_live_ones_kept() {
     assert_eq!(sweep_expired(&db, unix_secs()).await.unwrap(), 0);
 
     // Through the function: its first login sweeps, in the background.
-    let mut conn = pool.acquire().await.unwrap();
+    let mut conn = sql_session(pool).await;
     sqlx::query(
         "INSERT INTO sso_logins (token_exp, token_key, attempt) VALUES (1, 'sso:jti:old', 'old')",
     )
-    .execute(&mut *conn)
+    .execute(&mut conn)
     .await
     .unwrap();
     drop(conn);
@@ -580,7 +579,7 @@ async fn a_database_behind_the_code_is_a_503_not_a_500() {
         unreachable!()
     };
     sqlx::query("DROP TABLE sso_logins")
-        .execute(&mut *pool.acquire().await.unwrap())
+        .execute(&mut sql_session(pool).await)
         .await
         .unwrap();
     let prefix = format!("behind-{}:", uuid_simple());
@@ -590,7 +589,7 @@ async fn a_database_behind_the_code_is_a_503_not_a_500() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.contains("Database"), "{body}");
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE external_id = 'behind'")
-        .fetch_one(&mut *pool.acquire().await.unwrap())
+        .fetch_one(&mut sql_session(pool).await)
         .await
         .unwrap();
     assert_eq!(users, 0, "nothing written");

@@ -56,8 +56,8 @@ impl Sso {
             ("SSO_JWT_SECRET", SSO_SECRET),
             ("REDIS_URL", redis_url),
             ("REDIS_KEY_PREFIX", prefix.as_str()),
-            ("DATABASE_URL", db.url.as_str()),
         ];
+        vars.extend(db.vars());
         vars.extend_from_slice(extra);
         let config = test_config(&vars);
         let routes = sso_login::build(&config)
@@ -73,8 +73,10 @@ impl Sso {
         }
     }
 
+    /// On the machine's Redis, with PostgreSQL behind a transaction pooler
+    /// (as a fleet reaches it): the suite runs through the pooler.
     async fn shared(extra: &[(&str, &str)]) -> Self {
-        Self::start(SHARED_REDIS, TestDb::sqlite(), extra).await
+        Self::start(SHARED_REDIS, TestDb::pooled().await, extra).await
     }
 
     /// Verifying GCGC tokens with the keys of a JWKS document, and no secret.
@@ -363,17 +365,18 @@ async fn invalid_tokens_and_bodies_are_refused_and_burn_nothing() {
     assert_eq!(sso.login(&hs(&good("u"))).await.status(), StatusCode::OK);
 }
 
-/// The serverless case: two instances, one Redis, one database.
+/// The serverless case: two instances, one Redis, one database behind a
+/// transaction pooler.
 #[tokio::test]
 async fn a_replay_on_another_instance_is_blocked() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::pooled().await;
     let prefix = format!("tms-test-{}:", uuid_simple());
-    let vars = [
+    let mut vars = vec![
         ("SSO_JWT_SECRET", SSO_SECRET),
         ("REDIS_URL", SHARED_REDIS),
         ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ("DATABASE_URL", db.url.as_str()),
     ];
+    vars.extend(db.vars());
     let (first, first_url) = start_function("sso-login", &vars).await;
     let (second, second_url) = start_function("sso-login", &vars).await;
     let token = gcgc(&claims("two-instances"));
@@ -394,7 +397,7 @@ async fn a_replay_on_another_instance_is_blocked() {
 #[tokio::test]
 async fn a_stopped_redis_is_a_fast_503_and_the_token_works_once_it_is_back() {
     let mut redis = RedisServer::start();
-    let sso = Sso::start(&redis.url(), TestDb::sqlite(), &[]).await;
+    let sso = Sso::start(&redis.url(), TestDb::pooled().await, &[]).await;
     let token = gcgc(&claims("redis-down"));
     redis.stop();
     let started = Instant::now();
@@ -421,7 +424,7 @@ async fn a_stopped_redis_is_a_fast_503_and_the_token_works_once_it_is_back() {
 #[tokio::test]
 async fn a_hung_redis_is_a_fast_503_and_its_late_claim_is_released() {
     let redis = RedisServer::start();
-    let sso = Sso::start(&redis.url(), TestDb::sqlite(), &[]).await;
+    let sso = Sso::start(&redis.url(), TestDb::pooled().await, &[]).await;
     // A first login opens the connection while Redis is healthy.
     assert_eq!(
         sso.login(&gcgc(&claims("warm"))).await.status(),
@@ -523,7 +526,7 @@ impl ReplyLosingProxy {
 /// loads the completion script into Redis, so that the armed completion
 /// runs there instead of asking for the script.
 async fn sso_behind(proxy: &ReplyLosingProxy) -> Sso {
-    let sso = Sso::start(&proxy.url, TestDb::sqlite(), &[]).await;
+    let sso = Sso::start(&proxy.url, TestDb::pooled().await, &[]).await;
     assert_eq!(
         sso.login(&gcgc(&claims("warm"))).await.status(),
         StatusCode::OK
