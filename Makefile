@@ -11,7 +11,7 @@ SHELL := /bin/bash
 USER_ID ?= local-user
 SSO_SUB ?= local-user
 
-.PHONY: help run test test-under-load test-no-sdk fmt lint check migrate token sso-token watch check-watch verify verify-local bench profile chaos openapi schemathesis fuzz
+.PHONY: help run test test-under-load test-no-sdk fmt lint check migrate migrate-large token sso-token watch check-watch verify verify-local bench profile chaos openapi schemathesis fuzz
 
 ## help: list every target with what it does (also what bare `make` does)
 help:
@@ -63,6 +63,13 @@ check-watch:
 ## migrate: apply the migrations to DATABASE_URL (safe in a pipeline, safe when two run at once)
 migrate:
 	cargo run --release -p tools --features aws-secrets --bin tms-migrate
+
+## migrate-large: the migrations on a table of a million members, timed (the suite runs 100,000; MIGRATION_TEST_MEMBERS=...)
+MIGRATION_TEST_MEMBERS ?= 1000000
+migrate-large:
+	@source scripts/services.sh all && cargo build --workspace --bins --tests && \
+		MIGRATION_TEST_MEMBERS=$(MIGRATION_TEST_MEMBERS) cargo test -p tests --test api -- --exact --nocapture \
+		conversations::migrations_complete_on_a_large_table_without_the_request_timeout
 
 ## bench: every function against its ceiling and floor in one run, one table (prints figures; never a pass/fail)
 bench:

@@ -72,6 +72,10 @@ _svc_all() {
     _svc_apt_install postgresql redis-server redis-tools procps || return 1
   fi
   if ! command -v pkill >/dev/null; then _svc_apt_install procps || return 1; fi
+  # The transaction pooler the suites also run through (a throwaway per test).
+  if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
+    _svc_apt_install pgbouncer || return 1
+  fi
 
   # A local AWS Secrets Manager for the secrets tests: moto's server.
   if ! command -v python3 >/dev/null || ! python3 -c 'import moto.server, flask' 2>/dev/null; then

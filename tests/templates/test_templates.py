@@ -354,7 +354,78 @@ def test_function_alarms_watch_lambda_errors_and_the_api_5xx(by_type, resources,
             p = resources[a]["Properties"]
             ns = p.get("Namespace") if isinstance(p.get("Namespace"), str) else "custom"
             metrics.add((ns, p.get("MetricName")))
-    assert ("AWS/Lambda", "Errors") in metrics and ("custom", "Api5xx") in metrics, f"got {sorted(metrics)}"
+    assert ("AWS/Lambda", "Errors") in metrics and ("custom", "ApiBugs") in metrics, f"got {sorted(metrics)}"
+    assert ("custom", "ApiOverload") not in metrics, "overload must not roll back a deployment"
+
+
+def _matches(pattern, event):
+    """Whether a CloudWatch Logs JSON metric filter pattern (the subset the
+    template uses: $.field compared with = != >= to numbers and strings,
+    joined by && and ||, in parentheses) matches one access-log line."""
+    body = pattern.strip()
+    assert body.startswith("{") and body.endswith("}"), pattern
+    expression = body[1:-1]
+    expression = re.sub(r"\$\.(\w+)", r"event.get('\1')", expression)
+    expression = re.sub(r"(?<![!<>=])=(?!=)", "==", expression)
+    expression = expression.replace("&&", " and ").replace("||", " or ")
+    return bool(eval(expression, {}, {"event": event}))  # noqa: S307 - the template's own text
+
+
+# Access-log lines as API Gateway writes them (template.yaml's Format):
+# what a deploy's canary must roll back on, and what it must not.
+BUG_LINES = [
+    {"status": 500, "integrationStatus": "200"},  # our catch-all 500
+    {"status": 502, "integrationStatus": "200"},  # a function that cannot start / answers garbage
+    {"status": 504, "integrationStatus": "-"},  # a hung function
+]
+OVERLOAD_LINES = [
+    {"status": 503, "integrationStatus": "200"},  # a dependency down or full, the database out of connections
+    {"status": 429, "integrationStatus": "-"},  # the HTTP API's throttling
+    {"status": 500, "integrationStatus": "429"},  # a Lambda throttle (reserved concurrency reached)
+]
+
+
+def _metric_filter(resources, metric):
+    for r in resources.values():
+        if r["Type"] == "AWS::Logs::MetricFilter":
+            if r["Properties"]["MetricTransformations"][0]["MetricName"] == metric:
+                return r["Properties"]["FilterPattern"]
+    pytest.fail(f"no metric filter for {metric}")
+
+
+def test_the_rollback_metric_counts_bugs_and_never_overload(resources):
+    bugs = _metric_filter(resources, "ApiBugs")
+    assert all(_matches(bugs, line) for line in BUG_LINES)
+    assert not any(_matches(bugs, line) for line in OVERLOAD_LINES + [{"status": 200}, {"status": 404}])
+
+
+def test_overload_has_a_metric_and_an_alarm_of_its_own(resources):
+    overload = _metric_filter(resources, "ApiOverload")
+    assert all(_matches(overload, line) for line in OVERLOAD_LINES)
+    assert not any(_matches(overload, line) for line in BUG_LINES + [{"status": 200}])
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert any(a.get("MetricName") == "ApiOverload" for a in alarms)
+
+
+# The database connections the defaults may hold, at most (docs/deploy.md).
+CONNECTION_BUDGET = 90
+
+
+def test_functions_reserved_concurrency_keeps_the_connection_budget(source, resources):
+    params = source["Parameters"]
+    total = 0
+    for name in FUNCTIONS:
+        reserved = resources[logical_id(name)]["Properties"].get("ReservedConcurrentExecutions")
+        assert isinstance(reserved, dict) and "Ref" in reserved, f"{name}: {reserved}"
+        total += int(params[reserved["Ref"]]["Default"])
+    # Lambda's pool size is one connection per instance (DB_POOL_SIZE unset).
+    assert total <= CONNECTION_BUDGET, f"{total} connections by default"
+
+
+def test_http_api_throttles_before_the_functions(source):
+    routes = source["Resources"]["HttpApi"]["Properties"].get("DefaultRouteSettings", {})
+    assert routes.get("ThrottlingRateLimit") == {"Ref": "ApiThrottlingRateLimit"}
+    assert routes.get("ThrottlingBurstLimit") == {"Ref": "ApiThrottlingBurstLimit"}
 
 
 def _role(resources, name):
@@ -505,6 +576,20 @@ def test_fc_function_pool_holds_one_connection_per_concurrent_request(s_yaml, na
     env = p.get("environmentVariables") or {}
     assert "DB_POOL_SIZE" in env, "DB_POOL_SIZE unset: the pool would not match instanceConcurrency"
     assert int(env["DB_POOL_SIZE"]) == int(p.get("instanceConcurrency", 1))
+
+
+def test_fc_instances_times_pool_keep_the_connection_budget(s_yaml):
+    total = 0
+    for name in FUNCTIONS:
+        _, p = _fc_props(s_yaml, name)
+        reserved = (p.get("concurrencyConfig") or {}).get("reservedConcurrency")
+        assert isinstance(reserved, int) and reserved >= 1, f"{name}: concurrencyConfig.reservedConcurrency"
+        # FC's reserved concurrency counts requests; an instance serves
+        # instanceConcurrency of them with as many connections.
+        per_instance = int(p.get("instanceConcurrency", 1))
+        instances = -(-reserved // per_instance)
+        total += instances * int((p.get("environmentVariables") or {}).get("DB_POOL_SIZE", per_instance))
+    assert total <= CONNECTION_BUDGET, f"{total} connections"
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)

@@ -558,6 +558,77 @@ async fn a_database_down_or_hung_is_a_fast_503_then_recovers() {
     assert!(recovered, "recovers once the database answers again");
 }
 
+/// Members in the table that [`migrations_complete_on_a_large_table_without_the_request_timeout`]
+/// migrates: `MIGRATION_TEST_MEMBERS` (`make migrate-large`: a million).
+fn migration_test_members() -> i64 {
+    std::env::var("MIGRATION_TEST_MEMBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// `make migrate` on a database in use: migration 0002 rewrites every
+/// membership and builds an index over them, which on a large table takes
+/// longer than a request may (the functions' 5 s `statement_timeout`).
+/// The migrations run with timeouts of their own: a statement that takes
+/// longer than the requests' bound (a trigger here makes 0002's update
+/// sleep past it) completes.
+#[tokio::test]
+async fn migrations_complete_on_a_large_table_without_the_request_timeout() {
+    let target = TestDb::postgres_unmigrated().await;
+    let members = migration_test_members();
+    let conversations = (members / 1000).max(1);
+    let mut admin = tests::services::connect(&target.url).await.unwrap();
+    let first = sqlx::migrate::Migrator::with_migrations(
+        shared::db::POSTGRES_MIGRATIONS
+            .migrations
+            .iter()
+            .filter(|m| m.version == 1)
+            .cloned()
+            .collect(),
+    );
+    first.run(&mut admin).await.unwrap();
+    let filled = Instant::now();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO users (external_id, created_at, updated_at) \
+           SELECT 'member-' || g, 0, 0 FROM generate_series(1, 1000) g; \
+         INSERT INTO conversations (title, created_by, created_at, last_activity_at) \
+           SELECT 'c' || g, 1, g, g FROM generate_series(1, {conversations}) g; \
+         INSERT INTO conversation_members (conversation_id, user_id, joined_at) \
+           SELECT c.id, u.id, 0 FROM conversations c CROSS JOIN users u; \
+         CREATE FUNCTION slower_than_a_request() RETURNS trigger LANGUAGE plpgsql AS $$ \
+           BEGIN PERFORM pg_sleep({slow}); RETURN NULL; END $$; \
+         CREATE TRIGGER slower_than_a_request BEFORE UPDATE ON conversation_members \
+           FOR EACH STATEMENT EXECUTE FUNCTION slower_than_a_request();",
+        slow = shared::db::STATEMENT_TIMEOUT.as_secs_f64() + 0.5,
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let filled = filled.elapsed();
+
+    let started = Instant::now();
+    let vars = test_vars(&[("DATABASE_URL", &target.url)]);
+    let (code, stderr) = Process::start("tms-migrate", &vars).exit().await;
+    let migrated = started.elapsed();
+    assert_eq!(code, Some(0), "{stderr}");
+    eprintln!(
+        "{} members: filled in {:.1} s, migrated in {:.1} s",
+        conversations * 1000,
+        filled.as_secs_f64(),
+        migrated.as_secs_f64()
+    );
+    let (rows, followed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE m.last_activity_at = c.last_activity_at) \
+         FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!((rows, followed), (conversations * 1000, conversations * 1000));
+    let _ = sqlx::Connection::close(admin).await;
+}
+
 /// `make migrate` in a deploy pipeline: two runs at once both succeed.
 #[tokio::test]
 async fn two_migrations_at_once_both_succeed() {
