@@ -11,7 +11,7 @@ SHELL := /bin/bash
 USER_ID ?= local-user
 SSO_SUB ?= local-user
 
-.PHONY: help run test test-under-load test-no-sdk fmt lint check migrate migrate-large token sso-token watch check-watch verify verify-local bench profile chaos openapi schemathesis fuzz
+.PHONY: help run test test-under-load test-no-sdk fmt lint check migrate migrate-large fleet token sso-token watch check-watch verify verify-local bench profile chaos openapi schemathesis fuzz
 
 ## help: list every target with what it does (also what bare `make` does)
 help:
@@ -70,6 +70,10 @@ migrate-large:
 	@source scripts/services.sh all && cargo build --workspace --bins --tests && \
 		MIGRATION_TEST_MEMBERS=$(MIGRATION_TEST_MEMBERS) cargo test -p tests --test api -- --exact --nocapture \
 		conversations::migrations_complete_on_a_large_table_without_the_request_timeout
+
+## fleet: 50 instances of each database function (pool of 1) on one small PostgreSQL, direct then through PgBouncer: cold starts, p50/p99, statuses (FLEET_INSTANCES, FLEET_SECONDS)
+fleet:
+	@source scripts/services.sh all && cargo build --workspace --bins && "$${CARGO_TARGET_DIR:-target}/debug/tms-fleet"
 
 ## bench: every function against its ceiling and floor in one run, one table (prints figures; never a pass/fail)
 bench:

@@ -358,6 +358,8 @@ fn openssl(command: &mut Command) {
 /// hung by its PID.
 pub struct PgServer {
     pub port: u16,
+    /// `-c name=value` settings it runs with, beyond the test kit's own.
+    settings: Vec<String>,
     dir: PathBuf,
     bin: PathBuf,
     user: Option<(u32, u32)>,
@@ -368,6 +370,16 @@ pub struct PgServer {
 impl PgServer {
     pub fn start() -> Self {
         Self::start_with(None)
+    }
+
+    /// A server with settings of its own (`name=value`, as `postgres -c`),
+    /// such as a small `max_connections`.
+    pub fn start_with_settings(settings: &[&str]) -> Self {
+        let mut server = Self::start();
+        server.stop();
+        server.settings = settings.iter().map(|s| (*s).to_owned()).collect();
+        server.resume_serving();
+        server
     }
 
     /// A server that also speaks TLS, as managed databases do, with a
@@ -436,6 +448,7 @@ impl PgServer {
         }
         let mut server = Self {
             port: free_port(),
+            settings: Vec::new(),
             dir,
             bin,
             user,
@@ -463,6 +476,7 @@ impl PgServer {
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(&self.dir)
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         as_user(&mut cmd, self.user);

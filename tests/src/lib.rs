@@ -161,9 +161,15 @@ impl Process {
         self.stderr.await.unwrap_or_default()
     }
 
-    /// Waits for the process to exit by itself; returns its code and stderr.
-    pub async fn exit(mut self) -> (Option<i32>, String) {
-        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+    /// Waits (10 s at most) for the process to exit by itself; returns its
+    /// code and stderr.
+    pub async fn exit(self) -> (Option<i32>, String) {
+        self.exit_within(Duration::from_secs(10)).await
+    }
+
+    /// [`Process::exit`], waiting up to `limit`.
+    pub async fn exit_within(mut self, limit: Duration) -> (Option<i32>, String) {
+        let status = tokio::time::timeout(limit, self.child.wait())
             .await
             .expect("process exits")
             .expect("wait");

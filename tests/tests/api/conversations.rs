@@ -609,7 +609,9 @@ async fn migrations_complete_on_a_large_table_without_the_request_timeout() {
 
     let started = Instant::now();
     let vars = test_vars(&[("DATABASE_URL", &target.url)]);
-    let (code, stderr) = Process::start("tms-migrate", &vars).exit().await;
+    let (code, stderr) = Process::start("tms-migrate", &vars)
+        .exit_within(Duration::from_secs(600))
+        .await;
     let migrated = started.elapsed();
     assert_eq!(code, Some(0), "{stderr}");
     eprintln!(
@@ -625,7 +627,10 @@ async fn migrations_complete_on_a_large_table_without_the_request_timeout() {
     .fetch_one(&mut admin)
     .await
     .unwrap();
-    assert_eq!((rows, followed), (conversations * 1000, conversations * 1000));
+    assert_eq!(
+        (rows, followed),
+        (conversations * 1000, conversations * 1000)
+    );
     let _ = sqlx::Connection::close(admin).await;
 }
 

@@ -21,7 +21,7 @@ use conversations::store;
 use serde_json::json;
 use sqlx::Connection;
 use testkit::free_port;
-use testkit::services::{PgServer, RedisServer, SecretsManager};
+use testkit::services::{PgBouncer, PgServer, RedisServer, SecretsManager};
 
 const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
 const SSO_SECRET: &str = "bench-sso-secret-0123456789abcdef0123456789";
@@ -182,6 +182,9 @@ impl<'a> Bench<'a> {
         if only("conversations") {
             self.conversations(health_p50)?;
         }
+        if only("pooled") {
+            self.pooled()?;
+        }
         if only("start-up") {
             self.start_up()?;
         }
@@ -339,6 +342,104 @@ impl<'a> Bench<'a> {
         let alone = self.rt.block_on(login_round_trips(&pg_url, &redis_url))?;
         self.latency("sso-login p50, 1 connection", one.p50_ms, health_p50, alone);
         self.note_rss("sso-login", &sso);
+        Ok(())
+    }
+
+    /// What `DATABASE_POOLER=transaction` costs: the conversations list
+    /// through a PgBouncer in transaction mode (unnamed statements, the
+    /// timeout in a transaction of its own, one round trip) against the
+    /// same function connected directly (prepared statements).
+    fn pooled(&mut self) -> anyhow::Result<()> {
+        println!("== conversations list through PgBouncer (transaction mode) against direct");
+        // A database of its own, with the conversations scenario's data.
+        let pg_url = format!(
+            "postgres://postgres@127.0.0.1:{}/bench_pooled",
+            self.pg.port
+        );
+        let data = self.rt.block_on(async {
+            let mut admin = sqlx::PgConnection::connect(&self.pg.url()).await?;
+            sqlx::query("CREATE DATABASE bench_pooled")
+                .execute(&mut admin)
+                .await?;
+            let db = shared::db::Database::open_postgres(&pg_url, 1)?;
+            db.migrate().await?;
+            db.close().await;
+            conversations_data(&pg_url).await
+        })?;
+        let bouncer = PgBouncer::start("127.0.0.1", self.pg.port, "postgres", CONCURRENCY);
+        let pooled_url = bouncer.url_for(&pg_url);
+        let direct = self.serve("conversations", &[("DATABASE_URL", &pg_url)])?;
+        let pooled = self.serve(
+            "conversations",
+            &[
+                ("DATABASE_URL", &pooled_url),
+                ("DATABASE_POOLER", "transaction"),
+            ],
+        )?;
+        let headers = [format!(
+            "Authorization: Bearer {}",
+            testkit::tokens::api_token(JWT_SECRET, data.lister)
+        )];
+        let url = |s: &Served| format!("http://127.0.0.1:{}/api/v1/conversations?limit=20", s.port);
+        for served in [&direct, &pooled] {
+            wrk(
+                &url(served),
+                CONCURRENCY,
+                1,
+                &headers,
+                None,
+                self.watch(Some(served)),
+            )?;
+        }
+        let (reference, function) = self.pair(
+            || {
+                wrk(
+                    &url(&direct),
+                    CONCURRENCY,
+                    RUN_SECS,
+                    &headers,
+                    None,
+                    self.watch(Some(&direct)),
+                )
+            },
+            || {
+                wrk(
+                    &url(&pooled),
+                    CONCURRENCY,
+                    RUN_SECS,
+                    &headers,
+                    None,
+                    self.watch(Some(&pooled)),
+                )
+            },
+        )?;
+        self.throughput(
+            "conversations list req/s, pooled",
+            function,
+            reference,
+            "the same, direct",
+            0.5,
+        );
+        let one_direct = wrk(
+            &url(&direct),
+            1,
+            2,
+            &headers,
+            None,
+            self.watch(Some(&direct)),
+        )?;
+        let one_pooled = wrk(
+            &url(&pooled),
+            1,
+            2,
+            &headers,
+            None,
+            self.watch(Some(&pooled)),
+        )?;
+        println!(
+            "   one connection p50: direct {:.3} ms, through PgBouncer {:.3} ms (a hop more, and BEGIN/SET LOCAL/COMMIT around the statement)",
+            one_direct.p50_ms, one_pooled.p50_ms
+        );
         Ok(())
     }
 
