@@ -38,7 +38,7 @@ pub use postgres_pool::{Lease, PgConnectionPool, PgError, PgSession};
 pub use postgres_target::{PgEndpoint, PgTarget, Pooler, SslMode};
 pub use tokio_postgres::Row as PgRow;
 /// The parameter types a statement binds ([`PgSession::query`]).
-pub use tokio_postgres::types::{ToSql as PgToSql, Type as PgType};
+pub use tokio_postgres::types::{FromSql as PgFromSql, ToSql as PgToSql, Type as PgType};
 
 /// The migrations of each database, in order: `migrations/<database>/`,
 /// one file per version, each listed here (a test checks the list against
@@ -235,7 +235,10 @@ impl Database {
         bounded(async {
             crate::by_backend!(self,
                 postgres(pool) => pool
-                    .run(async |session| Ok(session.query("SELECT 1", &[]).await.map(|_| ())?))
+                    .run(async |session| {
+                        session.query("SELECT 1", &[]).await?;
+                        Ok(())
+                    })
                     .await
                     .map_err(DbError::from),
                 sqlite(pool) => run_sqlite(pool, async |conn| {

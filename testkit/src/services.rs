@@ -101,20 +101,6 @@ impl TestDb {
         self.pooler.as_ref()
     }
 
-    /// A pool as the functions open this database (pool of `size`).
-    pub fn open(&self, size: u32) -> Database {
-        let pooler = if self.pooler.is_some() {
-            shared::db::Pooler::Transaction
-        } else {
-            shared::db::Pooler::None
-        };
-        let endpoint = shared::db::PgEndpoint {
-            pooler,
-            ..shared::db::PgEndpoint::default()
-        };
-        Database::open_postgres_at(&self.url, size, endpoint).expect("open the test database")
-    }
-
     /// A fresh embedded database file (migrated when the app opens it).
     pub fn sqlite() -> Self {
         let path = std::env::temp_dir().join(format!("tms-test-{}.sqlite3", uuid_simple()));

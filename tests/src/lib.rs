@@ -213,6 +213,17 @@ pub async fn start_server(name: &str, extra: &[(&str, &str)]) -> (Process, Strin
     (process, format!("http://127.0.0.1:{port}"))
 }
 
+/// The one value `sql` answers, read on a session of the pool itself (its
+/// TLS, its backend, its settings), as the code under test would.
+pub async fn on_pool_session<T>(pool: &shared::db::PgConnectionPool, sql: &str) -> T
+where
+    T: for<'a> shared::db::PgFromSql<'a>,
+{
+    pool.run(async |session| Ok(session.query_one(sql, &[]).await?.try_get(0)?))
+        .await
+        .unwrap()
+}
+
 /// A session of the test's own (sqlx) to the database `pool` connects to,
 /// for its setup, its checks and the locks it holds: never one of the
 /// pool's, which serve the code under test.

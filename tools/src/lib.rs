@@ -2,6 +2,19 @@
 
 pub mod verify;
 
+/// A whole number from the environment (`name`), or `default` when unset:
+/// the scenario tools' sizes (CHAOS_*, FLEET_*).
+pub fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("{name} must be a whole number, got `{v}`")),
+        Err(_) => Ok(default),
+    }
+}
+
 use axum::Router;
 use shared::{Config, StartError};
 use utoipa::{Modify, OpenApi};

@@ -21,11 +21,10 @@
 //! then runs it in one round trip; behind a transaction-mode pooler nothing
 //! is named and nothing is set for the session (see [`PgSession::query`]).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-
-use std::collections::HashMap;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::types::{ToSql, Type};

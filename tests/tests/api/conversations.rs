@@ -665,22 +665,10 @@ async fn postgres_over_tls_with_sslmode_require() {
     let pg = PgServer::start_tls();
     let db = Database::open_postgres(&format!("{}?sslmode=require", pg.url()), 2).unwrap();
     db.migrate().await.unwrap();
-    let Database::Postgres(pool) = &db else {
-        unreachable!()
-    };
-    let encrypted: bool = pool
-        .run(async |session| {
-            Ok(session
-                .query_one(
-                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                    &[],
-                )
-                .await?
-                .try_get(0)?)
-        })
-        .await
-        .unwrap();
-    assert!(encrypted, "the connection is TLS");
+    assert!(
+        crate::managed_postgres::is_encrypted(&db).await,
+        "the connection is TLS"
+    );
     let user = upsert_user(&db, "ext-tls", None, None).await.unwrap();
     assert!(
         conversations::store::list(&db, user.id, None, 10)

@@ -17,21 +17,15 @@ async fn open(vars: &[(&str, &str)]) -> Database {
 }
 
 /// Whether the pool's connection is TLS (from the server's side).
-async fn is_encrypted(db: &Database) -> bool {
+pub(crate) async fn is_encrypted(db: &Database) -> bool {
     let Database::Postgres(pool) = db else {
         unreachable!()
     };
-    pool.run(async |session| {
-        Ok(session
-            .query_one(
-                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                &[],
-            )
-            .await?
-            .try_get(0)?)
-    })
+    on_pool_session(
+        pool,
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
     .await
-    .unwrap()
 }
 
 #[tokio::test]

@@ -380,15 +380,7 @@ async fn one_instance_serves_256_concurrent_requests_from_its_pool() {
         unreachable!()
     };
     // The function's sessions: not this test's own two.
-    let test_pool_pid: i32 = admin
-        .run(async |session| {
-            Ok(session
-                .query_one("SELECT pg_backend_pid()", &[])
-                .await?
-                .try_get(0)?)
-        })
-        .await
-        .unwrap();
+    let test_pool_pid: i32 = on_pool_session(admin, "SELECT pg_backend_pid()").await;
     let connections: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity \
          WHERE datname = current_database() AND application_name = 'tms-chat' \

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use shared::db::{PgConnectionPool, PgEndpoint, PgError, PgTarget, Pooler};
 use sqlx::Connection;
+use tests::on_pool_session;
 use tests::services::admin_database_url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,14 +35,7 @@ fn pool_of(target: PgTarget) -> PgConnectionPool {
 }
 
 async fn backend_pid(pool: &PgConnectionPool) -> i32 {
-    pool.run(async |session| {
-        Ok(session
-            .query_one("SELECT pg_backend_pid()", &[])
-            .await?
-            .try_get(0)?)
-    })
-    .await
-    .unwrap()
+    on_pool_session(pool, "SELECT pg_backend_pid()").await
 }
 
 /// What a [`counting_proxy`] saw clients send.
@@ -162,15 +156,8 @@ async fn behind_a_transaction_pooler_nothing_is_named_and_the_timeout_is_per_tra
         3,
         "BEGIN, the statement, COMMIT"
     );
-    let timeout: String = pool
-        .run(async |session| {
-            Ok(session
-                .query_one("SELECT current_setting('statement_timeout')", &[])
-                .await?
-                .try_get(0)?)
-        })
-        .await
-        .unwrap();
+    let timeout: String =
+        on_pool_session(&pool, "SELECT current_setting('statement_timeout')").await;
     assert_eq!(timeout, "5s", "set for the transaction");
     // Nothing for the session: no timeout among the startup parameters
     // (PgBouncer refuses them, RDS Proxy pins them).

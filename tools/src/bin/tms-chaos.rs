@@ -46,6 +46,7 @@ use testkit::free_port;
 use testkit::relay::Relay;
 use testkit::services::{PgServer, RedisServer, write_other_data};
 use testkit::tokens::{sign, sso_claims};
+use tools::env_number;
 
 const JWT_SECRET: &str = "chaos-jwt-secret-0123456789abcdef0123456789";
 const REDIS_KEY_PREFIX: &str = "tms-chaos:";
@@ -95,16 +96,6 @@ fn http_client() -> reqwest::Result<reqwest::Client> {
         .timeout(CLIENT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-}
-
-fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .with_context(|| format!("{name} must be a whole number, got `{v}`")),
-        Err(_) => Ok(default),
-    }
 }
 
 async fn run() -> anyhow::Result<usize> {

@@ -29,6 +29,7 @@ use sqlx::Connection;
 use testkit::free_port;
 use testkit::services::{PgBouncer, PgServer, RedisServer};
 use testkit::tokens::{api_token, sign, sso_claims};
+use tools::env_number;
 
 const JWKS: &str = include_str!("../../../tests/fixtures/keys/jwks.json");
 const EC1_PEM: &[u8] = include_bytes!("../../../tests/fixtures/keys/ec1.pem");
@@ -58,15 +59,6 @@ struct Settings {
     seconds: u64,
     max_connections: u32,
     clients: usize,
-}
-
-fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
-    match std::env::var(name) {
-        Err(_) => Ok(default),
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}: expected a number, got `{v}`")),
-    }
 }
 
 fn main() -> anyhow::Result<()> {
