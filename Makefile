@@ -11,7 +11,7 @@ SHELL := /bin/bash
 USER_ID ?= local-user
 SSO_SUB ?= local-user
 
-.PHONY: help run test test-under-load test-no-sdk fmt lint check migrate migrate-large fleet token sso-token watch check-watch verify verify-local bench profile chaos openapi schemathesis fuzz
+.PHONY: help run test test-under-load test-no-sdk fmt lint check migrate sign-out-user migrate-large fleet token sso-token watch check-watch verify verify-local bench profile chaos openapi schemathesis fuzz
 
 ## help: list every target with what it does (also what bare `make` does)
 help:
@@ -63,6 +63,11 @@ check-watch:
 ## migrate: apply the migrations to DATABASE_URL (safe in a pipeline, safe when two run at once)
 migrate:
 	cargo run --release -p tools --features aws-secrets --bin tms-migrate
+
+## sign-out-user: end every session of one user, against DATABASE_URL like migrate (make sign-out-user EXTERNAL_ID=<the user's id at the identity provider>)
+sign-out-user:
+	@test -n "$(EXTERNAL_ID)" || { echo "usage: make sign-out-user EXTERNAL_ID=<the user's id at the identity provider>" >&2; exit 2; }
+	cargo run --release -p tools --features aws-secrets --bin tms-sign-out -- "$(EXTERNAL_ID)"
 
 ## migrate-large: the migrations on a table of a million members, timed (the suite runs 100,000; MIGRATION_TEST_MEMBERS=...)
 MIGRATION_TEST_MEMBERS ?= 1000000

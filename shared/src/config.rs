@@ -122,6 +122,9 @@ pub struct Config {
     pub app_env: AppEnv,
     /// `JWT_SECRET`; required by the functions that issue or check API tokens.
     pub jwt_secret: Option<Secret>,
+    /// `JWT_PREVIOUS_SECRETS` (comma list): earlier API token keys, which
+    /// still verify the tokens they signed (a key rotation), never sign.
+    pub jwt_previous_secrets: Vec<Secret>,
     pub jwt_expiration: Duration,
     pub allowed_origins: Vec<HeaderValue>,
     pub allowed_hosts: Vec<HostPattern>,
@@ -206,6 +209,18 @@ impl Config {
             }
             other => other.map(Secret::new),
         };
+        let jwt_previous_secrets = parse_list(get("JWT_PREVIOUS_SECRETS").unwrap_or(""))
+            .map(|s| {
+                if s.len() < MIN_JWT_SECRET_BYTES {
+                    Err(ConfigError::new(
+                        "JWT_PREVIOUS_SECRETS",
+                        format!("each secret must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+                    ))
+                } else {
+                    Ok(Secret::new(s))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
         let hours: u64 = match get("JWT_EXPIRATION_HOURS") {
             None => DEFAULT_EXPIRATION_HOURS,
@@ -363,13 +378,13 @@ impl Config {
                 "must be https:// when APP_ENV=production (the keys decide who logs in)",
             ));
         }
-        if let (Some(SsoKeys::Secret(sso)), Some(api)) = (&sso_keys, &jwt_secret)
-            && sso == api
+        if let Some(SsoKeys::Secret(sso)) = &sso_keys
+            && (jwt_secret.as_ref() == Some(sso) || jwt_previous_secrets.contains(sso))
         {
             // Else an API token would pass for a GCGC token at login.
             return Err(ConfigError::new(
                 "SSO_JWT_SECRET",
-                "must differ from JWT_SECRET",
+                "must differ from JWT_SECRET and from each of JWT_PREVIOUS_SECRETS",
             ));
         }
 
@@ -453,6 +468,7 @@ impl Config {
         Ok(Self {
             app_env,
             jwt_secret,
+            jwt_previous_secrets,
             jwt_expiration: Duration::from_secs(hours * 3600),
             allowed_origins,
             allowed_hosts,
@@ -601,6 +617,27 @@ mod tests {
     }
 
     #[test]
+    fn previous_api_token_keys_are_a_comma_list() {
+        let c = Config::from_vars(&vars(&[(
+            "JWT_PREVIOUS_SECRETS",
+            " previous-jwt-secret-0123456789abcdef , ,older-jwt-secret-0123456789abcdef012",
+        )]))
+        .unwrap();
+        let listed: Vec<&str> = c.jwt_previous_secrets.iter().map(Secret::expose).collect();
+        assert_eq!(
+            listed,
+            [
+                "previous-jwt-secret-0123456789abcdef",
+                "older-jwt-secret-0123456789abcdef012"
+            ]
+        );
+        assert!(
+            !format!("{c:?}").contains("previous-jwt-secret"),
+            "never shown"
+        );
+    }
+
+    #[test]
     fn each_bad_variable_is_named() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("JWT_SECRET", "short")], "JWT_SECRET"),
@@ -617,6 +654,14 @@ mod tests {
             (&[("APP_ENV", "prdo")], "APP_ENV"),
             (&[("REDIS_URL", "http://x")], "REDIS_URL"),
             (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+            (&[("JWT_PREVIOUS_SECRETS", "short")], "JWT_PREVIOUS_SECRETS"),
+            (
+                &[(
+                    "JWT_PREVIOUS_SECRETS",
+                    "previous-jwt-secret-0123456789abcdef,short",
+                )],
+                "JWT_PREVIOUS_SECRETS",
+            ),
             (&[("SSO_JWT_SECRET", "short")], "SSO_JWT_SECRET"),
             (&[("SSO_JWKS_URL", "ftp://x")], "SSO_JWKS_URL"),
             (&[("MAX_BODY_BYTES", "ten")], "MAX_BODY_BYTES"),
@@ -645,6 +690,10 @@ mod tests {
             ),
             (
                 &[("JWT_SECRET", SECRET), ("SSO_JWT_SECRET", SECRET)],
+                "SSO_JWT_SECRET",
+            ),
+            (
+                &[("JWT_PREVIOUS_SECRETS", SECRET), ("SSO_JWT_SECRET", SECRET)],
                 "SSO_JWT_SECRET",
             ),
             (

@@ -65,6 +65,11 @@ const POSTGRES_MIGRATION_FILES: &[(i64, &str, &str)] = &[
         "sso logins by expiry",
         include_str!("../migrations/postgres/0004_sso_logins_by_expiry.sql"),
     ),
+    (
+        5,
+        "sessions that end",
+        include_str!("../migrations/postgres/0005_sessions_that_end.sql"),
+    ),
 ];
 
 pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> =

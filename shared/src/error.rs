@@ -20,6 +20,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// A valid token that was ended early (signed out): RFC 6750's
+    /// `invalid_token`, so that a client knows to sign in again.
+    #[error("Token has been revoked")]
+    TokenRevoked,
     #[error("Not Found")]
     NotFound,
     #[error("{0}")]
@@ -57,7 +61,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::TokenRevoked => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -106,6 +110,14 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+            Self::TokenRevoked => {
+                let mut response = detail_response(status, &self.to_string());
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
                 response
             }
             Self::Unavailable { retry_after, .. } => {

@@ -4,6 +4,12 @@
 //! Credentials, region and endpoint come from aws-config's usual chain
 //! (`AWS_ENDPOINT_URL` points it at a compatible server in tests).
 //!
+//! `JWT_SECRET_ARN` also brings its secret's rotation: the versions staged
+//! `AWSPREVIOUS` (the key before the last rotation) and `AWSPENDING` (the
+//! next one, staged before it becomes current) join `JWT_PREVIOUS_SECRETS`,
+//! verify-only, so that a rotation signs nobody out (docs/deploy.md, "Rotating
+//! the API token key").
+//!
 //! The AWS SDK is behind the `aws-secrets` feature: every function's own
 //! build has it; a build without it (the local developer tools) refuses an
 //! ARN with a clear error instead of ignoring it.
@@ -13,12 +19,31 @@ use std::collections::HashMap;
 use crate::config::ConfigError;
 
 /// Each ARN variable and the setting its secret fills.
-pub const SECRET_VARIABLES: [(&str, &str); 4] = [
+/// (`JWT_PREVIOUS_SECRETS` before `JWT_SECRET`, whose rotation adds to it.)
+pub const SECRET_VARIABLES: [(&str, &str); 5] = [
+    ("JWT_PREVIOUS_SECRETS_ARN", "JWT_PREVIOUS_SECRETS"),
     ("JWT_SECRET_ARN", "JWT_SECRET"),
     ("SSO_JWT_SECRET_ARN", "SSO_JWT_SECRET"),
     ("DATABASE_URL_SECRET_ARN", "DATABASE_URL"),
     ("REDIS_URL_SECRET_ARN", "REDIS_URL"),
 ];
+
+/// The staging labels of `JWT_SECRET_ARN`'s versions that still verify.
+pub const ROTATION_STAGES: [&str; 2] = ["AWSPREVIOUS", "AWSPENDING"];
+
+/// Adds the keys of a rotation to `JWT_PREVIOUS_SECRETS`, after those it
+/// already lists.
+#[cfg_attr(not(feature = "aws-secrets"), allow(dead_code))]
+fn add_previous_secrets(vars: &mut HashMap<String, String>, keys: Vec<String>) {
+    if keys.is_empty() {
+        return;
+    }
+    let mut list: Vec<String> = setting(vars, "JWT_PREVIOUS_SECRETS")
+        .map(|v| vec![v.to_owned()])
+        .unwrap_or_default();
+    list.extend(keys);
+    vars.insert("JWT_PREVIOUS_SECRETS".to_owned(), list.join(","));
+}
 
 /// A variable's value, trimmed; an empty one counts as unset.
 fn setting<'a>(vars: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
@@ -72,6 +97,42 @@ async fn fetch(
     }
     let sdk = sdk.load().await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
+    // The version staged `stage`; with `optional`, None when no version
+    // carries that label. (`AWSCURRENT` is named, not left implied: some
+    // compatible servers keep their first version as the default.)
+    let read = async |arn_var: &'static str, arn: &str, stage: &str, optional: bool| {
+        let request = client
+            .get_secret_value()
+            .secret_id(arn)
+            .version_stage(stage);
+        let output = match tokio::time::timeout(FETCH_TIMEOUT, request.send())
+            .await
+            .map_err(|_| {
+                ConfigError::new(arn_var, "AWS Secrets Manager did not answer within 5 s")
+            })? {
+            Ok(output) => output,
+            // A stage that no version carries (no rotation yet): nothing to add.
+            Err(e)
+                if optional
+                    && e.as_service_error()
+                        .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(ConfigError::new(
+                    arn_var,
+                    format!("cannot read the secret: {}", DisplayErrorContext(&e)),
+                ));
+            }
+        };
+        let value = output
+            .secret_string()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ConfigError::new(arn_var, "the secret has no SecretString"))?;
+        Ok::<_, ConfigError>(Some(value.to_owned()))
+    };
     for (arn_var, target) in wanted {
         if is_set(vars, target) {
             return Err(ConfigError::new(
@@ -80,24 +141,26 @@ async fn fetch(
             ));
         }
         let arn = vars[arn_var].trim().to_owned();
-        let output = tokio::time::timeout(
-            FETCH_TIMEOUT,
-            client.get_secret_value().secret_id(&arn).send(),
-        )
-        .await
-        .map_err(|_| ConfigError::new(arn_var, "AWS Secrets Manager did not answer within 5 s"))?
-        .map_err(|e| {
-            ConfigError::new(
-                arn_var,
-                format!("cannot read the secret: {}", DisplayErrorContext(&e)),
-            )
-        })?;
-        let value = output
-            .secret_string()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| ConfigError::new(arn_var, "the secret has no SecretString"))?;
-        vars.insert(target.to_owned(), value.to_owned());
+        let value = read(arn_var, &arn, "AWSCURRENT", false)
+            .await?
+            .expect("a required version exists or is an error");
+        if target == "JWT_SECRET" {
+            let mut rotation = Vec::new();
+            for stage in ROTATION_STAGES {
+                if let Some(key) = read(arn_var, &arn, stage, true).await?
+                    && key != value
+                {
+                    rotation.push(key);
+                    tracing::info!(
+                        variable = "JWT_PREVIOUS_SECRETS",
+                        stage,
+                        "read from AWS Secrets Manager"
+                    );
+                }
+            }
+            add_previous_secrets(vars, rotation);
+        }
+        vars.insert(target.to_owned(), value);
         tracing::info!(variable = target, "read from AWS Secrets Manager");
     }
     Ok(())
@@ -167,6 +230,21 @@ mod tests {
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
             ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "TRUE"),
         ]));
+    }
+
+    #[test]
+    fn a_rotations_keys_join_the_previous_secrets() {
+        let mut vars = HashMap::new();
+        add_previous_secrets(&mut vars, Vec::new());
+        assert!(vars.is_empty(), "no rotation, no variable");
+        add_previous_secrets(&mut vars, vec!["b".into(), "c".into()]);
+        assert_eq!(vars["JWT_PREVIOUS_SECRETS"], "b,c");
+        let mut vars = HashMap::from([("JWT_PREVIOUS_SECRETS".to_owned(), " a ".to_owned())]);
+        add_previous_secrets(&mut vars, vec!["b".into()]);
+        assert_eq!(
+            vars["JWT_PREVIOUS_SECRETS"], "a,b",
+            "after those already listed"
+        );
     }
 
     #[tokio::test]

@@ -54,10 +54,11 @@ pub fn hs256_from_json_text(secret: &str, header: &str, payload: &str) -> String
     format!("{signed}.{signature}")
 }
 
-/// An API token for `user_id`, as sso-login issues it (`JWT_SECRET`, an hour).
+/// An API token for `user_id`, as sso-login issues it (`JWT_SECRET`, an
+/// hour) to a user who never signed out everywhere (generation 0).
 pub fn api_token(jwt_secret: &str, user_id: i64) -> String {
     ApiTokens::new(jwt_secret.as_bytes(), std::time::Duration::from_secs(3600))
-        .issue(user_id)
+        .issue(user_id, 0)
         .expect("sign an API token")
         .token
 }

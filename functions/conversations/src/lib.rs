@@ -139,7 +139,7 @@ fn page_size() -> Schema {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of conversations", body = Page),
-        (status = 401, description = "Missing, malformed, expired or badly signed API token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, badly signed or ended API token (\"Token has been revoked\")", body = ErrorBody),
         (status = 422, description = "`limit` or `cursor` is invalid, or given twice", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
@@ -168,9 +168,8 @@ async fn list(
         ),
     };
     // One extra row tells whether another page follows.
-    let mut rows = store::list(&db, user.user_id, after, limit + 1)
-        .await
-        .map_err(store_error)?;
+    let (standing, mut rows) = store::list(&db, &user, after, limit + 1).await?;
+    standing.check()?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
         rows.last().map(|c| {
@@ -220,7 +219,7 @@ pub struct CreateBody {
                 parameters(("id" = "$response.body#/id")),
                 description = "The conversation just created"
             )))),
-        (status = 401, description = "Missing, malformed, expired or badly signed API token, or its user is gone", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, badly signed or ended API token (\"Token has been revoked\"), or its user is gone", body = ErrorBody),
         (status = 422, description = "Invalid title or member_ids, unknown members, or text that cannot be stored", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
@@ -250,15 +249,9 @@ async fn create(
             "at most {MAX_MEMBERS} member_ids"
         )));
     }
-    let mut referenced = body.member_ids.clone();
-    referenced.push(user.user_id);
-    let unknown = store::unknown_users(&db, &referenced)
-        .await
-        .map_err(store_error)?;
-    if unknown.contains(&user.user_id) {
-        // A valid token for a user that no longer exists.
-        return Err(ApiError::unauthorized("Could not validate credentials"));
-    }
+    let (standing, unknown) = store::unknown_users(&db, &user, &body.member_ids).await?;
+    // A signed-out token, or a valid one of a user that no longer exists.
+    standing.check()?;
     if !unknown.is_empty() {
         let list: Vec<String> = unknown.iter().map(i64::to_string).collect();
         return Err(ApiError::Unprocessable(format!(
@@ -294,7 +287,7 @@ async fn create(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The conversation", body = ConversationBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed API token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, badly signed or ended API token (\"Token has been revoked\")", body = ErrorBody),
         (status = 404, description = "No such conversation among the caller's (a malformed id too)", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
@@ -309,11 +302,9 @@ async fn fetch(
         .ok()
         .and_then(|Path(id)| id.parse().ok())
         .ok_or(ApiError::NotFound)?;
-    let conversation = store::get(&db, user.user_id, id)
-        .await
-        .map_err(store_error)?
-        .ok_or(ApiError::NotFound)?;
-    Ok(ApiJson(conversation.into()))
+    let (standing, conversation) = store::get(&db, &user, id).await?;
+    standing.check()?;
+    Ok(ApiJson(conversation.ok_or(ApiError::NotFound)?.into()))
 }
 
 /// What a store error means to the caller of these routes.

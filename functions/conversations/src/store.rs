@@ -2,12 +2,15 @@
 //! embedded SQLite, except create: one statement on PostgreSQL, a
 //! transaction on SQLite (no data-modifying CTE there). Each
 //! route is one round trip to PostgreSQL where one statement can do it;
-//! every operation is bounded in time. The SQLite arms and statements exist
+//! every operation is bounded in time. The statement that reads first also
+//! reads whether the caller's token still stands (signed out or not:
+//! [`shared::token_standing_sql!`]), so that check costs no round trip. The SQLite arms and statements exist
 //! only in builds with the embedded database ([`by_backend!`]).
 
 use shared::clock::unix_micros;
-use shared::db::{Database, DbError, PgType, bounded, placeholders};
-use shared::{by_backend, embedded_db_only};
+use shared::db::{Database, DbError, PgRow, PgToSql, PgType, bounded, placeholders};
+use shared::tokens::{AuthUser, Standing};
+use shared::{ApiError, by_backend, embedded_db_only, token_standing_sql};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
@@ -29,16 +32,27 @@ pub struct PageAfter {
 
 /// The conversations a member sees (`$page`: conditions on the membership
 /// `m` and its conversation `c`, order, limit), one row each, with its
-/// members' ids in order (`$members`: how the dialect aggregates them).
+/// members' ids in order (`$members`: how the dialect aggregates them),
+/// beside whether the caller's token stands (`$standing`). Always one row
+/// at least: the standing, with no conversation when there is none (or
+/// the token does not stand, when none is read). `$order` orders the rows
+/// as `$page` picked them.
 macro_rules! with_members {
-    ($members:literal, $page:literal) => {
+    ($members:literal, $standing:expr, $page:literal, $order:literal) => {
         concat!(
-            "SELECT c.id, c.title, c.created_by, c.created_at, c.last_activity_at, ",
+            "SELECT s.standing, p.id, p.title, p.created_by, p.created_at, p.last_activity_at, \
+             p.member_ids FROM (SELECT ",
+            $standing,
+            " AS standing) s LEFT JOIN (\
+             SELECT c.id, c.title, c.created_by, c.created_at, c.last_activity_at, ",
             $members,
-            " FROM conversation_members m \
+            " AS member_ids, m.last_activity_at AS page_activity \
+             FROM conversation_members m \
              JOIN conversations c ON c.id = m.conversation_id \
              WHERE ",
-            $page
+            $page,
+            ") p ON s.standing = 0 ",
+            $order
         )
     };
 }
@@ -46,17 +60,21 @@ macro_rules! with_members {
 /// One statement in the two dialects, which differ in the members' column:
 /// an array on PostgreSQL; SQLite has none, so ids joined by commas.
 macro_rules! in_both_dialects {
-    ($page:literal) => {
+    ($standing:expr, $page:literal, $order:literal) => {
         Statement {
             postgres: with_members!(
                 "ARRAY(SELECT mm.user_id FROM conversation_members mm \
                  WHERE mm.conversation_id = c.id ORDER BY mm.user_id)",
-                $page
+                $standing,
+                $page,
+                $order
             ),
             sqlite: with_members!(
                 "(SELECT group_concat(mm.user_id, ',' ORDER BY mm.user_id) \
                  FROM conversation_members mm WHERE mm.conversation_id = c.id)",
-                $page
+                $standing,
+                $page,
+                $order
             ),
         }
     };
@@ -71,77 +89,128 @@ struct Statement {
 
 /// A page of a member's conversations with their members: $1 user, $2 and
 /// $3 the (activity, id) the page starts after, $4 the number of
-/// conversations. The page is the next $4 entries of the memberships'
+/// conversations; $5 and $6 the caller's token's generation and jti. The
+/// page is the next $4 entries of the memberships'
 /// (user, activity, conversation) index, which carries each conversation's
 /// activity (migration 0002): its cost does not grow with the number of
 /// conversations the member is in. One row per conversation, not one per
 /// member: a third of the rows to send and decode for three members.
 const LIST: Statement = in_both_dialects!(
+    token_standing_sql!("$1", "$5", "$6"),
     "m.user_id = $1 \
      AND (m.last_activity_at, m.conversation_id) < ($2, $3) \
      ORDER BY m.last_activity_at DESC, m.conversation_id DESC \
-     LIMIT $4"
+     LIMIT $4",
+    "ORDER BY p.page_activity DESC, p.id DESC"
 );
 
 /// [`LIST`] on PostgreSQL. (The SQL texts are public for `make bench`,
 /// whose pgbench reference runs them as they are.)
 pub const LIST_SQL: &str = LIST.postgres;
 
-/// One conversation, if the user is its member: $1 conversation, $2 user.
-const GET: Statement = in_both_dialects!("c.id = $1 AND m.user_id = $2");
+/// One conversation, if the user is its member: $1 conversation, $2 user;
+/// $3 and $4 the caller's token's generation and jti.
+const GET: Statement = in_both_dialects!(
+    token_standing_sql!("$2", "$3", "$4"),
+    "c.id = $1 AND m.user_id = $2",
+    ""
+);
 
-/// The conversations `statement` selects, each with its members.
+/// What a statement that checks the caller's token found: whether the
+/// token stands, and (only if it does) what was read.
+pub type Checked<T> = (Standing, T);
+
+embedded_db_only! {
+    /// A [`with_members`] row as SQLite returns it (members joined by commas).
+    type SqliteRow = (
+        i32,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+    );
+}
+
+/// The conversations `statement` selects, each with its members, and
+/// whether the caller's token stands. `params` are the statement's
+/// numbers, followed by the token's generation and jti.
 async fn conversations(
     db: &Database,
     statement: &Statement,
     params: &[i64],
-) -> Result<Vec<Conversation>, DbError> {
-    bounded(async {
+    caller: &AuthUser,
+) -> Result<Checked<Vec<Conversation>>, ApiError> {
+    let (standing, rows) = bounded(async {
         by_backend!(db,
             postgres(pool) => pool
                 .run(async |session| {
-                    let typed: Vec<_> = params
-                        .iter()
-                        .map(|p| (p as &(dyn shared::db::PgToSql + Sync), PgType::INT8))
-                        .collect();
+                    let mut typed: Vec<(&(dyn PgToSql + Sync), PgType)> =
+                        params.iter().map(|p| (p as _, PgType::INT8)).collect();
+                    typed.push((&caller.generation, PgType::INT8));
+                    typed.push((&caller.jti, PgType::TEXT));
                     let rows = session.query(statement.postgres, &typed).await?;
-                    rows.iter()
-                        .map(|row| -> Result<Conversation, shared::db::PgError> {
-                            Ok(conversation((
-                                row.try_get(0)?,
-                                row.try_get(1)?,
-                                row.try_get(2)?,
-                                row.try_get(3)?,
-                                row.try_get(4)?,
-                                row.try_get(5)?,
-                            )))
-                        })
-                        .collect()
+                    let standing: i32 = match rows.first() {
+                        Some(row) => row.try_get(0)?,
+                        None => -1,
+                    };
+                    let conversations = rows
+                        .iter()
+                        .filter_map(|row| pg_conversation(row).transpose())
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((standing, conversations))
                 })
                 .await
                 .map_err(DbError::from),
             sqlite(pool) => {
-                let rows: Vec<(i64, String, i64, i64, i64, String)> =
-                    shared::db::run_sqlite(pool, async |conn| {
-                        let mut query = sqlx::query_as(statement.sqlite);
-                        for param in params {
-                            query = query.bind(param);
-                        }
-                        query.fetch_all(conn).await
-                    })
-                    .await
-                    .map_err(DbError::from)?;
-                Ok(rows
+                let rows: Vec<SqliteRow> = shared::db::run_sqlite(pool, async |conn| {
+                    let mut query = sqlx::query_as(statement.sqlite);
+                    for param in params {
+                        query = query.bind(param);
+                    }
+                    query
+                        .bind(caller.generation)
+                        .bind(caller.jti.as_str())
+                        .fetch_all(conn)
+                        .await
+                })
+                .await
+                .map_err(DbError::from)?;
+                let standing = rows.first().map_or(-1, |row| row.0);
+                let conversations = rows
                     .into_iter()
-                    .map(|(id, title, by, created, active, members)| {
-                        let members = members.split(',').filter_map(|m| m.parse().ok()).collect();
-                        conversation((id, title, by, created, active, members))
+                    .filter_map(|(_, id, title, by, created, active, members)| {
+                        let members = members
+                            .unwrap_or_default()
+                            .split(',')
+                            .filter_map(|m| m.parse().ok())
+                            .collect();
+                        Some(conversation((id?, title?, by?, created?, active?, members)))
                     })
-                    .collect())
+                    .collect();
+                Ok((standing, conversations))
             },
         )
     })
     .await
+    .map_err(ApiError::from)?;
+    Ok((Standing::from_sql(standing)?, rows))
+}
+
+/// The conversation of a PostgreSQL [`with_members`] row, if it holds one.
+fn pg_conversation(row: &PgRow) -> Result<Option<Conversation>, shared::db::PgError> {
+    let Some(id) = row.try_get::<_, Option<i64>>(1)? else {
+        return Ok(None);
+    };
+    Ok(Some(conversation((
+        id,
+        row.try_get(2)?,
+        row.try_get(3)?,
+        row.try_get(4)?,
+        row.try_get(5)?,
+        row.try_get(6)?,
+    ))))
 }
 
 fn conversation(
@@ -164,36 +233,50 @@ fn conversation(
     }
 }
 
-/// Which of `count` user ids ($1 ... $count) exist.
+/// Whether the caller's token stands ($1 user, $2 generation, $3 jti),
+/// and which of `count` user ids ($4 ... $(count+3)) exist: one row with
+/// the standing, then one per user found (none when it does not stand).
 pub fn users_sql(count: usize) -> String {
+    let ids = if count == 0 {
+        "NULL".to_owned()
+    } else {
+        placeholders(4, count)
+    };
     format!(
-        "SELECT id FROM users WHERE id IN ({})",
-        placeholders(1, count)
+        "SELECT s.standing, u.id FROM (SELECT {} AS standing) s \
+         LEFT JOIN users u ON s.standing = 0 AND u.id IN ({ids})",
+        token_standing_sql!("$1", "$2", "$3")
     )
 }
 
-/// The ids among `ids` that name no user.
-pub async fn unknown_users(db: &Database, ids: &[i64]) -> Result<Vec<i64>, DbError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
+/// Whether the caller's token stands, and the ids among `ids` that name no
+/// user.
+pub async fn unknown_users(
+    db: &Database,
+    caller: &AuthUser,
+    ids: &[i64],
+) -> Result<Checked<Vec<i64>>, ApiError> {
     let sql = users_sql(ids.len());
-    let found: Vec<i64> = bounded(async {
+    let rows: Vec<(i32, Option<i64>)> = bounded(async {
         by_backend!(db,
             postgres(pool) => pool.run(async |session| {
-                let typed: Vec<_> = ids
-                    .iter()
-                    .map(|id| (id as &(dyn shared::db::PgToSql + Sync), PgType::INT8))
-                    .collect();
+                let mut typed: Vec<(&(dyn PgToSql + Sync), PgType)> = vec![
+                    (&caller.user_id, PgType::INT8),
+                    (&caller.generation, PgType::INT8),
+                    (&caller.jti, PgType::TEXT),
+                ];
+                typed.extend(ids.iter().map(|id| (id as _, PgType::INT8)));
                 let rows = session.query(&sql, &typed).await?;
-                Ok(rows
-                    .iter()
-                    .map(|row| row.try_get(0))
-                    .collect::<Result<Vec<i64>, _>>()?)
+                rows.iter()
+                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                    .collect::<Result<Vec<_>, shared::db::PgError>>()
             }).await.map_err(DbError::from),
             sqlite(pool) => shared::db::run_sqlite(pool, async |conn| {
                 // Audited: `sql` holds only `$N` placeholders, never values.
-                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()));
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(caller.user_id)
+                    .bind(caller.generation)
+                    .bind(caller.jti.as_str());
                 for id in ids {
                     query = query.bind(id);
                 }
@@ -201,12 +284,16 @@ pub async fn unknown_users(db: &Database, ids: &[i64]) -> Result<Vec<i64>, DbErr
             }).await.map_err(DbError::from),
         )
     })
-    .await?;
-    Ok(ids
+    .await
+    .map_err(ApiError::from)?;
+    let standing = Standing::from_sql(rows.first().map_or(-1, |row| row.0))?;
+    let found: Vec<i64> = rows.iter().filter_map(|row| row.1).collect();
+    let unknown = ids
         .iter()
         .copied()
         .filter(|id| !found.contains(id))
-        .collect())
+        .collect();
+    Ok((standing, unknown))
 }
 
 /// PostgreSQL: the conversation and its members in one statement (atomic
@@ -299,23 +386,35 @@ pub async fn create(
     })
 }
 
-/// A page of the conversations `user` is a member of, newest activity first.
+/// A page of the conversations the caller is a member of, newest activity
+/// first, if its token stands.
 pub async fn list(
     db: &Database,
-    user: i64,
+    caller: &AuthUser,
     after: Option<PageAfter>,
     limit: u32,
-) -> Result<Vec<Conversation>, DbError> {
+) -> Result<Checked<Vec<Conversation>>, ApiError> {
     // No cursor: start above every real row.
     let after = after.unwrap_or(PageAfter {
         last_activity_at: i64::MAX,
         id: i64::MAX,
     });
-    let params = [user, after.last_activity_at, after.id, i64::from(limit)];
-    conversations(db, &LIST, &params).await
+    let params = [
+        caller.user_id,
+        after.last_activity_at,
+        after.id,
+        i64::from(limit),
+    ];
+    conversations(db, &LIST, &params, caller).await
 }
 
-/// The conversation, if `user` is a member of it.
-pub async fn get(db: &Database, user: i64, id: i64) -> Result<Option<Conversation>, DbError> {
-    Ok(conversations(db, &GET, &[id, user]).await?.pop())
+/// The conversation, if the caller is a member of it, and whether its
+/// token stands.
+pub async fn get(
+    db: &Database,
+    caller: &AuthUser,
+    id: i64,
+) -> Result<Checked<Option<Conversation>>, ApiError> {
+    let (standing, mut found) = conversations(db, &GET, &[id, caller.user_id], caller).await?;
+    Ok((standing, found.pop()))
 }

@@ -1,11 +1,13 @@
 //! The sso-login function: `POST /api/v1/auth/login/sso` exchanges a GCGC
-//! token for an API token, once. A login reads top to bottom in [`login`]:
+//! token for an API token, once; `POST /api/v1/auth/logout` and
+//! `/api/v1/auth/logout/all` end API tokens early ([`sessions`]). A login reads top to bottom in [`login`]:
 //! verify the token ([`verify`]), claim it in the replay store ([`replay`]),
 //! create or update the user ([`users`]), complete the claim, issue the API
 //! token. No API token is issued without a completed claim; a login that
 //! fails after its claim gives it back so the user can retry.
 
 pub mod replay;
+pub mod sessions;
 pub mod users;
 pub mod verify;
 
@@ -13,13 +15,14 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{FromRef, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use shared::db::{Database, DbError};
 use shared::metrics::WarningMetric;
 use shared::redis_settings;
-use shared::tokens::ApiTokens;
+use shared::tokens::{ApiTokens, AuthUser};
 use shared::{ApiError, ApiJson, Config, ErrorBody, Outcome, StartError};
 use utoipa::{OpenApi, ToSchema};
 
@@ -28,6 +31,10 @@ use crate::users::{Recorded, User};
 use crate::verify::{SsoVerifier, VerifiedToken, VerifyError};
 
 pub const ROUTE: &str = "/api/v1/auth/login/sso";
+/// Sign out: ends the presented API token.
+pub const SIGN_OUT_ROUTE: &str = "/api/v1/auth/logout";
+/// Sign out everywhere: ends every API token of the caller issued so far.
+pub const SIGN_OUT_EVERYWHERE_ROUTE: &str = "/api/v1/auth/logout/all";
 
 /// What a login amounted to, as the access log and the metrics name it.
 pub mod outcome {
@@ -43,6 +50,8 @@ pub mod outcome {
     pub const REPLAY_STORE_UNAVAILABLE: Outcome = Outcome::new("login_replay_store_unavailable");
     pub const DATABASE_UNAVAILABLE: Outcome = Outcome::new("login_database_unavailable");
     pub const KEYS_UNAVAILABLE: Outcome = Outcome::new("login_keys_unavailable");
+    pub const SIGNED_OUT: Outcome = Outcome::new("signed_out");
+    pub const SIGNED_OUT_EVERYWHERE: Outcome = Outcome::new("signed_out_everywhere");
 }
 
 #[derive(Clone, FromRef)]
@@ -55,13 +64,17 @@ pub struct AppState {
 }
 
 pub fn routes(state: AppState) -> Router {
-    Router::new().route(ROUTE, post(login)).with_state(state)
+    Router::new()
+        .route(ROUTE, post(login))
+        .route(SIGN_OUT_ROUTE, post(sign_out))
+        .route(SIGN_OUT_EVERYWHERE_ROUTE, post(sign_out_everywhere))
+        .with_state(state)
 }
 
 /// The route's OpenAPI description (the shared layers' part comes from
 /// [`shared::openapi::SharedLayers`]).
 #[derive(OpenApi)]
-#[openapi(paths(login))]
+#[openapi(paths(login, sign_out, sign_out_everywhere))]
 pub struct ApiDoc;
 
 /// The function's routes for its configuration: `JWT_SECRET`, the SSO keys,
@@ -178,7 +191,7 @@ async fn claim_and_issue(
             return Err(LoginError::User(e));
         }
     };
-    let issued = match state.tokens.issue(user.id) {
+    let issued = match state.tokens.issue(user.id, user.token_generation) {
         Ok(issued) => issued,
         Err(e) => {
             users::forget_login_later(state.db.clone(), &claim, Instant::now());
@@ -203,6 +216,51 @@ async fn claim_and_issue(
         expires_in: issued.expires_in,
         user,
     })
+}
+
+/// End this API token
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    operation_id = "logout",
+    tag = "sso-login",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out: the token is refused from now until its own expiry, on every instance"),
+        (status = 401, description = "Missing, malformed, expired, badly signed or already ended API token (\"Token has been revoked\")", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+async fn sign_out(
+    State(state): State<AppState>,
+    caller: AuthUser,
+) -> Result<(StatusCode, Outcome, ()), ApiError> {
+    sessions::sign_out(&state.db, &caller).await?;
+    state.sweeps.sweep_if_due(&state.db);
+    tracing::info!(user_id = caller.user_id, "signed out");
+    Ok((StatusCode::NO_CONTENT, outcome::SIGNED_OUT, ()))
+}
+
+/// End every API token of the caller issued so far (sign out everywhere)
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout/all",
+    operation_id = "logout_all",
+    tag = "sso-login",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out everywhere: every token of the caller issued up to now is refused; tokens issued afterwards work"),
+        (status = 401, description = "Missing, malformed, expired, badly signed or already ended API token (\"Token has been revoked\")", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+async fn sign_out_everywhere(
+    State(state): State<AppState>,
+    caller: AuthUser,
+) -> Result<(StatusCode, Outcome, ()), ApiError> {
+    sessions::sign_out_everywhere(&state.db, &caller).await?;
+    tracing::info!(user_id = caller.user_id, "signed out everywhere");
+    Ok((StatusCode::NO_CONTENT, outcome::SIGNED_OUT_EVERYWHERE, ()))
 }
 
 /// Why a login failed, kept apart up to the response so that each failure

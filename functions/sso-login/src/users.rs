@@ -15,6 +15,11 @@ pub struct User {
     pub id: i64,
     pub email: Option<String>,
     pub name: Option<String>,
+    /// The user's sign-out generation, which its API tokens carry (see
+    /// migration 0005); not part of the answer.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub token_generation: i64,
 }
 
 /// The upsert of [`upsert_user`] (public for `make bench`'s pgbench reference).
@@ -23,7 +28,7 @@ pub const UPSERT_SQL: &str = "INSERT INTO users (external_id, email, name, creat
      VALUES ($1, $2, $3, $4, $4) \
      ON CONFLICT (external_id) DO UPDATE \
      SET email = excluded.email, name = excluded.name, updated_at = excluded.updated_at \
-     RETURNING id, email, name";
+     RETURNING id, email, name, token_generation";
 
 /// Creates the user of an external (SSO) id, or updates its email and name.
 pub async fn upsert_user(
@@ -64,23 +69,25 @@ pub async fn upsert_user(
     .await
 }
 
-/// The user a PostgreSQL statement returned (`id, email, name`).
+/// The user a PostgreSQL statement returned (`id, email, name, token_generation`).
 fn pg_user(row: &PgRow) -> Result<User, PgError> {
     Ok(User {
         id: row.try_get("id")?,
         email: row.try_get("email")?,
         name: row.try_get("name")?,
+        token_generation: row.try_get("token_generation")?,
     })
 }
 
 shared::embedded_db_only! {
-    /// The user a SQLite statement returned (`id, email, name`).
+    /// The user a SQLite statement returned (`id, email, name, token_generation`).
     fn sqlite_user(row: &sqlx::sqlite::SqliteRow) -> Result<User, sqlx::Error> {
         use sqlx::Row;
         Ok(User {
             id: row.try_get("id")?,
             email: row.try_get("email")?,
             name: row.try_get("name")?,
+            token_generation: row.try_get("token_generation")?,
         })
     }
 }
@@ -141,9 +148,10 @@ pub const LOGIN_SQL: &str = "WITH clock AS MATERIALIZED ( \
        SELECT $1, $2, $3, $4, $4 WHERE EXISTS (SELECT 1 FROM used) \
        ON CONFLICT (external_id) DO UPDATE \
        SET email = excluded.email, name = excluded.name, updated_at = excluded.updated_at \
-       RETURNING id, email, name \
+       RETURNING id, email, name, token_generation \
      ) \
-     SELECT clock.in_time, u.id, u.email, u.name FROM clock LEFT JOIN upserted u ON true";
+     SELECT clock.in_time, u.id, u.email, u.name, u.token_generation \
+     FROM clock LEFT JOIN upserted u ON true";
 
 /// Deletes a login's record, only its own ($1 token exp, $2 token key, $3
 /// attempt): a login that issued nothing gives its token back.
@@ -302,47 +310,59 @@ pub async fn forget_login(db: &Database, record: &LoginRecord<'_>) -> Result<(),
 pub const SWEEP_SQL: &str = "DELETE FROM sso_logins WHERE (token_exp, token_key) IN ( \
        SELECT token_exp, token_key FROM sso_logins WHERE token_exp < $1 \
        ORDER BY token_exp LIMIT $2 FOR UPDATE SKIP LOCKED)";
+/// [`SWEEP_SQL`] for the signed-out tokens (migration 0005): a token past
+/// its `exp` is refused by verification, its record is no longer needed.
+pub const SWEEP_REVOKED_SQL: &str = "DELETE FROM revoked_tokens WHERE jti IN ( \
+       SELECT jti FROM revoked_tokens WHERE token_exp < $1 \
+       ORDER BY token_exp LIMIT $2 FOR UPDATE SKIP LOCKED)";
 /// Records deleted by one statement of a sweep: short, under the
 /// operation's timeout, whatever the table's size.
 const SWEEP_BATCH: i64 = 500;
-/// Statements per sweep: what is left over waits for the next sweep.
+/// Statements per sweep and table: what is left over waits for the next sweep.
 const SWEEP_BATCHES: usize = 20;
 
 /// Deletes the records of tokens that verification refuses by `now`
-/// (seconds since the epoch): their `exp` plus the leeway is past. In
-/// short batches; returns how many it deleted.
+/// (seconds since the epoch): their `exp` plus the leeway is past. Both
+/// kinds: the logins of GCGC tokens, the sign-outs of API tokens. In short
+/// batches; returns how many it deleted.
 pub async fn sweep_expired(db: &Database, now: u64) -> Result<u64, DbError> {
     let before = now.saturating_sub(LEEWAY_SECS) as i64;
     let mut deleted = 0;
-    for _ in 0..SWEEP_BATCHES {
-        let batch = bounded(async {
-            shared::by_backend!(db,
-                postgres(pool) => pool.run(async |session| {
-                    Ok(session
-                        .execute(SWEEP_SQL, &[(&before, PgType::INT8), (&SWEEP_BATCH, PgType::INT8)])
-                        .await?)
-                }).await.map_err(DbError::from),
-                // The embedded database has one writer: nothing to skip.
-                sqlite(pool) => shared::db::run_sqlite(pool, async |conn| {
-                    sqlx::query(
-                        "DELETE FROM sso_logins WHERE (token_exp, token_key) IN ( \
-                         SELECT token_exp, token_key FROM sso_logins WHERE token_exp < $1 \
-                         ORDER BY token_exp LIMIT $2)",
-                    )
+    for sql in [SWEEP_SQL, SWEEP_REVOKED_SQL] {
+        for _ in 0..SWEEP_BATCHES {
+            let batch = sweep_batch(db, sql, before).await?;
+            deleted += batch;
+            if batch < SWEEP_BATCH as u64 {
+                break;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// One statement of a sweep.
+async fn sweep_batch(db: &Database, sql: &'static str, before: i64) -> Result<u64, DbError> {
+    bounded(async {
+        shared::by_backend!(db,
+            postgres(pool) => pool.run(async |session| {
+                Ok(session
+                    .execute(sql, &[(&before, PgType::INT8), (&SWEEP_BATCH, PgType::INT8)])
+                    .await?)
+            }).await.map_err(DbError::from),
+            // The embedded database has one writer: nothing to skip, and
+            // no FOR UPDATE to say so.
+            sqlite(pool) => shared::db::run_sqlite(pool, async |conn| {
+                let sql = sql.replace(" FOR UPDATE SKIP LOCKED", "");
+                // Audited: one of the constant statements above, shortened.
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(before)
                     .bind(SWEEP_BATCH)
                     .execute(conn)
                     .await
-                }).await.map(|done| done.rows_affected()).map_err(DbError::from),
-            )
-        })
-        .await?;
-        deleted += batch;
-        if batch < SWEEP_BATCH as u64 {
-            break;
-        }
-    }
-    Ok(deleted)
+            }).await.map(|done| done.rows_affected()).map_err(DbError::from),
+        )
+    })
+    .await
 }
 
 /// How often an instance sweeps expired records: its first login does,

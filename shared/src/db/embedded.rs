@@ -44,6 +44,11 @@ pub(super) const MIGRATION_FILES: &[(i64, &str, &str)] = &[
         "sso logins by expiry",
         include_str!("../../migrations/sqlite/0004_sso_logins_by_expiry.sql"),
     ),
+    (
+        5,
+        "sessions that end",
+        include_str!("../../migrations/sqlite/0005_sessions_that_end.sql"),
+    ),
 ];
 
 pub static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| migrator(MIGRATION_FILES));

@@ -10,13 +10,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::StatusCode;
 use serde_json::{Value, json};
 use shared::db::Database;
-use shared::tokens::ApiTokens;
+use shared::tokens::{ApiTokens, AuthUser};
 use sso_login::users::{User, upsert_user};
 use tests::services::{PgServer, TestDb};
 use tests::*;
 
 #[derive(Clone, Copy, Debug)]
-enum Backend {
+pub(crate) enum Backend {
     Postgres,
     /// PostgreSQL behind a transaction-mode pooler (`DATABASE_POOLER=transaction`).
     Pooled,
@@ -30,13 +30,20 @@ struct Fixture {
     _db_guard: TestDb,
 }
 
+impl Backend {
+    /// A database of its own on this backend.
+    pub(crate) async fn database(self) -> TestDb {
+        match self {
+            Self::Postgres => TestDb::postgres().await,
+            Self::Pooled => TestDb::pooled().await,
+            Self::Sqlite => TestDb::sqlite(),
+        }
+    }
+}
+
 impl Fixture {
     async fn new(backend: Backend) -> Self {
-        let guard = match backend {
-            Backend::Postgres => TestDb::postgres().await,
-            Backend::Pooled => TestDb::pooled().await,
-            Backend::Sqlite => TestDb::sqlite(),
-        };
+        let guard = backend.database().await;
         let config = test_config(&guard.vars());
         let routes = conversations::build(&config).await.expect("build");
         let app = spawn_app(routes, &config).await;
@@ -58,7 +65,11 @@ impl Fixture {
         )
         .await
         .unwrap();
-        let token = self.tokens.issue(user.id).unwrap().token;
+        let token = self
+            .tokens
+            .issue(user.id, user.token_generation)
+            .unwrap()
+            .token;
         (user, token)
     }
 
@@ -111,6 +122,8 @@ macro_rules! on_every_backend {
         }
     };
 }
+
+pub(crate) use on_every_backend;
 
 on_every_backend!(
     create_then_fetch_with_location,
@@ -510,7 +523,7 @@ async fn a_database_down_or_hung_is_a_fast_503_then_recovers() {
     let user = upsert_user(&db, "ext-fault", None, None).await.unwrap();
     let token = ApiTokens::from_config(&config)
         .unwrap()
-        .issue(user.id)
+        .issue(user.id, user.token_generation)
         .unwrap()
         .token;
     let list = || async {
@@ -650,9 +663,10 @@ async fn two_migrations_at_once_both_succeed() {
         .await
         .unwrap();
     assert!(
-        conversations::store::list(&db, user.id, None, 1)
+        conversations::store::list(&db, &caller(&user), None, 1)
             .await
             .unwrap()
+            .1
             .is_empty()
     );
     db.close().await;
@@ -671,9 +685,10 @@ async fn postgres_over_tls_with_sslmode_require() {
     );
     let user = upsert_user(&db, "ext-tls", None, None).await.unwrap();
     assert!(
-        conversations::store::list(&db, user.id, None, 10)
+        conversations::store::list(&db, &caller(&user), None, 10)
             .await
             .unwrap()
+            .1
             .is_empty()
     );
 }
@@ -707,6 +722,24 @@ async fn create_as_previous_release(
         .unwrap()
 }
 
+/// A user as a release before migration 0005 created it (no sign-out
+/// generation yet: 0 once migrated).
+async fn user_as_previous_release(connection: &mut sqlx::PgConnection, external_id: &str) -> User {
+    let id = sqlx::query_scalar(
+        "INSERT INTO users (external_id, created_at, updated_at) VALUES ($1, 0, 0) RETURNING id",
+    )
+    .bind(external_id)
+    .fetch_one(connection)
+    .await
+    .unwrap();
+    User {
+        id,
+        email: None,
+        name: None,
+        token_generation: 0,
+    }
+}
+
 /// Migration 0002 is safe to deploy and to roll back: rows written before
 /// it are listed in their place after it, and the previous release, run on
 /// the migrated schema, still creates conversations (no 500), listed in
@@ -720,10 +753,8 @@ async fn the_previous_release_works_before_and_after_migration_0002() {
         .await
         .unwrap();
     let db = Database::open_postgres(&target.url, 2).unwrap();
-    let alice = upsert_user(&db, "ext-alice-0002", None, None)
-        .await
-        .unwrap();
-    let bob = upsert_user(&db, "ext-bob-0002", None, None).await.unwrap();
+    let alice = user_as_previous_release(&mut connection, "ext-alice-0002").await;
+    let bob = user_as_previous_release(&mut connection, "ext-bob-0002").await;
     let now = shared::clock::unix_micros();
     let before = create_as_previous_release(
         &mut connection,
@@ -751,17 +782,19 @@ async fn the_previous_release_works_before_and_after_migration_0002() {
     )
     .await;
 
-    for user in [alice.id, bob.id] {
-        let listed: Vec<i64> = conversations::store::list(&db, user, None, 10)
+    for user in [&alice, &bob] {
+        let listed: Vec<i64> = conversations::store::list(&db, &caller(user), None, 10)
             .await
             .unwrap()
+            .1
             .iter()
             .map(|c| c.id)
             .collect();
         assert_eq!(
             listed,
             [rolled_back, current, before],
-            "user {user}: newest activity first"
+            "user {}: newest activity first",
+            user.id
         );
     }
     let copies_differ: i64 = sqlx::query_scalar(
@@ -830,6 +863,8 @@ async fn a_page_reads_a_page_of_rows_not_the_members_history() {
         .bind(after)
         .bind(after)
         .bind(21_i64)
+        .bind(member.token_generation)
+        .bind(uuid::Uuid::new_v4().to_string())
         .fetch_all(&mut connection)
         .await
         .unwrap();
@@ -926,11 +961,22 @@ async fn sqlite_memberships_inserted_without_activity_get_their_conversations() 
     .await
     .unwrap();
     assert_eq!(copied, newer.last_activity_at - 1_000_000);
-    let listed: Vec<i64> = conversations::store::list(&db, alice.id, None, 10)
+    let listed: Vec<i64> = conversations::store::list(&db, &caller(&alice), None, 10)
         .await
         .unwrap()
+        .1
         .iter()
         .map(|c| c.id)
         .collect();
     assert_eq!(listed, [newer.id, older], "newest activity first");
+}
+
+/// The caller of the store's functions that a fresh token of `user` makes.
+fn caller(user: &User) -> AuthUser {
+    AuthUser {
+        user_id: user.id,
+        jti: uuid::Uuid::new_v4().to_string(),
+        generation: user.token_generation,
+        exp: u64::MAX / 2,
+    }
 }

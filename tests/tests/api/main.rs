@@ -14,4 +14,5 @@ mod postgres_pool;
 mod properties;
 mod replay_store;
 mod secrets_and_verify;
+mod sign_out;
 mod sso;

@@ -85,7 +85,7 @@ impl Target {
             .expect("another user");
         let token = ApiTokens::from_config(&config)
             .unwrap()
-            .issue(user.id)
+            .issue(user.id, user.token_generation)
             .unwrap()
             .token;
         Self {

@@ -269,7 +269,10 @@ async fn records_written_before_migration_0004_still_refuse_their_tokens() {
                 migration!("postgres", "0002_members_by_activity.sql"),
                 migration!("postgres", "0003_sso_logins.sql"),
             ],
-            migration!("postgres", "0004_sso_logins_by_expiry.sql"),
+            [
+                migration!("postgres", "0004_sso_logins_by_expiry.sql"),
+                migration!("postgres", "0005_sessions_that_end.sql"),
+            ],
         ),
         (
             &sqlite,
@@ -278,17 +281,20 @@ async fn records_written_before_migration_0004_still_refuse_their_tokens() {
                 migration!("sqlite", "0002_members_by_activity.sql"),
                 migration!("sqlite", "0003_sso_logins.sql"),
             ],
-            migration!("sqlite", "0004_sso_logins_by_expiry.sql"),
+            [
+                migration!("sqlite", "0004_sso_logins_by_expiry.sql"),
+                migration!("sqlite", "0005_sessions_that_end.sql"),
+            ],
         ),
     ];
-    for (test_db, earlier, migration_0004) in before_0004 {
+    for (test_db, earlier, [migration_0004, later]) in before_0004 {
         let db = if test_db.url.starts_with("sqlite") {
             Database::open_sqlite(&test_db.url).await.unwrap()
         } else {
             Database::open_postgres(&test_db.url, 1).unwrap()
         };
         let mut script = earlier.join("\n");
-        script.push_str(&format!(";\n{old_row};\n{migration_0004}"));
+        script.push_str(&format!(";\n{old_row};\n{migration_0004};\n{later}"));
         run_script(&db, &script).await;
         let replay = record_as(&db, "sso:jti:before", "new", exp, "ext-before").await;
         assert_eq!(replay, Recorded::AlreadyUsed, "{}", test_db.url);

@@ -84,6 +84,111 @@ async fn secrets_come_from_secrets_manager_at_start_and_never_reach_a_log() {
     );
 }
 
+/// docs/deploy.md's rotation of the API token key in Secrets Manager, step
+/// by step: the new value staged `AWSPENDING` verifies before it signs; made
+/// `AWSCURRENT`, it signs while the old one (`AWSPREVIOUS`) still verifies;
+/// the `AWSPREVIOUS` label removed, the old key's tokens end. Each step is
+/// a new instance (a new version), as the procedure's deploys make them.
+#[tokio::test]
+async fn the_api_token_key_rotates_in_secrets_manager_without_signing_anyone_out() {
+    const OLD: &str = SM_JWT_SECRET;
+    const NEW: &str = "jwt-secret-after-rotation-0123456789abcdef";
+    let (sm, vars) = secrets_manager_holding(&[("JWT_SECRET_ARN", OLD)]).await;
+    let arn = vars
+        .iter()
+        .find(|(k, _)| *k == "JWT_SECRET_ARN")
+        .unwrap()
+        .1
+        .clone();
+    let db = TestDb::postgres().await;
+    let mut vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    vars.extend(db.vars());
+    let database = shared::db::Database::open(&test_config(&db.vars()))
+        .await
+        .unwrap();
+    let user = sso_login::users::upsert_user(&database, "rotating", None, None)
+        .await
+        .unwrap();
+    let token_of = |key: &str| {
+        ApiTokens::new(key.as_bytes(), std::time::Duration::from_secs(3600))
+            .issue(user.id, user.token_generation)
+            .unwrap()
+            .token
+    };
+    let (old_token, new_token) = (token_of(OLD), token_of(NEW));
+    let http = reqwest::Client::new();
+    let stages = async || -> Value {
+        sm.call(&http, "DescribeSecret", json!({ "SecretId": arn }))
+            .await
+            .unwrap()["VersionIdsToStages"]
+            .clone()
+    };
+    let version_with = |stages: &Value, stage: &str| -> String {
+        stages
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(_, s)| s.as_array().unwrap().iter().any(|s| s == stage))
+            .map(|(v, _)| v.clone())
+            .unwrap()
+    };
+    let old_version = version_with(&stages().await, "AWSCURRENT");
+    // What an instance of this step takes: (old token, new token).
+    let instance_takes = async || -> (StatusCode, StatusCode) {
+        let (process, base) = start_function("conversations", &vars).await;
+        let status = async |token: &str| {
+            client()
+                .get(format!("{base}/api/v1/conversations/"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        };
+        let taken = (status(&old_token).await, status(&new_token).await);
+        let logs = process.stop().await;
+        assert!(!logs.contains(OLD) && !logs.contains(NEW), "{logs}");
+        taken
+    };
+    let ok = StatusCode::OK;
+    let refused = StatusCode::UNAUTHORIZED;
+    assert_eq!(instance_takes().await, (ok, refused), "before");
+
+    // 1. The new value, staged AWSPENDING: it verifies, the old one signs.
+    sm.call(
+        &http,
+        "PutSecretValue",
+        json!({ "SecretId": arn, "SecretString": NEW, "VersionStages": ["AWSPENDING"] }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(instance_takes().await, (ok, ok), "step 1");
+
+    // 2. The new value made AWSCURRENT: the old one is AWSPREVIOUS.
+    let new_version = version_with(&stages().await, "AWSPENDING");
+    sm.call(
+        &http,
+        "UpdateSecretVersionStage",
+        json!({ "SecretId": arn, "VersionStage": "AWSCURRENT",
+                "MoveToVersionId": new_version, "RemoveFromVersionId": old_version }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(version_with(&stages().await, "AWSPREVIOUS"), old_version);
+    assert_eq!(instance_takes().await, (ok, ok), "step 2");
+
+    // 3. AWSPREVIOUS removed from the old value: its tokens end.
+    sm.call(
+        &http,
+        "UpdateSecretVersionStage",
+        json!({ "SecretId": arn, "VersionStage": "AWSPREVIOUS", "RemoveFromVersionId": old_version }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(instance_takes().await, (refused, ok), "step 3");
+    database.close().await;
+}
+
 /// A plain-HTTP Secrets Manager (moto here, LocalStack in a developer's
 /// setup) is read without TLS, so without loading a trust store: even an
 /// unusable one (`SSL_CERT_FILE` naming no file) changes nothing, and no

@@ -32,13 +32,14 @@ async fn run(args: &[String]) -> anyhow::Result<String> {
             let id: i64 = id
                 .parse()
                 .map_err(|_| anyhow::anyhow!("USER_ID must be a number"))?;
-            Ok(tokens.issue(id)?.token)
+            // Generation 0: a user who has never signed out everywhere.
+            Ok(tokens.issue(id, 0)?.token)
         }
         [kind, external_id, rest @ ..] if kind == "user" && rest.len() <= 1 => {
             let db = shared::db::Database::open(&config).await?;
             let email = rest.first().map(String::as_str);
             let user = sso_login::users::upsert_user(&db, external_id, email, None).await?;
-            Ok(tokens.issue(user.id)?.token)
+            Ok(tokens.issue(user.id, user.token_generation)?.token)
         }
         [kind, sub, rest @ ..] if kind == "sso" && rest.len() <= 2 => {
             let Some(shared::config::SsoKeys::Secret(secret)) = &config.sso_keys else {
