@@ -2,6 +2,9 @@
 //! conversations' real routes inside the shared layers, on an in-memory
 //! SQLite database with two users, served in-process (`oneshot`); the
 //! token checkers; and the tokens that `{token}` and `{sso}` stand for.
+//! `{token}` is issued afresh for each input, at the caller's sign-out
+//! generation of the moment: an input that signs out (or out everywhere)
+//! ends its own token, not the next input's.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -21,6 +24,9 @@ use tower::ServiceExt as _;
 
 const API_SECRET: &str = "fuzz-api-jwt-secret-0123456789abcdef";
 const SSO_SECRET: &str = "fuzz-sso-jwt-secret-0123456789abcdef";
+/// The external id of the user whose token `{token}` is.
+const CALLER: &str = "fuzz-caller";
+const TOKEN: &[u8] = b"{token}";
 
 pub struct Fixture {
     pub runtime: tokio::runtime::Runtime,
@@ -28,8 +34,9 @@ pub struct Fixture {
     pub app: App,
     pub api_tokens: ApiTokens,
     pub sso: SsoVerifier,
-    /// What the placeholders of an input stand for.
+    /// What the placeholders of an input stand for, but `{token}`.
     placeholders: Vec<(&'static [u8], Vec<u8>)>,
+    db: Database,
 }
 
 pub fn fixture() -> &'static Fixture {
@@ -64,9 +71,9 @@ impl Fixture {
         let api_tokens = ApiTokens::from_config(&config).expect("JWT_SECRET");
         let sso = SsoVerifier::from_config(&config).expect("SSO_JWT_SECRET");
         let replay = ReplayStore::from_config(&config).expect("in-process replay store");
-        let (db, caller) = runtime.block_on(async {
+        let (db, _caller) = runtime.block_on(async {
             let db = Database::open(&config).await.expect("in-memory SQLite");
-            let caller = sso_login::users::upsert_user(&db, "fuzz-caller", None, None)
+            let caller = sso_login::users::upsert_user(&db, CALLER, None, None)
                 .await
                 .expect("a user");
             // A second user, for `member_ids` that exist.
@@ -82,7 +89,7 @@ impl Fixture {
         .merge(sso_login::routes(sso_login::AppState {
             verifier: sso.clone(),
             replay,
-            db,
+            db: db.clone(),
             tokens: api_tokens.clone(),
             sweeps: Default::default(),
         }));
@@ -90,10 +97,7 @@ impl Fixture {
 
         let now = shared::clock::unix_secs();
         let placeholders: Vec<(&'static [u8], Vec<u8>)> = vec![
-            (
-                b"{token}",
-                testkit::tokens::api_token(API_SECRET, caller.id).into_bytes(),
-            ),
+            (b"{kid}", api_tokens.signing_key_id().as_bytes().to_vec()),
             (
                 b"{sso}",
                 testkit::tokens::sso_token(
@@ -112,6 +116,7 @@ impl Fixture {
             api_tokens,
             sso,
             placeholders,
+            db,
         }
     }
 
@@ -126,10 +131,26 @@ impl Fixture {
     /// The input with its placeholders replaced.
     pub fn substitute(&self, data: &[u8]) -> Vec<u8> {
         let mut out = data.to_vec();
+        if find(&out, TOKEN).is_some() {
+            out = replace(&out, TOKEN, self.fresh_token().as_bytes());
+        }
         for (placeholder, value) in &self.placeholders {
             out = replace(&out, placeholder, value);
         }
         out
+    }
+
+    /// A new API token of the caller, at its current sign-out generation
+    /// (the upsert answers it, as at a login).
+    fn fresh_token(&self) -> String {
+        let caller = self
+            .runtime
+            .block_on(sso_login::users::upsert_user(&self.db, CALLER, None, None))
+            .expect("the caller");
+        self.api_tokens
+            .issue(caller.id, caller.token_generation)
+            .expect("an API token")
+            .token
     }
 
     /// Serves a request, checking the response.

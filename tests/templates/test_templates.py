@@ -27,16 +27,18 @@ ENV_NAMES = {
         "APP_ENV", "METRICS_NAMESPACE", "ALLOWED_ORIGINS", "ALLOWED_HOSTS", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH",
         "JWT_EXPIRATION_HOURS", "REDIS_KEY_PREFIX", "SSO_ISSUER", "SSO_AUDIENCE", "SSO_JWKS_URL",
         "JWT_SECRET_ARN", "SSO_JWT_SECRET_ARN", "DATABASE_URL_SECRET_ARN", "REDIS_URL_SECRET_ARN",
+        "JWT_PREVIOUS_SECRETS_ARN",
     },
     "conversations": {
         "APP_ENV", "METRICS_NAMESPACE", "ALLOWED_ORIGINS", "ALLOWED_HOSTS", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH",
         "JWT_EXPIRATION_HOURS", "JWT_SECRET_ARN", "DATABASE_URL_SECRET_ARN", "REDIS_URL_SECRET_ARN",
+        "JWT_PREVIOUS_SECRETS_ARN",
     },
 }
 SECRET_PARAMETERS = {
     "health": {"DatabaseUrlSecretArn", "RedisUrlSecretArn"},
-    "sso-login": {"JwtSecretArn", "DatabaseUrlSecretArn", "RedisUrlSecretArn", "SsoJwtSecretArn"},
-    "conversations": {"JwtSecretArn", "DatabaseUrlSecretArn", "RedisUrlSecretArn"},
+    "sso-login": {"JwtSecretArn", "JwtPreviousSecretsArn", "DatabaseUrlSecretArn", "RedisUrlSecretArn", "SsoJwtSecretArn"},
+    "conversations": {"JwtSecretArn", "JwtPreviousSecretsArn", "DatabaseUrlSecretArn", "RedisUrlSecretArn"},
 }
 # s.yaml: the variables each FC function takes from the deployer's environment.
 FC_ENV = {
@@ -44,11 +46,11 @@ FC_ENV = {
     "sso-login": {
         "APP_ENV", "ALLOWED_ORIGINS", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "JWT_SECRET",
         "JWT_EXPIRATION_HOURS", "SSO_JWT_SECRET", "SSO_JWKS_URL", "SSO_ISSUER", "SSO_AUDIENCE",
-        "REDIS_KEY_PREFIX",
+        "REDIS_KEY_PREFIX", "JWT_PREVIOUS_SECRETS",
     },
     "conversations": {
         "APP_ENV", "ALLOWED_ORIGINS", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "JWT_SECRET",
-        "JWT_EXPIRATION_HOURS",
+        "JWT_EXPIRATION_HOURS", "JWT_PREVIOUS_SECRETS",
     },
 }
 REQUIRED_PARAMETERS = {
@@ -62,11 +64,14 @@ ROUTES = {
     "/health/{proxy+}": "health",
     "$default": "health",
     "/api/v1/auth/login/sso": "sso-login",
+    "/api/v1/auth/logout": "sso-login",
+    "/api/v1/auth/logout/all": "sso-login",
     "/api/v1/conversations": "conversations",
     "/api/v1/conversations/{proxy+}": "conversations",
 }
 FC_DOMAIN_PATHS = {
-    "/health", "/health/*", "/api/v1/auth/login/sso", "/api/v1/conversations", "/api/v1/conversations/*",
+    "/health", "/health/*", "/api/v1/auth/login/sso", "/api/v1/auth/logout", "/api/v1/auth/logout/*",
+    "/api/v1/conversations", "/api/v1/conversations/*",
 }
 SCRIPTS_CHECKED = [
     "scripts/build-functions.sh", "scripts/deploy-fc.sh", "scripts/rollback-aws.sh",

@@ -1,5 +1,5 @@
 //! `verify`: the deployment checklist (health, a 401 that stays a 401, SSO
-//! login, conversations, a refused replay, CORS) as a program, run against a deployed
+//! login, conversations, a refused replay, CORS, sign-out) as a program, run against a deployed
 //! base URL (or a local run). Each item prints as passed or failed; any
 //! failure makes the exit code non-zero.
 
@@ -127,6 +127,14 @@ pub async fn run(settings: &Settings) -> Vec<Item> {
         "No CORS errors (allowed origin echoed, others refused)",
         checks.cors().await,
     );
+    // Last: it ends the token the items above used.
+    record(
+        "Sign-out works (a signed-out token is refused)",
+        match &login {
+            Ok(access) => checks.sign_out(access).await,
+            Err(_) => Err("no API token: SSO login failed".into()),
+        },
+    );
     items
 }
 
@@ -248,6 +256,34 @@ impl Checks {
         match status {
             StatusCode::UNAUTHORIZED => Ok(()),
             other => Err(format!("the second use got {other}: {}", body["detail"])),
+        }
+    }
+
+    /// Signs the token out from the web app's origin, then finds it refused
+    /// by the conversations function as an ended token.
+    async fn sign_out(&self, access: &str) -> Result<(), String> {
+        let r = self
+            .send(
+                self.client
+                    .post(self.url(&self.settings.targets.sso, "/api/v1/auth/logout"))
+                    .header("Origin", &self.settings.origin)
+                    .bearer_auth(access),
+            )
+            .await?;
+        let (status, body) = body_of(r).await;
+        if status != StatusCode::NO_CONTENT {
+            return Err(format!("the sign-out got {status}: {}", body["detail"]));
+        }
+        let r = self
+            .send(self.list_conversations().bearer_auth(access))
+            .await?;
+        let (status, body) = body_of(r).await;
+        match status {
+            StatusCode::UNAUTHORIZED if body["detail"] == "Token has been revoked" => Ok(()),
+            other => Err(format!(
+                "the signed-out token then got {other}: {}",
+                body["detail"]
+            )),
         }
     }
 

@@ -51,7 +51,7 @@ async function call(name, path, { method = "GET", token, body } = {}) {
       status: response.status,
       location: response.headers.get("location"),
       www_authenticate: response.headers.get("www-authenticate"),
-      body: await response.json(),
+      body: response.status === 204 ? null : await response.json(),
     };
   } catch (error) {
     result = { name, error: `${error.name}: ${error.message}` };
@@ -85,6 +85,10 @@ async function call(name, path, { method = "GET", token, body } = {}) {
       body: { title: "", member_ids: [] },
     });
     await call("too large", login_path, { method: "POST", body: { token: "x".repeat(100000) } });
+    // Signing out (a preflighted POST: it carries Authorization), then the
+    // token is refused.
+    await call("sign out", "/api/v1/auth/logout", { method: "POST", token: api_token });
+    await call("list after sign out", "/api/v1/conversations", { token: api_token });
     await fetch("/results", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
@@ -96,7 +100,7 @@ async function call(name, path, { method = "GET", token, body } = {}) {
 })();
 "#;
 
-const STEPS: [&str; 11] = [
+const STEPS: [&str; 13] = [
     "health",
     "login",
     "replay",
@@ -108,6 +112,8 @@ const STEPS: [&str; 11] = [
     "unknown conversation",
     "empty title",
     "too large",
+    "sign out",
+    "list after sign out",
 ];
 
 /// A page on its own origin that runs `PAGE_SCRIPT` against `api`.
@@ -367,6 +373,15 @@ async fn browser_reads_every_response_from_an_allowed_origin_and_none_from_anoth
         assert_eq!(result["status"], status, "{result:#}");
         assert!(result["body"]["detail"].is_string(), "{result:#}");
     }
+    let signed_out = step(&results, "sign out");
+    assert_eq!(signed_out["status"], 204, "{signed_out:#}");
+    let refused = step(&results, "list after sign out");
+    assert_eq!(refused["status"], 401, "{refused:#}");
+    assert_eq!(refused["body"]["detail"], "Token has been revoked");
+    assert_eq!(
+        refused["www_authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
 
     // From a disallowed origin: every fetch rejects, and the console says why.
     let results = disallowed.results();

@@ -248,10 +248,11 @@ async fn verify_passes_the_whole_checklist_against_a_local_run() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(
         out.lines().filter(|l| l.starts_with("[x]")).count(),
-        6,
+        7,
         "{out}"
     );
     assert!(out.contains("Replay attack protection works"));
+    assert!(out.contains("[x] Sign-out works"), "{out}");
 }
 
 #[tokio::test]
@@ -296,6 +297,7 @@ async fn verify_fails_the_right_items_when_redis_is_down() {
     assert!(line("Conversations load").starts_with("[ ]"), "{out}");
     assert!(line("Replay attack").starts_with("[ ]"), "{out}");
     assert!(line("No CORS errors").starts_with("[x]"), "{out}");
+    assert!(line("Sign-out works").starts_with("[ ]"), "{out}");
 }
 
 #[tokio::test]

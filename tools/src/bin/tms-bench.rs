@@ -465,7 +465,12 @@ impl<'a> Bench<'a> {
         // list: its one query (a page of conversations with their members),
         // every value a parameter, as the function binds them (a literal
         // user id would let PostgreSQL plan for that user once).
-        let list_sql = pgbench_sql(store::LIST_SQL, &[":user", ":max", ":max", ":limit"]);
+        // The token's standing too (generation 0, a jti never signed out),
+        // as the function reads it in the same statement.
+        let list_sql = pgbench_sql(
+            store::LIST_SQL,
+            &[":user", ":max", ":max", ":limit", "0", BENCH_JTI],
+        );
         let list_reference = self.write(
             "list.sql",
             &format!(
@@ -1056,7 +1061,10 @@ fn pgbench_sql(sql: &str, params: &[&str]) -> String {
 fn create_sql(data: &ConversationsData) -> String {
     let mut ids: Vec<i64> = data.others.clone();
     ids.push(data.creator);
-    let texts: Vec<String> = ids.iter().map(i64::to_string).collect();
+    // The caller's token's standing ($1 user, $2 generation, $3 jti), then
+    // the members it names.
+    let mut texts: Vec<String> = vec![data.creator.to_string(), "0".into(), BENCH_JTI.into()];
+    texts.extend(data.others.iter().map(i64::to_string));
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut members = ids.clone();
     members.sort_unstable();
@@ -1069,7 +1077,7 @@ fn create_sql(data: &ConversationsData) -> String {
             .join(",")
     );
     let mut script = String::from("\\set now 1764000000000000\n");
-    script += &pgbench_sql(&store::users_sql(ids.len()), &texts);
+    script += &pgbench_sql(&store::users_sql(data.others.len()), &texts);
     script += ";\n";
     script += &pgbench_sql(
         store::CREATE_SQL,
@@ -1253,15 +1261,33 @@ return 1"#,
     ))
 }
 
+/// A row of [`store::LIST_SQL`]: the token's standing, then a conversation
+/// (none when the page is empty).
+type ListRow = (
+    i32,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<Vec<i64>>,
+);
+
+/// The jti of the references' token, as a SQL literal: one that was never
+/// signed out, so the standing check finds nothing, as for most requests.
+const BENCH_JTI: &str = "'00000000-0000-4000-8000-000000000000'";
+
 /// The list's own query, alone from one connection.
 async fn list_round_trips(pg_url: &str, data: &ConversationsData) -> anyhow::Result<(f64, String)> {
     let mut pg = sqlx::PgConnection::connect(pg_url).await?;
     let page = p50(500, async |_| {
-        let _: Vec<(i64, String, i64, i64, i64, Vec<i64>)> = sqlx::query_as(store::LIST_SQL)
+        let _: Vec<ListRow> = sqlx::query_as(store::LIST_SQL)
             .bind(data.lister)
             .bind(i64::MAX)
             .bind(i64::MAX)
             .bind(21_i64)
+            .bind(0_i64)
+            .bind(BENCH_JTI.trim_matches('\''))
             .fetch_all(&mut pg)
             .await?;
         Ok(())
