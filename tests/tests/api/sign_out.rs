@@ -350,9 +350,19 @@ async fn a_sign_out_survives_a_redis_flush() {
 
 /// The operator's command ends every session of one user, by external id,
 /// against the deployment's database; it names an unknown user and fails.
+/// On both databases.
 #[tokio::test]
-async fn the_operator_command_ends_one_users_sessions() {
-    let deployment = Deployment::start(Backend::Postgres, 1).await;
+async fn the_operator_command_ends_one_users_sessions_on_postgres() {
+    the_operator_command_ends_one_users_sessions(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn the_operator_command_ends_one_users_sessions_on_sqlite() {
+    the_operator_command_ends_one_users_sessions(Backend::Sqlite).await;
+}
+
+async fn the_operator_command_ends_one_users_sessions(backend: Backend) {
+    let deployment = Deployment::start(backend, 1).await;
     let leaver = deployment.login(0, "leaver").await;
     let stayer = deployment.login(0, "stayer").await;
     let run = |external_id: &str| {
