@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::{LEEWAY_SECS, unix_secs};
 use crate::config::{Config, ConfigError};
+use crate::db::{PgToSql, PgType};
 use crate::error::ApiError;
 
 pub const API_ISSUER: &str = "tms-chat";
@@ -167,42 +168,24 @@ impl ApiTokens {
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
         let keys = &self.0;
         let mut candidates = std::iter::once(&keys.signing.verifying).chain(&keys.previous);
-        let result = match header.kid.as_deref() {
-            Some(kid) => {
-                let key = candidates.find(|k| k.kid == kid).ok_or_else(invalid)?;
-                self.decode(token, key)
-            }
-            None => {
-                let mut result = Err(invalid());
-                for key in candidates {
-                    result = self.decode(token, key);
-                    if !matches!(&result, Err(ApiError::Unauthorized(d)) if d == INVALID_SIGNATURE)
-                    {
-                        break;
-                    }
-                }
-                result
-            }
+        let decode = |key: &VerifyingKey| {
+            jsonwebtoken::decode::<ApiClaims>(token, &key.decoding, &keys.validation)
         };
-        result.map_err(|e| match e {
-            ApiError::Unauthorized(d) if d == INVALID_SIGNATURE => invalid(),
-            other => other,
+        let result = match header.kid.as_deref() {
+            Some(kid) => decode(candidates.find(|k| k.kid == kid).ok_or_else(invalid)?),
+            // Each key in turn, until one's signature holds (its answer is
+            // then the token's: expired, say) or none is left.
+            None => candidates
+                .map(decode)
+                .find(|r| !matches!(r, Err(e) if *e.kind() == ErrorKind::InvalidSignature))
+                .unwrap_or_else(|| Err(ErrorKind::InvalidSignature.into())),
+        };
+        result.map(|data| data.claims).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => ApiError::unauthorized("Token has expired"),
+            _ => invalid(),
         })
     }
-
-    fn decode(&self, token: &str, key: &VerifyingKey) -> Result<ApiClaims, ApiError> {
-        jsonwebtoken::decode::<ApiClaims>(token, &key.decoding, &self.0.validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => ApiError::unauthorized("Token has expired"),
-                ErrorKind::InvalidSignature => ApiError::unauthorized(INVALID_SIGNATURE),
-                _ => ApiError::unauthorized("Could not validate credentials"),
-            })
-    }
 }
-
-/// Internal to [`ApiTokens::verify`]: "try the next key"; never answered.
-const INVALID_SIGNATURE: &str = "invalid signature";
 
 /// Whether a token still stands, as the database knows it, for a route's
 /// own statement to select beside its data (no round trip of its own).
@@ -293,6 +276,19 @@ pub fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
         return Err(ApiError::unauthorized("Not authenticated"));
     }
     Ok(token)
+}
+
+impl AuthUser {
+    /// The parameters of [`TOKEN_STANDING_SQL`] in its order ($1 user, $2
+    /// generation, $3 jti), as PostgreSQL binds them: every statement that
+    /// reads a token's standing takes them first.
+    pub fn standing_params(&self) -> [(&(dyn PgToSql + Sync), PgType); 3] {
+        [
+            (&self.user_id, PgType::INT8),
+            (&self.generation, PgType::INT8),
+            (&self.jti, PgType::TEXT),
+        ]
+    }
 }
 
 impl<S> FromRequestParts<S> for AuthUser

@@ -260,11 +260,7 @@ pub async fn unknown_users(
     let rows: Vec<(i32, Option<i64>)> = bounded(async {
         by_backend!(db,
             postgres(pool) => pool.run(async |session| {
-                let mut typed: Vec<(&(dyn PgToSql + Sync), PgType)> = vec![
-                    (&caller.user_id, PgType::INT8),
-                    (&caller.generation, PgType::INT8),
-                    (&caller.jti, PgType::TEXT),
-                ];
+                let mut typed = caller.standing_params().to_vec();
                 typed.extend(ids.iter().map(|id| (id as _, PgType::INT8)));
                 let rows = session.query(&sql, &typed).await?;
                 rows.iter()

@@ -6,27 +6,28 @@
 //! the database, which every instance reads on every protected request:
 //! a sign-out holds everywhere at once and survives a Redis flush.
 
-use shared::db::{Database, DbError, PgToSql, PgType, bounded};
+use shared::db::{Database, DbError, PgType, bounded};
 use shared::tokens::{AuthUser, Standing};
 use shared::{ApiError, by_backend, token_standing_sql};
 
-/// Ends one token: $1 jti, $2 user, $3 generation, $4 the token's `exp`.
+/// Ends one token: $1 user, $2 generation, $3 jti (the standing's
+/// parameters, [`AuthUser::standing_params`]), $4 the token's `exp`.
 /// A row when it ended it; none when the token had already ended (or its
 /// user is gone), and then nothing changed.
 pub const SIGN_OUT_SQL: &str = concat!(
-    "INSERT INTO revoked_tokens (jti, user_id, token_exp) SELECT $1, $2, $4 WHERE ",
-    token_standing_sql!("$2", "$3", "$1"),
+    "INSERT INTO revoked_tokens (jti, user_id, token_exp) SELECT $3, $1, $4 WHERE ",
+    token_standing_sql!("$1", "$2", "$3"),
     " = 0 ON CONFLICT (jti) DO NOTHING RETURNING 1"
 );
 
 /// Ends every token of a user issued up to now: $1 the presented token's
-/// jti, $2 its user, $3 its generation. A row when it did; none when the
+/// user, $2 its generation, $3 its jti. A row when it did; none when the
 /// presented token had already ended (or its user is gone). Two at once
 /// with one token: the second re-reads the row the first updated, and
 /// finds its token ended.
 pub const SIGN_OUT_EVERYWHERE_SQL: &str = "UPDATE users SET token_generation = token_generation + 1 \
-     WHERE id = $2 AND token_generation <= $3 \
-     AND NOT EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = $1) \
+     WHERE id = $1 AND token_generation <= $2 \
+     AND NOT EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = $3) \
      RETURNING token_generation";
 
 /// Ends every token of the user with this external id (the operator's
@@ -81,8 +82,8 @@ pub async fn end_sessions_of(db: &Database, external_id: &str) -> Result<Option<
     .await
 }
 
-/// Runs a sign-out statement on the caller's token ($1 jti, $2 user, $3
-/// generation, and $4 `exp` when given): whether it returned a row, that
+/// Runs a sign-out statement on the caller's token ($1 user, $2
+/// generation, $3 jti, and $4 `exp` when given): whether it returned a row, that
 /// is, changed something.
 async fn changed(
     db: &Database,
@@ -93,11 +94,7 @@ async fn changed(
     bounded(async {
         by_backend!(db,
             postgres(pool) => pool.run(async |session| {
-                let mut params: Vec<(&(dyn PgToSql + Sync), PgType)> = vec![
-                    (&caller.jti, PgType::TEXT),
-                    (&caller.user_id, PgType::INT8),
-                    (&caller.generation, PgType::INT8),
-                ];
+                let mut params = caller.standing_params().to_vec();
                 if let Some(exp) = &exp {
                     params.push((exp, PgType::INT8));
                 }
@@ -105,9 +102,9 @@ async fn changed(
             }).await.map_err(DbError::from),
             sqlite(pool) => shared::db::run_sqlite(pool, async |conn| {
                 let mut query = sqlx::query(sql)
-                    .bind(caller.jti.as_str())
                     .bind(caller.user_id)
-                    .bind(caller.generation);
+                    .bind(caller.generation)
+                    .bind(caller.jti.as_str());
                 if let Some(exp) = exp {
                     query = query.bind(exp);
                 }
@@ -125,14 +122,7 @@ async fn refusal(db: &Database, caller: &AuthUser) -> Result<(), ApiError> {
         by_backend!(db,
             postgres(pool) => pool.run(async |session| {
                 let row = session
-                    .query_one(
-                        STANDING_SQL,
-                        &[
-                            (&caller.user_id, PgType::INT8),
-                            (&caller.generation, PgType::INT8),
-                            (&caller.jti, PgType::TEXT),
-                        ],
-                    )
+                    .query_one(STANDING_SQL, &caller.standing_params())
                     .await?;
                 Ok(row.try_get(0)?)
             }).await.map_err(DbError::from),

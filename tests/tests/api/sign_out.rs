@@ -50,19 +50,7 @@ impl Deployment {
 
     /// One more instance of this deployment, with `extra` settings.
     async fn instance_with(&self, extra: &[(&str, &str)]) -> TestApp {
-        let mut vars = vec![
-            ("SSO_JWT_SECRET", crate::sso::SSO_SECRET),
-            ("REDIS_URL", self.redis_url.as_str()),
-            ("REDIS_KEY_PREFIX", self.prefix.as_str()),
-        ];
-        vars.extend(self.db.vars());
-        vars.extend_from_slice(extra);
-        let config = test_config(&vars);
-        let routes = sso_login::build(&config)
-            .await
-            .unwrap()
-            .merge(conversations::build(&config).await.unwrap());
-        spawn_app(routes, &config).await
+        crate::sso::spawn_instance(&self.redis_url, &self.prefix, &self.db, extra).await
     }
 
     /// An API token for `sub`, by a login with a fresh GCGC token at `instance`.

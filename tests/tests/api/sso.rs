@@ -52,19 +52,7 @@ impl Sso {
         db: TestDb,
         extra: &[(&str, &str)],
     ) -> Self {
-        let mut vars = vec![
-            ("SSO_JWT_SECRET", SSO_SECRET),
-            ("REDIS_URL", redis_url),
-            ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ];
-        vars.extend(db.vars());
-        vars.extend_from_slice(extra);
-        let config = test_config(&vars);
-        let routes = sso_login::build(&config)
-            .await
-            .unwrap()
-            .merge(conversations::build(&config).await.unwrap());
-        let app = spawn_app(routes, &config).await;
+        let app = spawn_instance(redis_url, &prefix, &db, extra).await;
         Self {
             app,
             prefix,
@@ -101,6 +89,29 @@ impl Sso {
             .await
             .unwrap()
     }
+}
+
+/// An instance of sso-login and conversations on this Redis (with this key
+/// prefix) and database, with `extra` settings.
+pub(crate) async fn spawn_instance(
+    redis_url: &str,
+    prefix: &str,
+    db: &TestDb,
+    extra: &[(&str, &str)],
+) -> TestApp {
+    let mut vars = vec![
+        ("SSO_JWT_SECRET", SSO_SECRET),
+        ("REDIS_URL", redis_url),
+        ("REDIS_KEY_PREFIX", prefix),
+    ];
+    vars.extend(db.vars());
+    vars.extend_from_slice(extra);
+    let config = test_config(&vars);
+    let routes = sso_login::build(&config)
+        .await
+        .unwrap()
+        .merge(conversations::build(&config).await.unwrap());
+    spawn_app(routes, &config).await
 }
 
 /// The keys under `prefix` on the Redis at `url`.
