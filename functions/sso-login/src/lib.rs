@@ -2,9 +2,10 @@
 //! token for an API token, once; `POST /api/v1/auth/logout` and
 //! `/api/v1/auth/logout/all` end API tokens early ([`sessions`]). A login reads top to bottom in [`login`]:
 //! verify the token ([`verify`]), claim it in the replay store ([`replay`]),
-//! create or update the user ([`users`]), complete the claim, issue the API
-//! token. No API token is issued without a completed claim; a login that
-//! fails after its claim gives it back so the user can retry.
+//! record the login and create or update the user ([`users`]), issue the API
+//! token, complete the claim (not awaited). No API token is issued without a
+//! recorded login; a login that fails after its claim gives it back so the
+//! user can retry.
 
 pub mod replay;
 pub mod sessions;
@@ -203,11 +204,16 @@ async fn claim_and_issue(
     // its replays. Without it (Redis failed just now) they reach the record.
     // Not sent before the record commits: a done mark outlives an instance
     // that dies before its record is written, and would lock the token out.
-    // Awaited: a login answered is a login whose mark is done, as clients
-    // and operators reading Redis expect.
-    if let Err(e) = state.replay.complete(&claim).await {
-        tracing::warn!(error = %e, "login recorded; the replay store's mark was not completed");
-    }
+    // Not awaited: it decides nothing, so the login answers after two round
+    // trips (the claim, the record), not three. Until it lands, the pending
+    // claim refuses replays as well (docs/architecture.md, "The login's
+    // critical path").
+    let replay = state.replay.clone();
+    tokio::spawn(async move {
+        if let Err(e) = replay.complete(&claim).await {
+            tracing::warn!(error = %e, "login recorded; the replay store's mark was not completed");
+        }
+    });
     state.sweeps.sweep_if_due(&state.db);
     tracing::info!(user_id = user.id, "sso login");
     Ok(LoginResponse {

@@ -7,13 +7,15 @@
 //! A login marks its token in two steps:
 //! 1. [`ReplayStore::claim`]: `SET key pending:<unique> NX PX <PENDING_TTL>`.
 //!    The token is taken; no other login can have it.
-//! 2. [`ReplayStore::complete`], just before the API token is issued: an
-//!    atomic compare-and-set turns this claim's own pending value into
-//!    `done:<unique>` with the token's remaining lifetime. It only succeeds
-//!    while the caller is still waiting for it (the caller sends how long it
-//!    will wait; Redis measures the claim's age on its own clock), so a late
-//!    command of a caller that gave up can never make a mark permanent. A
-//!    failed completion issues nothing.
+//! 2. [`ReplayStore::complete`], once the database has recorded the login
+//!    (`crate::users::record_login`, which decides), sent as the API token is
+//!    issued and not awaited by the answer: an atomic compare-and-set turns
+//!    this claim's own pending value into `done:<unique>` with the token's
+//!    remaining lifetime. It only succeeds while its sender still counts on
+//!    it (the sender says how long; Redis measures the claim's age on its
+//!    own clock), so a late command (an instance frozen in between) can
+//!    never make a mark permanent. Until it lands, the pending claim refuses
+//!    the token's replays just the same.
 //!
 //! A claim that was never completed (the instance died, Redis hung, the
 //! database failed, the client left) is *abandoned* once it is older than
@@ -230,8 +232,9 @@ impl ReplayStore {
         Ok(claim)
     }
 
-    /// Makes the claim permanent for the token's life: the last step before
-    /// the API token is issued. Anything but `Ok` means: issue nothing.
+    /// Makes the claim permanent for the token's life, once the login is
+    /// recorded. `Err`: the mark stays pending (refusing replays until it
+    /// expires), and the database's record refuses them after that.
     pub async fn complete(&self, claim: &Claim) -> Result<(), ClaimError> {
         match &self.backend {
             Backend::Redis(redis) => redis.complete(claim).await,

@@ -80,14 +80,30 @@ impl Sso {
         keys_at(&self.redis_url, &self.prefix).await
     }
 
-    async fn ttl(&self, key: &str) -> i64 {
+    /// The TTL of a completed (done) mark. The completion is sent as the
+    /// login answers, not awaited by it: this waits for it to land.
+    async fn done_mark_ttl(&self, key: &str) -> i64 {
         let client = redis::Client::open(self.redis_url.as_str()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        redis::cmd("TTL")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .unwrap()
+        let started = Instant::now();
+        loop {
+            let (value, ttl): (Option<String>, i64) = redis::pipe()
+                .get(key)
+                .ttl(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if value.as_deref().is_some_and(|v| v.starts_with("done:"))
+                || started.elapsed() > Duration::from_secs(5)
+            {
+                assert!(
+                    value.unwrap_or_default().starts_with("done:"),
+                    "never completed"
+                );
+                return ttl;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -245,7 +261,7 @@ async fn the_mark_is_a_hashed_key_that_expires_with_the_token() {
     let key = &keys[0];
     assert!(key.starts_with(&format!("{}sso:jti:", sso.prefix)), "{key}");
     assert!(!key.contains(c["jti"].as_str().unwrap()) && !key.contains(&token));
-    let ttl = sso.ttl(key).await;
+    let ttl = sso.done_mark_ttl(key).await;
     assert!((7200 - 10..=7200 + 30 + 5).contains(&ttl), "TTL {ttl}");
 
     // Without a jti, the key comes from a hash of the whole token.
@@ -465,6 +481,8 @@ async fn a_hung_redis_is_a_fast_503_and_its_late_claim_is_released() {
 /// only the connection that carried the completion breaks.
 struct ReplyLosingProxy {
     url: String,
+    /// Redis itself, past the proxy.
+    upstream_url: String,
     armed: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -529,7 +547,11 @@ impl ReplyLosingProxy {
                 });
             }
         });
-        Self { url, armed }
+        Self {
+            url,
+            upstream_url: format!("redis://127.0.0.1:{upstream}"),
+            armed,
+        }
     }
 }
 
@@ -542,20 +564,42 @@ async fn sso_behind(proxy: &ReplyLosingProxy) -> Sso {
         sso.login(&gcgc(&claims("warm"))).await.status(),
         StatusCode::OK
     );
+    done_marks_reach(&proxy.upstream_url, &sso, 1).await;
     sso
 }
 
 /// The done marks under the instance's prefix, read past any proxy.
-async fn done_marks(redis: &RedisServer, sso: &Sso) -> usize {
-    let keys = keys_at(&redis.url(), &sso.prefix).await;
-    let client = redis::Client::open(redis.url()).unwrap();
+async fn done_marks(redis_url: &str, sso: &Sso) -> usize {
+    let keys = keys_at(redis_url, &sso.prefix).await;
+    if keys.is_empty() {
+        return 0;
+    }
+    let client = redis::Client::open(redis_url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let marks: Vec<String> = redis::cmd("MGET")
+    let marks: Vec<Option<String>> = redis::cmd("MGET")
         .arg(&keys)
         .query_async(&mut conn)
         .await
         .unwrap();
-    marks.iter().filter(|m| m.starts_with("done:")).count()
+    marks
+        .iter()
+        .flatten()
+        .filter(|m| m.starts_with("done:"))
+        .count()
+}
+
+/// Waits until `count` done marks are there: a login's completion is sent
+/// as it answers, not awaited by the answer.
+async fn done_marks_reach(redis_url: &str, sso: &Sso, count: usize) {
+    let started = Instant::now();
+    while done_marks(redis_url, sso).await < count {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the completion never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(done_marks(redis_url, sso).await, count);
 }
 
 /// Retries a login as a client does after a 503, and returns the first
@@ -584,15 +628,12 @@ async fn a_completion_whose_reply_is_lost_still_logs_in_once() {
     let sso = sso_behind(&proxy).await;
     let other = sso.another_instance(&proxy.url).await;
     let token = gcgc(&claims("reply-lost"));
-    let marks = done_marks(&redis, &sso).await;
+    let marks = done_marks(&proxy.upstream_url, &sso).await;
     proxy.armed.store(true, Ordering::SeqCst);
     let r = sso.login(&token).await;
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
-    assert_eq!(
-        done_marks(&redis, &sso).await,
-        marks + 1,
-        "the completion was applied"
-    );
+    // The completion was applied.
+    done_marks_reach(&proxy.upstream_url, &sso, marks + 1).await;
     for instance in [&sso, &other] {
         let (status, body) = first_answer_but_503(instance, &token).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
@@ -601,7 +642,7 @@ async fn a_completion_whose_reply_is_lost_still_logs_in_once() {
 
 /// The connection breaks after Redis applied a completion, but Redis is
 /// reachable: the completion is sent once more on a fresh connection, which
-/// recognises its own done mark, and the login succeeds at once.
+/// recognises its own done mark, and replays are refused by Redis itself.
 #[tokio::test]
 async fn a_completion_whose_connection_breaks_succeeds_on_a_fresh_one() {
     let redis = RedisServer::start();
@@ -611,8 +652,115 @@ async fn a_completion_whose_connection_breaks_succeeds_on_a_fresh_one() {
     proxy.armed.store(true, Ordering::SeqCst);
     let r = sso.login(&token).await;
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
-    assert!(!proxy.armed.load(Ordering::SeqCst), "the reply was lost");
+    let started = Instant::now();
+    while proxy.armed.load(Ordering::SeqCst) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no completion sent"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The warm-up's mark and this one, completed past the broken connection.
+    done_marks_reach(&proxy.upstream_url, &sso, 2).await;
     assert_eq!(sso.login(&token).await.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A proxy in front of Redis that, once armed, holds back Redis's replies
+/// from the moment it passes a completion (a command carrying a `done:`
+/// value) until [`HELD_FOR`] has passed: shorter than the function's Redis
+/// timeout, so a login that waited for the completion would still succeed,
+/// only after the hold.
+struct ReplyHoldingProxy {
+    url: String,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the held completion's reply has reached the function.
+    delivered: Arc<std::sync::atomic::AtomicBool>,
+}
+
+const HELD_FOR: Duration = Duration::from_millis(350);
+
+impl ReplyHoldingProxy {
+    async fn start(upstream: &str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = upstream.trim_start_matches("redis://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let delivered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (proxy_armed, proxy_delivered) = (armed.clone(), delivered.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let Ok(mut redis) = tokio::net::TcpStream::connect(upstream.as_str()).await else {
+                    continue;
+                };
+                let (armed, delivered) = (proxy_armed.clone(), proxy_delivered.clone());
+                tokio::spawn(async move {
+                    let (mut from_client, mut from_redis) = ([0u8; 16384], [0u8; 16384]);
+                    let mut held_since = None;
+                    loop {
+                        tokio::select! {
+                            n = client.read(&mut from_client) => {
+                                let Ok(n @ 1..) = n else { break };
+                                if redis.write_all(&from_client[..n]).await.is_err() {
+                                    break;
+                                }
+                                let completion = from_client[..n].windows(5).any(|w| w == b"done:");
+                                if completion && armed.swap(false, Ordering::SeqCst) {
+                                    held_since = Some(Instant::now());
+                                }
+                            }
+                            n = redis.read(&mut from_redis) => {
+                                let Ok(n @ 1..) = n else { break };
+                                if let Some(since) = held_since.take() {
+                                    tokio::time::sleep_until((since + HELD_FOR).into()).await;
+                                    delivered.store(true, Ordering::SeqCst);
+                                }
+                                if client.write_all(&from_redis[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            url,
+            armed,
+            delivered,
+        }
+    }
+}
+
+/// The login's critical path is its claim and its record: the completion
+/// of the mark is sent as it answers, and the answer does not wait for
+/// Redis's reply to it (a round trip fewer; issue 25). The mark is done
+/// once that reply comes, and replays are refused all along.
+#[tokio::test]
+async fn a_login_answers_without_waiting_for_its_completion() {
+    let proxy = ReplyHoldingProxy::start(SHARED_REDIS).await;
+    let sso = Sso::start(&proxy.url, TestDb::sqlite(), &[]).await;
+    // A first login loads the completion script, so the armed one is EVALSHA.
+    assert_eq!(
+        sso.login(&gcgc(&claims("warm"))).await.status(),
+        StatusCode::OK
+    );
+    done_marks_reach(SHARED_REDIS, &sso, 1).await;
+
+    let token = gcgc(&claims("two-round-trips"));
+    proxy.armed.store(true, Ordering::SeqCst);
+    let r = sso.login(&token).await;
+    let answered_before_the_reply = !proxy.delivered.load(Ordering::SeqCst);
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert!(
+        answered_before_the_reply,
+        "the login waited for the completion's reply"
+    );
+    // Before the completion's reply, and after it, the token is used.
+    assert_eq!(sso.login(&token).await.status(), StatusCode::UNAUTHORIZED);
+    done_marks_reach(SHARED_REDIS, &sso, 2).await;
+    assert_eq!(sso.login(&token).await.status(), StatusCode::UNAUTHORIZED);
+    tests::services::clear_redis_prefix(SHARED_REDIS, &sso.prefix);
 }
 
 #[tokio::test]
