@@ -8,11 +8,39 @@ STACK_NAME ?= tms-chat
 SAM_CONFIG ?= samconfig.toml
 export STACK_NAME
 
-.PHONY: build-lambda build-fc deploy-aws deploy-fc rollback-aws rollback-fc check-templates
+.PHONY: build-lambda build-fc deploy-aws deploy-fc rollback-aws rollback-fc check-templates check-sam-build
 
 ## build-lambda: release arm64 zips for AWS Lambda -> dist/lambda/<name>/ (needs cargo-lambda, zig)
 build-lambda:
 	@scripts/build-functions.sh lambda
+
+# ---- sam build: one target per function resource of template.yaml ----------
+# Its functions say `BuildMethod: makefile` with ContextPath and
+# WorkingDirectory `.`: `sam build` runs `make build-<LogicalId>` at the
+# workspace root with ARTIFACTS_DIR set (SsoLoginFunction -> sso-login). Each
+# target is that function's deploy build alone: -p <name> with the features of
+# DEPLOY_BUILD_ARGS (scripts/functions.sh: no embedded database, the Secrets
+# Manager reader), arm64 by cargo-lambda as `make build-lambda`; its bootstrap
+# goes to ARTIFACTS_DIR. (SAM's rust-cargolambda method passes
+# BuildProperties.Binary only, `--bin <name>`: default features, SQLite linked.)
+_deploy_mk_dir := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+_functions_sh = cd '$(_deploy_mk_dir)' && bash -c 'source scripts/functions.sh && $(1)'
+# The deploy units, and DEPLOY_BUILD_ARGS without its -p list (evaluated when used).
+_function_names = $(shell $(call _functions_sh,echo "$${FUNCTION_NAMES[*]}"))
+DEPLOY_FEATURE_ARGS = $(shell $(call _functions_sh,set -- "$${DEPLOY_BUILD_ARGS[@]}"; \
+	while [ $$# -gt 0 ]; do if [ "$$1" = -p ]; then shift 2; else printf "%s " "$$1"; shift; fi; done))
+_cargo_target_dir = $(or $(shell cd '$(_deploy_mk_dir)' && cargo metadata --no-deps --format-version 1 2>/dev/null \
+	| sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'),$(_deploy_mk_dir)/target)
+_sam_function = $(shell printf '%s' '$(1)' | sed -E 's/([a-z0-9])([A-Z])/\1-\2/g' | tr '[:upper:]' '[:lower:]')
+
+build-%Function:
+	$(if $(ARTIFACTS_DIR),,$(error $@: `sam build` runs this target, with ARTIFACTS_DIR set))
+	$(if $(filter $(call _sam_function,$*),$(_function_names)),,$(error $@: functions/LIST has no $(call _sam_function,$*)))
+	@cargo lambda --version >/dev/null 2>&1 || { echo "$@: needs cargo-lambda. Install it with: python3 -m pip install cargo-lambda ziglang" >&2; exit 1; }
+	@if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then \
+		rustup target add aarch64-unknown-linux-gnu; fi
+	cd '$(_deploy_mk_dir)' && cargo lambda build --release --arm64 -p $(call _sam_function,$*) $(strip $(DEPLOY_FEATURE_ARGS))
+	cp '$(_cargo_target_dir)/lambda/$(call _sam_function,$*)/bootstrap' '$(ARTIFACTS_DIR)/bootstrap'
 
 ## build-fc: static x86_64 (musl) builds for Alibaba FC -> dist/fc/<name>/ (cargo-lambda + zig, or musl-tools)
 build-fc:
@@ -24,7 +52,7 @@ deploy-aws:
 	@cargo lambda --version >/dev/null 2>&1 || { echo "deploy-aws: sam build needs cargo-lambda. Install it with: python3 -m pip install cargo-lambda ziglang" >&2; exit 1; }
 	@# The functions verify RDS with its public CA bundle, shipped in CaBundleLayer (ca/).
 	@[ -f ca/rds-global-bundle.pem ] || scripts/fetch-ca-bundles.sh
-	SAM_CLI_BETA_RUST_CARGO_LAMBDA=1 sam build --template-file template.yaml
+	sam build --template-file template.yaml
 	@if [ -f "$(SAM_CONFIG)" ]; then \
 		echo "sam deploy (settings from $(SAM_CONFIG))"; \
 		sam deploy --config-file "$(SAM_CONFIG)"; \
@@ -52,5 +80,9 @@ rollback-fc:
 ## check-templates: offline checks of template.yaml and s.yaml (pytest: cfn-lint, SAM translator, ...)
 check-templates:
 	@scripts/check-templates.sh
+
+## check-sam-build: sam build of template.yaml (three arm64 release builds), then no bootstrap may link SQLite
+check-sam-build:
+	@TMS_CHECK_SAM_BUILD=1 scripts/check-templates.sh -k sam_build -s
 
 .DEFAULT_GOAL := $(_deploy_mk_default_goal)

@@ -12,6 +12,8 @@ any earlier build, or by cargo on first use).
 
 import json
 import os
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,24 @@ def function_names():
 def logical_id(name):
     """template.yaml's resource of a function: sso-login -> SsoLoginFunction."""
     return "".join(part.capitalize() for part in name.split("-")) + "Function"
+
+
+def sam_build_commands(name, artifacts_dir="/tmp/check-templates-artifacts"):
+    """What `sam build` runs for a function: make's dry run (-n) of its
+    build-<LogicalId> target (deploy.mk), called as SAM's makefile method
+    calls it (--makefile, ARTIFACTS_DIR in the environment). Returns the
+    cargo command (after its `cd <dir> &&`), the directory it runs in, and
+    the copy of the bootstrap, each as a list of words."""
+    run = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-s", "--makefile", str(ROOT / "Makefile"), f"build-{logical_id(name)}"],
+        cwd=ROOT, env={**os.environ, "ARTIFACTS_DIR": artifacts_dir}, capture_output=True, text=True)
+    assert run.returncode == 0, f"make -n build-{logical_id(name)}: {run.stderr}"
+    cargo = [shlex.split(line) for line in run.stdout.splitlines() if "cargo lambda build" in line]
+    copy = [shlex.split(line) for line in run.stdout.splitlines() if line.startswith("cp ")]
+    assert len(cargo) == 1 and len(copy) == 1, f"make -n build-{logical_id(name)}:\n{run.stdout}"
+    words = cargo[0]
+    assert words[0] == "cd" and words[2] == "&&", f"expected `cd <dir> && cargo lambda build ...`: {words}"
+    return words[3:], words[1], copy[0]
 
 
 def fc_resource(name):

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PROBE_DEPLOYMENT_TYPE, ROOT, fc_resource, function_names, logical_id, translate
+from conftest import PROBE_DEPLOYMENT_TYPE, ROOT, fc_resource, function_names, logical_id, sam_build_commands, translate
 
 FUNCTIONS = function_names()
 
@@ -216,15 +216,6 @@ def test_secrets_are_secrets_manager_arns_never_values(source):
     assert not plain, f"secret values as parameters: {plain}"
 
 
-@pytest.mark.parametrize("name", FUNCTIONS)
-def test_function_builds_its_binary_with_cargo_lambda_from_the_workspace_root(source, name):
-    res = source["Resources"].get(logical_id(name), {})
-    meta = res.get("Metadata", {})
-    assert meta.get("BuildMethod") == "rust-cargolambda"
-    assert meta.get("BuildProperties", {}).get("Binary") == name
-    assert res.get("Properties", {}).get("CodeUri") in (".", "./")
-
-
 def cargo_tree(root, *args):
     if shutil.which("cargo") is None:
         pytest.skip("cargo is not installed (https://rustup.rs)")
@@ -255,6 +246,34 @@ def test_deploy_builds_link_no_embedded_database(root):
     assert any(line.startswith("sqlx-postgres ") for line in tree), "the dependency tree is not the expected one"
     linked = sorted({line for line in tree if line.startswith(SQLITE_CRATES)})
     assert not linked, f"the deploy builds link {linked}"
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_sam_build_of_a_function_is_its_deploy_build(source, root, name):
+    # SAM's rust-cargolambda method hands cargo-lambda BuildProperties.Binary
+    # only (`--bin <name>`): the default features, SQLite linked. The makefile
+    # method runs deploy.mk's build-<LogicalId> at the workspace root instead.
+    res = source["Resources"].get(logical_id(name), {})
+    meta = res.get("Metadata", {})
+    assert meta.get("BuildMethod") == "makefile", (
+        f"{logical_id(name)}: BuildMethod {meta.get('BuildMethod')!r} cannot pass the deploy features; use makefile")
+    assert meta.get("ContextPath") in (".", "./") and meta.get("WorkingDirectory") in (".", "./"), (
+        "make must run the workspace root's Makefile, in the workspace root")
+    # SAM copies CodeUri to a scratch directory before make: never the workspace root (target/ is gigabytes).
+    assert res.get("Properties", {}).get("CodeUri") == f"functions/{name}"
+
+    cargo, cwd, copy = sam_build_commands(name)
+    deploy = deploy_build_args(root)
+    features = [a for i, a in enumerate(deploy) if a != "-p" and (i == 0 or deploy[i - 1] != "-p")]
+    assert cargo == ["cargo", "lambda", "build", "--release", "--arm64", "-p", name, *features], (
+        f"sam build of {name} runs {cargo}, not the deploy build of {name} alone")
+    assert cwd == str(root)
+    assert copy[1].endswith(f"/lambda/{name}/bootstrap") and copy[2] == "/tmp/check-templates-artifacts/bootstrap", copy
+
+    tree = cargo_tree(root, *cargo[5:])
+    assert any(line.startswith("sqlx-postgres ") for line in tree), "the dependency tree is not the expected one"
+    linked = sorted({line for line in tree if line.startswith(SQLITE_CRATES)})
+    assert not linked, f"sam build of {name} links {linked}"
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
