@@ -19,13 +19,22 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
+use redis::io::tcp::TcpSettings;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, TlsCertificates, Value};
 use tokio::sync::Mutex;
 
 use crate::config::CaBundle;
 
 /// Connecting and each command.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// Without Nagle: every write is a whole command. With it, a command sent
+/// while an earlier one's reply is outstanding (the login's completion, not
+/// awaited) waits for that reply's ACK, adding a round trip to the next
+/// login on a multiplexed connection.
+fn tcp_settings() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
+}
 
 /// The URL schemes that select a cluster connection.
 pub const CLUSTER_SCHEMES: [&str; 2] = ["redis+cluster://", "rediss+cluster://"];
@@ -102,6 +111,7 @@ impl RedisClient {
         let client = match (cluster_seed, certificates) {
             (Some(seed), certificates) => {
                 let mut builder = redis::cluster::ClusterClient::builder([seed])
+                    .tcp_settings(tcp_settings())
                     .connection_timeout(REDIS_TIMEOUT)
                     .response_timeout(REDIS_TIMEOUT);
                 if let Some(certificates) = certificates {
@@ -109,10 +119,17 @@ impl RedisClient {
                 }
                 Client::Cluster(builder.build().map_err(invalid)?)
             }
-            (None, Some(certificates)) => {
-                Client::Single(redis::Client::build_with_tls(url, certificates).map_err(invalid)?)
+            (None, certificates) => {
+                let info = url
+                    .into_connection_info()
+                    .map_err(invalid)?
+                    .set_tcp_settings(tcp_settings());
+                let client = match certificates {
+                    Some(certificates) => redis::Client::build_with_tls(info, certificates),
+                    None => redis::Client::open(info),
+                };
+                Client::Single(client.map_err(invalid)?)
             }
-            (None, None) => Client::Single(redis::Client::open(url).map_err(invalid)?),
         };
         Ok(Self {
             client,

@@ -86,6 +86,34 @@ pub async fn spawn_app(routes: Router, config: &Config) -> TestApp {
     }
 }
 
+/// `TCP_NODELAY` of each of this process's TCP sockets connected to a port
+/// on 127.0.0.1 (nextest runs each test in a process of its own).
+pub fn nodelay_of_sockets_to(port: u16) -> Vec<bool> {
+    use std::os::fd::{BorrowedFd, RawFd};
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd") {
+        let Some(fd) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: the fd was open when listed; a duplicate is inspected
+        // (or dup fails, when it has been closed since).
+        let Ok(owned) = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned() else {
+            continue;
+        };
+        let stream = std::net::TcpStream::from(owned);
+        if let Ok(peer) = stream.peer_addr()
+            && peer.port() == port
+            && peer.ip().is_loopback()
+        {
+            found.push(stream.nodelay().expect("TCP_NODELAY"));
+        }
+    }
+    found
+}
+
 /// A workspace binary, built by `cargo build --workspace --bins` (`make test` does).
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

@@ -201,3 +201,22 @@ async fn on_a_tls_cluster_with_the_providers_ca_exactly_one_of_fifty_wins_and_an
     .await;
     refused_fast_with_503(&refusing, &gcgc(&claims("tls-cluster-wrong-ca"))).await;
 }
+
+/// Nagle off on every connection to Redis, single or cluster: with it, a
+/// command sent while the not-awaited completion of the last login is
+/// unanswered waits for that reply's ACK, a round trip added to the next
+/// login (`make bench`'s latency rows).
+#[tokio::test]
+async fn connections_to_redis_send_each_command_at_once() {
+    let single = RedisServer::start();
+    let cluster = RedisCluster::start();
+    cluster.wait_until_ok();
+    for url in [single.url(), cluster.url()] {
+        let client = shared::redis_client::RedisClient::new(&url, None).unwrap();
+        client.ping().await.unwrap();
+        let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+        let nodelay = nodelay_of_sockets_to(port);
+        assert!(!nodelay.is_empty(), "{url}: no connection found");
+        assert!(nodelay.iter().all(|on| *on), "{url}: Nagle on: {nodelay:?}");
+    }
+}
