@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use shared::clock::Rfc3339;
-use shared::db::{Database, DbError};
+use shared::db::Database;
 use shared::tokens::{ApiTokens, AuthUser};
 use shared::{ApiError, ApiJson, ApiQuery, Config, ErrorBody, Outcome, StartError};
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
@@ -249,19 +249,19 @@ async fn create(
             "at most {MAX_MEMBERS} member_ids"
         )));
     }
-    let (standing, unknown) = store::unknown_users(&db, &user, &body.member_ids).await?;
+    let (standing, created) = store::create(&db, &user, title, &body.member_ids).await?;
     // A signed-out token, or a valid one of a user that no longer exists.
     standing.check()?;
-    if !unknown.is_empty() {
-        let list: Vec<String> = unknown.iter().map(i64::to_string).collect();
-        return Err(ApiError::Unprocessable(format!(
-            "Unknown member_ids: {}",
-            list.join(", ")
-        )));
-    }
-    let conversation = store::create(&db, user.user_id, title, &body.member_ids)
-        .await
-        .map_err(store_error)?;
+    let conversation = match created {
+        store::Created::Conversation(conversation) => conversation,
+        store::Created::UnknownMembers(unknown) => {
+            let list: Vec<String> = unknown.iter().map(i64::to_string).collect();
+            return Err(ApiError::Unprocessable(format!(
+                "Unknown member_ids: {}",
+                list.join(", ")
+            )));
+        }
+    };
     let mut headers = HeaderMap::new();
     if let Ok(location) =
         HeaderValue::from_str(&format!("/api/v1/conversations/{}", conversation.id))
@@ -305,16 +305,4 @@ async fn fetch(
     let (standing, conversation) = store::get(&db, &user, id).await?;
     standing.check()?;
     Ok(ApiJson(conversation.ok_or(ApiError::NotFound)?.into()))
-}
-
-/// What a store error means to the caller of these routes.
-fn store_error(e: DbError) -> ApiError {
-    match e {
-        // A member was deleted between the check and the insert.
-        DbError::MissingReference => ApiError::Unprocessable("A member does not exist".into()),
-        DbError::InvalidData(_) => {
-            ApiError::Unprocessable("The conversation contains text that cannot be stored".into())
-        }
-        other => other.into(),
-    }
 }

@@ -1,7 +1,7 @@
 //! The conversations' queries. One query text serves PostgreSQL and the
 //! embedded SQLite, except create: one statement on PostgreSQL, a
 //! transaction on SQLite (no data-modifying CTE there). Each
-//! route is one round trip to PostgreSQL where one statement can do it;
+//! route is one statement, one round trip, to PostgreSQL;
 //! every operation is bounded in time. The statement that reads first also
 //! reads whether the caller's token still stands (signed out or not:
 //! [`shared::token_standing_sql!`]), so that check costs no round trip. The SQLite arms and statements exist
@@ -233,85 +233,59 @@ fn conversation(
     }
 }
 
-/// Whether the caller's token stands ($1 user, $2 generation, $3 jti),
-/// and which of `count` user ids ($4 ... $(count+3)) exist: one row with
-/// the standing, then one per user found (none when it does not stand).
-pub fn users_sql(count: usize) -> String {
-    let ids = if count == 0 {
-        "NULL".to_owned()
-    } else {
-        placeholders(4, count)
-    };
-    format!(
-        "SELECT s.standing, u.id FROM (SELECT {} AS standing) s \
-         LEFT JOIN users u ON s.standing = 0 AND u.id IN ({ids})",
-        token_standing_sql!("$1", "$2", "$3")
-    )
+/// What a create did: the conversation it made, or nothing, because these
+/// member ids (as the request gave them) name no user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    Conversation(Conversation),
+    UnknownMembers(Vec<i64>),
 }
 
-/// Whether the caller's token stands, and the ids among `ids` that name no
-/// user.
-pub async fn unknown_users(
-    db: &Database,
-    caller: &AuthUser,
-    ids: &[i64],
-) -> Result<Checked<Vec<i64>>, ApiError> {
-    let sql = users_sql(ids.len());
-    let rows: Vec<(i32, Option<i64>)> = bounded(async {
-        by_backend!(db,
-            postgres(pool) => pool.run(async |session| {
-                let mut typed = caller.standing_params().to_vec();
-                typed.extend(ids.iter().map(|id| (id as _, PgType::INT8)));
-                let rows = session.query(&sql, &typed).await?;
-                rows.iter()
-                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-                    .collect::<Result<Vec<_>, shared::db::PgError>>()
-            }).await.map_err(DbError::from),
-            sqlite(pool) => shared::db::run_sqlite(pool, async |conn| {
-                // Audited: `sql` holds only `$N` placeholders, never values.
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(caller.user_id)
-                    .bind(caller.generation)
-                    .bind(caller.jti.as_str());
-                for id in ids {
-                    query = query.bind(id);
-                }
-                query.fetch_all(conn).await
-            }).await.map_err(DbError::from),
-        )
-    })
-    .await
-    .map_err(ApiError::from)?;
-    let standing = Standing::from_sql(rows.first().map_or(-1, |row| row.0))?;
-    let found: Vec<i64> = rows.iter().filter_map(|row| row.1).collect();
-    let unknown = ids
-        .iter()
-        .copied()
-        .filter(|id| !found.contains(id))
-        .collect();
-    Ok((standing, unknown))
-}
-
-/// PostgreSQL: the conversation and its members in one statement (atomic
-/// on its own: one round trip, no BEGIN/COMMIT). $1 title, $2 creator,
-/// $3 now, $4 the member ids (bigint[]).
-pub const CREATE_SQL: &str = "WITH conversation AS ( \
+/// PostgreSQL: the caller's token's standing, the members that name no
+/// user and, only when the token stands and every member exists, the
+/// conversation with its members: one statement, one round trip, atomic
+/// on its own (no BEGIN/COMMIT). $1 creator, $2 generation, $3 jti,
+/// $4 title, $5 now, $6 the members, the creator among them (bigint[]).
+/// One row: the standing, the unknown members (NULL: none), the new
+/// conversation's id (NULL: nothing written).
+pub const CREATE_SQL: &str = concat!(
+    "WITH s AS (SELECT ",
+    token_standing_sql!("$1", "$2", "$3"),
+    " AS standing), \
+     unknown AS ( \
+       SELECT array_agg(w.id) AS ids FROM unnest($6::bigint[]) AS w(id) \
+       WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = w.id) \
+     ), conversation AS ( \
        INSERT INTO conversations (title, created_by, created_at, last_activity_at) \
-       VALUES ($1, $2, $3, $3) RETURNING id \
+       SELECT $4, $1, $5, $5 FROM s, unknown WHERE s.standing = 0 AND unknown.ids IS NULL \
+       RETURNING id \
      ), members AS ( \
        INSERT INTO conversation_members (conversation_id, user_id, joined_at, last_activity_at) \
-       SELECT conversation.id, member, $3, $3 FROM conversation, unnest($4::bigint[]) AS member \
+       SELECT conversation.id, member, $5, $5 FROM conversation, unnest($6::bigint[]) AS member \
      ) \
-     SELECT id FROM conversation";
+     SELECT s.standing, unknown.ids, (SELECT id FROM conversation) FROM s, unknown"
+);
 
 embedded_db_only! {
-    /// SQLite (no data-modifying CTE, no arrays): the conversation, then its
-    /// members in one multi-row INSERT, in a transaction. $1 title, $2 creator, $3 now.
+    /// SQLite (no data-modifying CTE, no arrays), in a transaction: whether
+    /// the caller's token stands ($1 user, $2 generation, $3 jti) and which
+    /// of `count` user ids ($4 ... $(count+3)) exist: one row with the
+    /// standing, then one per user found (none when it does not stand).
+    fn sqlite_users_sql(count: usize) -> String {
+        format!(
+            "SELECT s.standing, u.id FROM (SELECT {} AS standing) s \
+             LEFT JOIN users u ON s.standing = 0 AND u.id IN ({})",
+            token_standing_sql!("$1", "$2", "$3"),
+            placeholders(4, count)
+        )
+    }
+
+    /// SQLite: then the conversation, $1 title, $2 creator, $3 now.
     const SQLITE_CREATE_SQL: &str = "INSERT INTO conversations (title, created_by, created_at, last_activity_at) \
          VALUES ($1, $2, $3, $3) RETURNING id";
 
-    /// SQLite: `count` members of one conversation: $1 conversation, $2 now,
-    /// $3 ... the user ids.
+    /// SQLite: and its `count` members in one multi-row INSERT: $1
+    /// conversation, $2 now, $3 ... the user ids.
     fn sqlite_add_members_sql(count: usize) -> String {
         let rows: Vec<String> = (3..3 + count)
             .map(|i| format!("($1, ${i}, $2, $2)"))
@@ -323,39 +297,54 @@ embedded_db_only! {
     }
 }
 
-/// Creates a conversation with its members (the creator among them), atomically.
+/// Creates a conversation with its members (the creator among them),
+/// atomically, if the caller's token stands and every member is a user.
 pub async fn create(
     db: &Database,
-    creator: i64,
+    caller: &AuthUser,
     title: &str,
     member_ids: &[i64],
-) -> Result<Conversation, DbError> {
+) -> Result<Checked<Created>, ApiError> {
     let now = unix_micros();
     let mut members: Vec<i64> = member_ids.to_vec();
-    members.push(creator);
+    members.push(caller.user_id);
     members.sort_unstable();
     members.dedup();
-    let id: i64 = bounded(async {
+    // (standing, the members that name no user, the new id)
+    let (standing, unknown, id): (i32, Vec<i64>, Option<i64>) = bounded(async {
         by_backend!(db,
             postgres(pool) => pool.run(async |session| {
-                let row = session
-                    .query_one(
-                        CREATE_SQL,
-                        &[
-                            (&title, PgType::TEXT),
-                            (&creator, PgType::INT8),
-                            (&now, PgType::INT8),
-                            (&members, PgType::INT8_ARRAY),
-                        ],
-                    )
-                    .await?;
-                Ok(row.try_get(0)?)
+                let mut typed = caller.standing_params().to_vec();
+                typed.extend([
+                    (&title as _, PgType::TEXT),
+                    (&now as _, PgType::INT8),
+                    (&members as _, PgType::INT8_ARRAY),
+                ]);
+                let row = session.query_one(CREATE_SQL, &typed).await?;
+                let unknown: Option<Vec<i64>> = row.try_get(1)?;
+                Ok((row.try_get(0)?, unknown.unwrap_or_default(), row.try_get(2)?))
             }).await.map_err(DbError::from),
             sqlite(pool) => async {
                 let mut tx = pool.begin().await?;
+                // Audited: only `$N` placeholders, never values.
+                let mut check = sqlx::query_as(sqlx::AssertSqlSafe(sqlite_users_sql(members.len())))
+                    .bind(caller.user_id)
+                    .bind(caller.generation)
+                    .bind(caller.jti.as_str());
+                for member in &members {
+                    check = check.bind(member);
+                }
+                let rows: Vec<(i32, Option<i64>)> = check.fetch_all(&mut *tx).await?;
+                let standing = rows.first().map_or(-1, |row| row.0);
+                let found: Vec<i64> = rows.iter().filter_map(|row| row.1).collect();
+                let unknown: Vec<i64> =
+                    members.iter().copied().filter(|m| !found.contains(m)).collect();
+                if standing != 0 || !unknown.is_empty() {
+                    return Ok((standing, unknown, None));
+                }
                 let id: i64 = sqlx::query_scalar(SQLITE_CREATE_SQL)
                     .bind(title)
-                    .bind(creator)
+                    .bind(caller.user_id)
                     .bind(now)
                     .fetch_one(&mut *tx)
                     .await?;
@@ -367,19 +356,43 @@ pub async fn create(
                 }
                 insert.execute(&mut *tx).await?;
                 tx.commit().await?;
-                Ok(id)
+                Ok((standing, unknown, Some(id)))
             }.await.map_err(|e: sqlx::Error| DbError::from(e)),
         )
     })
-    .await?;
-    Ok(Conversation {
-        id,
-        title: title.to_owned(),
-        created_by: creator,
-        created_at: now,
-        last_activity_at: now,
-        member_ids: members,
-    })
+    .await
+    .map_err(create_error)?;
+    let standing = Standing::from_sql(standing)?;
+    let created = match id {
+        Some(id) => Created::Conversation(Conversation {
+            id,
+            title: title.to_owned(),
+            created_by: caller.user_id,
+            created_at: now,
+            last_activity_at: now,
+            member_ids: members,
+        }),
+        // As the request named them, in its order.
+        None => Created::UnknownMembers(
+            member_ids
+                .iter()
+                .copied()
+                .filter(|id| unknown.contains(id))
+                .collect(),
+        ),
+    };
+    Ok((standing, created))
+}
+
+fn create_error(e: DbError) -> ApiError {
+    match e {
+        // A member was deleted as the statement ran: its foreign key.
+        DbError::MissingReference => ApiError::Unprocessable("A member does not exist".into()),
+        DbError::InvalidData(_) => {
+            ApiError::Unprocessable("The conversation contains text that cannot be stored".into())
+        }
+        other => other.into(),
+    }
 }
 
 /// A page of the conversations the caller is a member of, newest activity

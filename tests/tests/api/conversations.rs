@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use conversations::store::Created;
 use http::StatusCode;
 use serde_json::{Value, json};
 use shared::db::Database;
-use shared::tokens::{ApiTokens, AuthUser};
+use shared::tokens::{ApiTokens, AuthUser, Standing};
 use sso_login::users::{User, upsert_user};
 use tests::services::{PgServer, TestDb};
 use tests::*;
@@ -44,7 +45,18 @@ impl Backend {
 impl Fixture {
     async fn new(backend: Backend) -> Self {
         let guard = backend.database().await;
-        let config = test_config(&guard.vars());
+        let vars: Vec<(&str, String)> = guard
+            .vars()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_owned()))
+            .collect();
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Self::on(guard, &vars).await
+    }
+
+    /// The function on `guard`'s database, reached with `vars`.
+    async fn on(guard: TestDb, vars: &[(&str, &str)]) -> Self {
+        let config = test_config(vars);
         let routes = conversations::build(&config).await.expect("build");
         let app = spawn_app(routes, &config).await;
         let db = Database::open(&config).await.expect("open");
@@ -769,10 +781,7 @@ async fn the_previous_release_works_before_and_after_migration_0002() {
         .run(&mut connection)
         .await
         .unwrap();
-    let current = conversations::store::create(&db, alice.id, "current", &[bob.id])
-        .await
-        .unwrap()
-        .id;
+    let current = create_in_store(&db, &alice, "current", &[bob.id]).await.id;
     let rolled_back = create_as_previous_release(
         &mut connection,
         "rolled back",
@@ -931,9 +940,7 @@ async fn sqlite_memberships_inserted_without_activity_get_their_conversations() 
     let alice = upsert_user(&db, "ext-alice-sqlite", None, None)
         .await
         .unwrap();
-    let newer = conversations::store::create(&db, alice.id, "newer", &[])
-        .await
-        .unwrap();
+    let newer = create_in_store(&db, &alice, "newer", &[]).await;
     // As the previous release wrote it: the members without the column.
     let older: i64 = sqlx::query_scalar(
         "INSERT INTO conversations (title, created_by, created_at, last_activity_at) \
@@ -971,6 +978,22 @@ async fn sqlite_memberships_inserted_without_activity_get_their_conversations() 
     assert_eq!(listed, [newer.id, older], "newest activity first");
 }
 
+/// A conversation `by` creates through the store, as the route does.
+async fn create_in_store(
+    db: &Database,
+    by: &User,
+    title: &str,
+    members: &[i64],
+) -> conversations::store::Conversation {
+    match conversations::store::create(db, &caller(by), title, members)
+        .await
+        .unwrap()
+    {
+        (Standing::Stands, Created::Conversation(conversation)) => conversation,
+        other => panic!("not created: {other:?}"),
+    }
+}
+
 /// The caller of the store's functions that a fresh token of `user` makes.
 fn caller(user: &User) -> AuthUser {
     AuthUser {
@@ -979,4 +1002,55 @@ fn caller(user: &User) -> AuthUser {
         generation: user.token_generation,
         exp: u64::MAX / 2,
     }
+}
+
+/// Each route is one statement, one round trip to PostgreSQL once its
+/// statement is prepared: create too, with the token's standing and the
+/// members' check in its statement; and a create refused for an unknown
+/// member writes nothing.
+#[tokio::test]
+async fn each_route_is_one_round_trip_to_postgresql() {
+    use std::sync::atomic::Ordering;
+    let guard = TestDb::postgres().await;
+    let direct = shared::db::PgTarget::parse(&guard.url, Default::default()).unwrap();
+    let direct_port = direct.port;
+    let (proxied, seen) = crate::postgres_pool::counting_proxy(direct).await;
+    // Without TLS, so that the proxy reads the messages.
+    let url = guard.url.replace(
+        &format!("127.0.0.1:{direct_port}/"),
+        &format!("127.0.0.1:{}/", proxied.port),
+    ) + "?sslmode=disable";
+    assert_ne!(url, guard.url);
+    let f = Fixture::on(guard, &[("DATABASE_URL", &url)]).await;
+    let (_, token) = f.user("alice").await;
+    let (bob, _) = f.user("bob").await;
+    let round_trips = async |request: reqwest::Response, status: StatusCode| {
+        assert_eq!(request.status(), status);
+        seen.requests.swap(0, Ordering::Relaxed)
+    };
+    // Each statement once, to prepare it on the connection.
+    let created = f.create(&token, "warm", &[bob.id]).await;
+    let id = json_of(created).await["id"].as_i64().unwrap();
+    f.create(&token, "refused", &[987654321]).await;
+    f.get(&token, "/api/v1/conversations/").await;
+    f.get(&token, &format!("/api/v1/conversations/{id}")).await;
+    seen.requests.store(0, Ordering::Relaxed);
+
+    let create = f.create(&token, "one", &[bob.id]).await;
+    assert_eq!(round_trips(create, StatusCode::CREATED).await, 1, "create");
+    let refused = f.create(&token, "unknown", &[bob.id, 987654321]).await;
+    assert_eq!(
+        round_trips(refused, StatusCode::UNPROCESSABLE_ENTITY).await,
+        1
+    );
+    let list = f.get(&token, "/api/v1/conversations/").await;
+    assert_eq!(round_trips(list, StatusCode::OK).await, 1, "list");
+    let one = f.get(&token, &format!("/api/v1/conversations/{id}")).await;
+    assert_eq!(round_trips(one, StatusCode::OK).await, 1, "get");
+
+    let titles: Vec<String> = sqlx::query_scalar("SELECT title FROM conversations ORDER BY id")
+        .fetch_all(&mut tests::services::connect(&url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(titles, ["warm", "one"], "the refused creates wrote nothing");
 }

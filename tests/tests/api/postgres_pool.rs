@@ -40,10 +40,10 @@ async fn backend_pid(pool: &PgConnectionPool) -> i32 {
 
 /// What a [`counting_proxy`] saw clients send.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     /// Sync and simple Query messages: each ends a request the client then
     /// waits for (a query, or a ping), unless it sends more first.
-    requests: AtomicUsize,
+    pub(crate) requests: AtomicUsize,
     /// Parse messages that name their statement.
     named: AtomicUsize,
     /// The startup messages' parameters.
@@ -52,7 +52,7 @@ struct Seen {
 
 /// A TCP proxy in front of the machine's PostgreSQL that counts the
 /// requests clients send and the statements they name.
-async fn counting_proxy(upstream: PgTarget) -> (PgTarget, Arc<Seen>) {
+pub(crate) async fn counting_proxy(upstream: PgTarget) -> (PgTarget, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Seen::default());
@@ -314,4 +314,16 @@ async fn a_broken_connection_makes_its_own_pool_ping_and_no_other() {
     );
     broken.close().await;
     other.close().await;
+}
+
+/// Nagle off on the pool's connections, as on Redis's: every message is a
+/// whole request, sent at once.
+#[tokio::test]
+async fn pooled_connections_send_each_request_at_once() {
+    let target = target();
+    let port = target.port;
+    let pool = pool_of(target);
+    backend_pid(&pool).await;
+    let nodelay = tests::nodelay_of_sockets_to(port);
+    assert_eq!(nodelay, [true], "the pool's one connection, without Nagle");
 }
