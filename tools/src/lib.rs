@@ -1,5 +1,8 @@
 //! Programs for developers and operators, beside the functions.
 
+pub mod lambda_cost;
+pub mod latency_proxy;
+pub mod redis_load;
 pub mod verify;
 
 /// A whole number from the environment (`name`), or `default` when unset:

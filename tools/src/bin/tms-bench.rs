@@ -7,12 +7,18 @@
 //! users of a shared machine: ratios of one run, not absolute figures, are
 //! what can be compared. Prints, never asserts.
 //!
+//! sso-login is also held to the sum of its parts (axum, its statement, its
+//! Redis commands, each alone); every route's one-connection p50 is also
+//! measured with a latency-injecting proxy in front of Redis and
+//! PostgreSQL (`tools::latency_proxy`), and priced on Lambda from it
+//! (`tools::lambda_cost`).
+//!
 //! It starts its own PostgreSQL and Redis on free ports (testkit) and the
 //! release binaries in `BENCH_BIN_DIR` (default target/release); wrk and
 //! pgbench come from the system (scripts/bench.sh installs wrk).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +28,8 @@ use serde_json::json;
 use sqlx::Connection;
 use testkit::free_port;
 use testkit::services::{PgBouncer, PgServer, RedisServer, SecretsManager};
+use tools::latency_proxy::{self, LatencyProxy};
+use tools::{lambda_cost, redis_load};
 
 const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
 const SSO_SECRET: &str = "bench-sso-secret-0123456789abcdef0123456789";
@@ -38,6 +46,21 @@ const LOGIN_USERS: u32 = 1000;
 /// GCGC tokens minted per second of a login run (each is single-use).
 const TOKENS_PER_SEC: u32 = 25_000;
 const STARTS: usize = 10;
+/// Login bodies per one-connection run (a fresh token each; more than two
+/// seconds of logins at 0.13 ms).
+const ONE_CONNECTION_TOKENS: u32 = 15_000;
+/// The published reference for a Lambda zip and its cold start.
+const MINIMAL_LAMBDA: &str = "minimal axum Lambda 0.89 MB zipped, init 18.5 ms at 512 MB arm64 \
+     (fulgurion.com, 'Rust on AWS Lambda: cold start')";
+/// The zip size each function must stay under, MiB.
+const ZIP_LIMIT_MIB: f64 = 5.0;
+/// wrk's login script: each request sends the next body of the file named
+/// after `--` (a fresh token each).
+const LOGIN_LUA: &str = "-- Each request sends the next body of the file named after `--`: a fresh token each.\n\
+     local bodies, count, at = {}, 0, 0\n\
+     function init(args)\n  for line in io.lines(args[1]) do count = count + 1; bodies[count] = line end\nend\n\
+     function request()\n  at = at % count + 1\n  \
+     return wrk.format(\"POST\", nil, {[\"Content-Type\"] = \"application/json\"}, bodies[at])\nend\n";
 const FUNCTIONS: [&str; 3] = ["health", "sso-login", "conversations"];
 
 fn main() -> anyhow::Result<()> {
@@ -116,6 +139,10 @@ struct Bench<'a> {
     budgets: Vec<(String, Load, Option<Load>)>,
     peak_rss_kib: Vec<(&'static str, u64)>,
     notes: Vec<String>,
+    /// Lines printed after the CPU table (the Lambda costs).
+    appendix: Vec<String>,
+    /// Bare axum's req/s at the load's concurrency (the /health scenario).
+    ceiling_per_sec: f64,
     tokens_minted: usize,
 }
 
@@ -163,6 +190,8 @@ impl<'a> Bench<'a> {
             budgets: Vec::new(),
             peak_rss_kib: Vec::new(),
             notes: Vec::new(),
+            appendix: Vec::new(),
+            ceiling_per_sec: f64::NAN,
             tokens_minted: 0,
         })
     }
@@ -185,6 +214,9 @@ impl<'a> Bench<'a> {
         if only("pooled") {
             self.pooled()?;
         }
+        if only("latency") {
+            self.under_latency()?;
+        }
         if only("start-up") {
             self.start_up()?;
         }
@@ -193,6 +225,9 @@ impl<'a> Bench<'a> {
         }
         self.print_table();
         self.print_budgets();
+        for line in &self.appendix {
+            println!("{line}");
+        }
         for note in &self.notes {
             println!("note: {note}");
         }
@@ -237,6 +272,7 @@ impl<'a> Bench<'a> {
         let one = wrk(&url(&health), 1, 2, &[], None, self.watch(Some(&health)))?;
         let one_ceiling = wrk(&url(&ceiling), 1, 2, &[], None, self.watch(Some(&ceiling)))?;
         self.throughput("/health req/s", function, reference, "bare axum", 0.8);
+        self.ceiling_per_sec = reference.per_sec;
         println!(
             "   one connection p50: health {:.3} ms, ceiling {:.3} ms",
             one.p50_ms, one_ceiling.p50_ms
@@ -259,14 +295,7 @@ impl<'a> Bench<'a> {
             ],
         )?;
         let url = format!("http://127.0.0.1:{}{}", sso.port, sso_login::ROUTE);
-        let script = self.write(
-            "login.lua",
-            "-- Each request sends the next body of the file named after `--`: a fresh token each.\n\
-             local bodies, count, at = {}, 0, 0\n\
-             function init(args)\n  for line in io.lines(args[1]) do count = count + 1; bodies[count] = line end\nend\n\
-             function request()\n  at = at % count + 1\n  \
-             return wrk.format(\"POST\", nil, {[\"Content-Type\"] = \"application/json\"}, bodies[at])\nend\n",
-        )?;
+        let script = self.write("login.lua", LOGIN_LUA)?;
         // The login's statement: the record of a fresh token and the upsert.
         let upsert = pgbench_sql(
             sso_login::users::LOGIN_SQL,
@@ -320,17 +349,12 @@ impl<'a> Bench<'a> {
             best = Some(best_of(best, reference, function));
         }
         let (reference, function) = best.expect("rounds");
-        self.throughput(
-            "sso-login req/s",
-            function,
-            reference,
-            "pgbench login statement",
-            0.7,
-        );
+        self.login_floor(function, reference)?;
         self.budgets
             .push(("sso-login".into(), function, Some(reference)));
+        self.login_cpu(function);
 
-        let tokens = self.tokens(5000)?;
+        let tokens = self.tokens(ONE_CONNECTION_TOKENS)?;
         let one = wrk(
             &url,
             1,
@@ -345,27 +369,90 @@ impl<'a> Bench<'a> {
         Ok(())
     }
 
+    /// sso-login's throughput against the sum of its parts, each alone at
+    /// the load's concurrency in this run: bare axum (the /health
+    /// scenario's ceiling), pgbench of its statement, and each of its Redis
+    /// commands (a Rust client, one connection per client). A login's time
+    /// on the machine is at least the sum of its parts' times.
+    fn login_floor(&mut self, function: Load, upsert: Load) -> anyhow::Result<()> {
+        let axum = self.ceiling_per_sec;
+        // A Redis database of its own, emptied after.
+        let url = format!("{}/1", self.redis.url());
+        let run = Duration::from_secs(RUN_SECS.into());
+        let (claim, complete, wrapped) = self.rt.block_on(async {
+            let clients = CONCURRENCY as usize;
+            let claims = redis_load::claims(&url, "bench-floor", clients, run).await?;
+            let (completions, wrapped) =
+                redis_load::completions(&url, "bench-floor", &claims, run).await?;
+            let mut conn = redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            let () = redis::cmd("FLUSHDB").query_async(&mut conn).await?;
+            anyhow::Ok((claims.per_sec, completions.per_sec, wrapped))
+        })?;
+        if wrapped {
+            self.notes.push(
+                "the completions' run outran the claims' keys: some completions took the script's shorter path"
+                    .into(),
+            );
+        }
+        let floor_of = |redis_secs: f64| 1.0 / (1.0 / axum + 1.0 / upsert.per_sec + redis_secs);
+        // k = 2: the claim and the completion, each at its own rate.
+        let floor = floor_of(1.0 / claim + 1.0 / complete);
+        let minimal = floor_of(1.0 / claim);
+        println!(
+            "   alone at {CONCURRENCY} connections: bare axum {axum:.0}/s, pgbench login statement {:.0}/s, \
+             SET NX PX {claim:.0}/s, EVALSHA complete {complete:.0}/s",
+            upsert.per_sec
+        );
+        println!(
+            "   sso-login {:.0}/s: {:.2} of pgbench of its statement alone; {:.2} of the minimal login's floor \
+             (one HTTP request, one Redis command, one upsert: {minimal:.0}/s)",
+            function.per_sec,
+            function.per_sec / upsert.per_sec,
+            function.per_sec / minimal
+        );
+        let reference = Load {
+            per_sec: floor,
+            ..upsert
+        };
+        self.throughput(
+            "sso-login req/s",
+            function,
+            reference,
+            "its parts: axum, upsert, SET NX, EVALSHA",
+            0.85,
+        );
+        Ok(())
+    }
+
+    /// The function's own CPU per login against its CPU per /health
+    /// request, both from this run's best load runs.
+    fn login_cpu(&mut self, login: Load) {
+        let Some(health) = self
+            .budgets
+            .iter()
+            .find_map(|(name, function, _)| (name == "/health").then_some(*function))
+        else {
+            return;
+        };
+        let (per_login, per_health) = (function_cpu_us(&login), function_cpu_us(&health));
+        self.rows.push(Row {
+            figure: "sso-login: function CPU per login / per /health".into(),
+            function: format!("{per_login:.1} us"),
+            reference: format!("{per_health:.1} us (its CPU per /health request)"),
+            ratio: per_login / per_health,
+            target: Target::AtMost(3.0),
+        });
+    }
+
     /// What `DATABASE_POOLER=transaction` costs: the conversations list
     /// through a PgBouncer in transaction mode (unnamed statements, the
     /// timeout in a transaction of its own, one round trip) against the
     /// same function connected directly (prepared statements).
     fn pooled(&mut self) -> anyhow::Result<()> {
         println!("== conversations list through PgBouncer (transaction mode) against direct");
-        // A database of its own, with the conversations scenario's data.
-        let pg_url = format!(
-            "postgres://postgres@127.0.0.1:{}/bench_pooled",
-            self.pg.port
-        );
-        let data = self.rt.block_on(async {
-            let mut admin = sqlx::PgConnection::connect(&self.pg.url()).await?;
-            sqlx::query("CREATE DATABASE bench_pooled")
-                .execute(&mut admin)
-                .await?;
-            let db = shared::db::Database::open_postgres(&pg_url, 1)?;
-            db.migrate().await?;
-            db.close().await;
-            conversations_data(&pg_url).await
-        })?;
+        let (pg_url, data) = self.database_with_conversations("bench_pooled")?;
         let bouncer = PgBouncer::start("127.0.0.1", self.pg.port, "postgres", CONCURRENCY);
         let pooled_url = bouncer.url_for(&pg_url);
         let direct = self.serve("conversations", &[("DATABASE_URL", &pg_url)])?;
@@ -443,6 +530,163 @@ impl<'a> Bench<'a> {
         Ok(())
     }
 
+    /// One connection with a network between the functions and their
+    /// stores: a proxy adding `BENCH_LATENCY_MS` (0.5 ms) each way in
+    /// front of Redis and of PostgreSQL, and each function started twice,
+    /// once pointed at the stores and once at the proxies. Each route's p50
+    /// against /health's p50 plus its critical path's round trips.
+    fn under_latency(&mut self) -> anyhow::Result<()> {
+        let delay = latency_proxy::delay_from_env(0.5)?;
+        let each_way = delay.as_secs_f64() * 1000.0;
+        println!(
+            "== one connection, {each_way:.2} ms added each way in front of Redis and PostgreSQL"
+        );
+        let to = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let (redis_proxy, pg_proxy) = self.rt.block_on(async {
+            anyhow::Ok((
+                LatencyProxy::start(to(self.redis.port), delay).await?,
+                LatencyProxy::start(to(self.pg.port), delay).await?,
+            ))
+        })?;
+        let (direct, through) = self
+            .rt
+            .block_on(ping_p50s(self.redis.port, redis_proxy.port))?;
+        let rtt = through - direct;
+        println!(
+            "   round trip the proxy adds: {rtt:.3} ms (Redis PING p50 through it {through:.3} ms, direct {direct:.3} ms)"
+        );
+        let (_, data) = self.database_with_conversations("bench_latency")?;
+        let near = self.route_p50s((self.redis.port, self.pg.port), &data)?;
+        let far = self.route_p50s((redis_proxy.port, pg_proxy.port), &data)?;
+        println!(
+            "   /health p50: {:.3} ms with the proxies, {:.3} ms without",
+            far.health, near.health
+        );
+        for (route, loopback, with_latency, trips) in [
+            ("sso-login", near.login, far.login, 2.0),
+            ("conversations list", near.list, far.list, 1.0),
+            ("conversations create", near.create, far.create, 1.0),
+        ] {
+            let bound = far.health + trips * rtt + 0.3;
+            self.rows.push(Row {
+                figure: format!("{route} p50, 1 conn., +{each_way} ms each way"),
+                function: format!("{with_latency:.3} ms"),
+                reference: format!(
+                    "{bound:.3} ms (health {:.3} + {trips} x RTT {rtt:.3} + 0.3); loopback {loopback:.3} ms",
+                    far.health
+                ),
+                ratio: with_latency / bound,
+                target: Target::AtMost(1.0),
+            });
+        }
+        self.lambda_costs(&far, each_way);
+        Ok(())
+    }
+
+    /// Each route's one-connection p50 with the functions pointed at Redis
+    /// and PostgreSQL on these ports (the stores, or proxies in front).
+    fn route_p50s(
+        &mut self,
+        (redis, pg): (u16, u16),
+        data: &ConversationsData,
+    ) -> anyhow::Result<RouteP50s> {
+        let main_db = format!("postgres://postgres@127.0.0.1:{pg}/postgres");
+        let conversations_db = format!("postgres://postgres@127.0.0.1:{pg}/bench_latency");
+        let redis = format!("redis://127.0.0.1:{redis}");
+        let stores = [("DATABASE_URL", main_db.as_str()), ("REDIS_URL", &redis)];
+        let health = self.serve("health", &stores)?;
+        let sso = self.serve(
+            "sso-login",
+            &[stores[0], stores[1], ("SSO_JWT_SECRET", SSO_SECRET)],
+        )?;
+        let conv = self.serve("conversations", &[("DATABASE_URL", &conversations_db)])?;
+        let (login_script, create_script) = (
+            self.write("login.lua", LOGIN_LUA)?,
+            self.create_script(data)?,
+        );
+        let bearer = |user| {
+            format!(
+                "Authorization: Bearer {}",
+                testkit::tokens::api_token(JWT_SECRET, user)
+            )
+        };
+        let at = |s: &Served, path: &str| format!("http://127.0.0.1:{}{path}", s.port);
+        let conversations = at(&conv, "/api/v1/conversations");
+        Ok(RouteP50s {
+            health: self.one_connection(
+                "/health",
+                &at(&health, "/health"),
+                &[],
+                None,
+                false,
+                &health,
+            )?,
+            login: self.one_connection(
+                "sso-login",
+                &at(&sso, sso_login::ROUTE),
+                &[],
+                Some(&login_script),
+                true,
+                &sso,
+            )?,
+            list: self.one_connection(
+                "conversations list",
+                &format!("{conversations}?limit=20"),
+                &[bearer(data.lister)],
+                None,
+                false,
+                &conv,
+            )?,
+            create: self.one_connection(
+                "conversations create",
+                &conversations,
+                &[bearer(data.creator)],
+                Some(&create_script),
+                false,
+                &conv,
+            )?,
+        })
+    }
+
+    /// What each route costs per million invocations on Lambda (arm64), at
+    /// the wall time it took with the injected latency: at 128 MB and at
+    /// template.yaml's memory size for its function.
+    fn lambda_costs(&mut self, far: &RouteP50s, each_way: f64) {
+        let template = std::fs::read_to_string("template.yaml").unwrap_or_default();
+        let mut lines = vec![
+            String::new(),
+            format!(
+                "Lambda cost per million requests (arm64) at the one-connection p50 with {each_way} ms each way \
+                 (a client's wall time: at least the invocation's), billed rounded up to 1 ms; \
+                 ${} per GB-s, ${:.2} per million requests ({})",
+                lambda_cost::ARM64_USD_PER_GB_SECOND,
+                lambda_cost::USD_PER_MILLION_REQUESTS,
+                lambda_cost::PRICE_SOURCE
+            ),
+            format!(
+                "{:<22} | {:>9} | {:>6} | {:>10} | {:>22}",
+                "route", "p50", "billed", "128 MB", "template.yaml's memory"
+            ),
+        ];
+        for (route, function, wall) in [
+            ("/health", "health", far.health),
+            ("sso-login", "sso-login", far.login),
+            ("conversations list", "conversations", far.list),
+            ("conversations create", "conversations", far.create),
+        ] {
+            let at_template = match lambda_cost::template_memory_mb(&template, function) {
+                Some(mb) => format!("${:.4} at {mb} MB", lambda_cost::usd_per_million(wall, mb)),
+                None => "no MemorySize read".into(),
+            };
+            lines.push(format!(
+                "{route:<22} | {wall:>6.3} ms | {:>3} ms | {:>10} | {at_template:>22}",
+                lambda_cost::billed_ms(wall),
+                format!("${:.4}", lambda_cost::usd_per_million(wall, 128)),
+            ));
+        }
+        self.appendix.extend(lines);
+    }
+
     fn conversations(&mut self, health_p50: f64) -> anyhow::Result<()> {
         println!("== conversations against pgbench of their queries");
         let pg_url = self.pg.url();
@@ -478,13 +722,7 @@ impl<'a> Bench<'a> {
                 data.lister
             ),
         )?;
-        let create_body = json!({ "title": "bench", "member_ids": data.others }).to_string();
-        let create_script = self.write(
-            "create.lua",
-            &format!(
-                "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{create_body}'\n"
-            ),
-        )?;
+        let create_script = self.create_script(&data)?;
         let create_reference = self.write("create.sql", &create_sql(&data))?;
 
         wrk(
@@ -610,6 +848,7 @@ impl<'a> Bench<'a> {
                 ("REDIS_URL", redis_url.clone()),
                 ("SSO_JWT_SECRET", SSO_SECRET.into()),
             ];
+            let mut without_secrets = f64::NAN;
             for with_secrets in [false, true] {
                 if with_secrets && name != "health" {
                     continue;
@@ -631,7 +870,23 @@ impl<'a> Bench<'a> {
                 } else {
                     "first answer"
                 };
-                self.limit(&format!("{name}: start to {what}, HTTP{suffix}"), http, 5.0);
+                let figure = format!("{name}: start to {what}, HTTP{suffix}");
+                if with_secrets {
+                    // The start without secrets, plus moto's own answer, plus 1 ms.
+                    let bound = without_secrets + moto_ms + 1.0;
+                    self.rows.push(Row {
+                        figure,
+                        function: format!("{http:.2} ms"),
+                        reference: format!(
+                            "{bound:.2} ms (without {without_secrets:.2} + moto {moto_ms:.2} + 1)"
+                        ),
+                        ratio: http / bound,
+                        target: Target::AtMost(1.0),
+                    });
+                } else {
+                    without_secrets = http;
+                    self.limit(&figure, http, 5.0);
+                }
                 let lambda = median((0..STARTS).map(|_| self.first_lambda_next(name, &vars)))?;
                 self.limit(
                     &format!("{name}: Lambda init to first /next{suffix}"),
@@ -644,23 +899,14 @@ impl<'a> Bench<'a> {
     }
 
     fn sizes_and_memory(&mut self) -> anyhow::Result<()> {
-        println!("== sizes");
+        println!("== sizes (reference: {MINIMAL_LAMBDA})");
         for name in FUNCTIONS {
             let binary = self.bin_dir.join(name);
             let bytes = std::fs::read(&binary)?;
-            let zip = PathBuf::from(format!("dist/lambda/{name}/bootstrap.zip"));
-            let zip = match std::fs::metadata(&zip) {
-                Ok(m) => format!(
-                    "{:.2} MiB (arm64 Lambda zip, {})",
-                    mib(m.len()),
-                    zip.display()
-                ),
-                Err(_) => "no arm64 Lambda zip (make build-lambda builds it)".into(),
-            };
             // SQLite's file header string: in a binary that links SQLite.
             let sqlite = bytes.windows(15).any(|w| w == b"SQLite format 3");
             println!(
-                "   {name:>14}: binary {:.2} MiB{}; {zip}",
+                "   {name:>14}: binary {:.2} MiB{}",
                 mib(bytes.len() as u64),
                 if sqlite {
                     " (links SQLite: not a deploy build)"
@@ -668,38 +914,17 @@ impl<'a> Bench<'a> {
                     ""
                 }
             );
-            // What each crate costs: read from the same code with its symbols
-            // (`make profile` builds it; the release binaries are stripped).
-            // Only when that build is as new as the binary measured here.
-            let with_symbols = PathBuf::from(format!("target/profiling/{name}"));
-            let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-            let current = matches!(
-                (modified(&with_symbols), modified(&binary)),
-                (Some(profiled), Some(measured)) if profiled >= measured
-            );
-            let crates = current
-                .then(|| {
-                    Command::new("scripts/crate-sizes.py")
-                        .arg(&with_symbols)
-                        .arg("10")
-                        .output()
-                        .ok()
-                })
-                .flatten()
-                .filter(|out| out.status.success());
-            match crates {
-                Some(out) => println!(
-                    "   {name:>14}: {} ({}, {})",
-                    String::from_utf8_lossy(&out.stdout)
-                        .trim_end()
-                        .replace('\n', "\n                   "),
-                    std::env::consts::ARCH,
-                    with_symbols.display()
-                ),
-                None => println!(
-                    "   {name:>14}: code by crate: run make profile after this build (it keeps the symbols)"
-                ),
-            }
+            let Some((zip_bytes, what)) = self.lambda_zip(name)? else {
+                continue;
+            };
+            self.rows.push(Row {
+                figure: format!("{name}: Lambda zip ({what})"),
+                function: format!("{:.2} MiB", mib(zip_bytes)),
+                reference: format!("{ZIP_LIMIT_MIB:.0} MiB (minimal axum Lambda: 0.89 MB)"),
+                ratio: mib(zip_bytes) / ZIP_LIMIT_MIB,
+                target: Target::AtMost(1.0),
+            });
+            print_crates(name, &binary);
         }
         for (name, kib) in self.peak_rss_kib.clone() {
             self.rows.push(Row {
@@ -714,6 +939,119 @@ impl<'a> Bench<'a> {
     }
 
     // ---- helpers ---------------------------------------------------------
+
+    /// A function's Lambda zip: the arm64 deploy build's (`make
+    /// build-lambda`) when there is one, else this build's binary, stripped
+    /// and zipped here: an approximation (x86_64 code, and this build's
+    /// features). Its size and what it is.
+    fn lambda_zip(&mut self, name: &str) -> anyhow::Result<Option<(u64, &'static str)>> {
+        let target_dir = self.bin_dir.parent().unwrap_or(Path::new("target"));
+        let built = [
+            PathBuf::from(format!("dist/lambda/{name}/bootstrap.zip")),
+            target_dir.join("lambda").join(name).join("bootstrap.zip"),
+        ];
+        if let Some((zip, meta)) = built
+            .iter()
+            .find_map(|zip| Some((zip, std::fs::metadata(zip).ok()?)))
+        {
+            println!("   {name:>14}: arm64 Lambda zip {}", zip.display());
+            return Ok(Some((meta.len(), "arm64")));
+        }
+        let dir = self.work.join(format!("zip-{name}"));
+        std::fs::create_dir_all(&dir)?;
+        let bootstrap = dir.join("bootstrap");
+        std::fs::copy(self.bin_dir.join(name), &bootstrap)?;
+        // The release profile strips already; `strip` makes sure.
+        let _ = Command::new("strip").arg(&bootstrap).status();
+        let zip = dir.join("bootstrap.zip");
+        let zipped = Command::new("zip")
+            .args(["-q", "-j"])
+            .arg(&zip)
+            .arg(&bootstrap)
+            .status();
+        if !zipped.is_ok_and(|status| status.success()) {
+            self.notes.push(format!(
+                "{name}: no zip size: `zip` failed or is missing (apt-get install zip)"
+            ));
+            return Ok(None);
+        }
+        println!(
+            "   {name:>14}: no arm64 Lambda zip (make build-lambda builds it): this build's binary, stripped and zipped"
+        );
+        Ok(Some((
+            std::fs::metadata(&zip)?.len(),
+            "x86_64 approximation",
+        )))
+    }
+
+    /// A database of its own on the bench's PostgreSQL, migrated, with the
+    /// conversations scenario's data: its URL.
+    fn database_with_conversations(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<(String, ConversationsData)> {
+        let url = format!("postgres://postgres@127.0.0.1:{}/{name}", self.pg.port);
+        let data = self.rt.block_on(async {
+            let mut admin = sqlx::PgConnection::connect(&self.pg.url()).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut admin)
+                .await?;
+            let db = shared::db::Database::open_postgres(&url, 1)?;
+            db.migrate().await?;
+            db.close().await;
+            conversations_data(&url).await
+        })?;
+        Ok((url, data))
+    }
+
+    /// wrk's script for conversations' create: the same body each time.
+    fn create_script(&self, data: &ConversationsData) -> anyhow::Result<PathBuf> {
+        let body = json!({ "title": "bench", "member_ids": data.others }).to_string();
+        self.write(
+            "create.lua",
+            &format!(
+                "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{body}'\n"
+            ),
+        )
+    }
+
+    /// wrk from one connection: a second to warm up, then two measured; the
+    /// p50 (ms). `fresh_tokens`: each run gets login bodies of its own.
+    fn one_connection(
+        &mut self,
+        what: &str,
+        url: &str,
+        headers: &[String],
+        script: Option<&Path>,
+        fresh_tokens: bool,
+        served: &Served,
+    ) -> anyhow::Result<f64> {
+        let mut last = None;
+        for secs in [1, 2] {
+            let arg = if fresh_tokens {
+                self.tokens(ONE_CONNECTION_TOKENS)?
+            } else {
+                PathBuf::new()
+            };
+            let watch = self.watch(Some(served));
+            last = Some(wrk(
+                url,
+                1,
+                secs,
+                headers,
+                script.map(|s| (s, &arg)),
+                watch,
+            )?);
+        }
+        let load = last.expect("runs");
+        if load.failed > 0 {
+            self.notes.push(format!(
+                "{what}: {} of {} answers were not 2xx",
+                load.failed, load.done
+            ));
+        }
+        Ok(load.p50_ms)
+    }
 
     /// Runs a reference and a function load alternately, keeps the best of each.
     fn pair(
@@ -1017,6 +1355,41 @@ fn best_of(best: Option<(Load, Load)>, reference: Load, function: Load) -> (Load
     }
 }
 
+/// What each crate costs: read from the same code with its symbols (`make
+/// profile` builds it; the release binaries are stripped), only when that
+/// build is as new as the binary measured here.
+fn print_crates(name: &str, binary: &Path) {
+    let with_symbols = PathBuf::from(format!("target/profiling/{name}"));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let current = matches!(
+        (modified(&with_symbols), modified(binary)),
+        (Some(profiled), Some(measured)) if profiled >= measured
+    );
+    let crates = current
+        .then(|| {
+            Command::new("scripts/crate-sizes.py")
+                .arg(&with_symbols)
+                .arg("10")
+                .output()
+                .ok()
+        })
+        .flatten()
+        .filter(|out| out.status.success());
+    match crates {
+        Some(out) => println!(
+            "   {name:>14}: {} ({}, {})",
+            String::from_utf8_lossy(&out.stdout)
+                .trim_end()
+                .replace('\n', "\n                   "),
+            std::env::consts::ARCH,
+            with_symbols.display()
+        ),
+        None => println!(
+            "   {name:>14}: code by crate: run make profile after this build (it keeps the symbols)"
+        ),
+    }
+}
+
 /// Whether `scenario` runs: `BENCH_ONLY` (e.g. `login,conversations`)
 /// narrows a run to some scenarios, for a quick look while changing them.
 fn only(scenario: &str) -> bool {
@@ -1056,17 +1429,11 @@ fn pgbench_sql(sql: &str, params: &[&str]) -> String {
     text
 }
 
-/// Conversations' create as the function sends it: the users check, then
-/// the conversation with its members in one statement.
+/// Conversations' create as the function sends it: one statement (the
+/// token's standing, the members' check, the conversation and its members).
 fn create_sql(data: &ConversationsData) -> String {
-    let mut ids: Vec<i64> = data.others.clone();
-    ids.push(data.creator);
-    // The caller's token's standing ($1 user, $2 generation, $3 jti), then
-    // the members it names.
-    let mut texts: Vec<String> = vec![data.creator.to_string(), "0".into(), BENCH_JTI.into()];
-    texts.extend(data.others.iter().map(i64::to_string));
-    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let mut members = ids.clone();
+    let mut members: Vec<i64> = data.others.clone();
+    members.push(data.creator);
     members.sort_unstable();
     let array = format!(
         "'{{{}}}'",
@@ -1076,12 +1443,12 @@ fn create_sql(data: &ConversationsData) -> String {
             .collect::<Vec<_>>()
             .join(",")
     );
+    // $1 creator, $2 generation, $3 jti, $4 title, $5 now, $6 members.
+    let creator = data.creator.to_string();
     let mut script = String::from("\\set now 1764000000000000\n");
-    script += &pgbench_sql(&store::users_sql(data.others.len()), &texts);
-    script += ";\n";
     script += &pgbench_sql(
         store::CREATE_SQL,
-        &["'bench'", &data.creator.to_string(), ":now", &array],
+        &[&creator, "0", BENCH_JTI, "'bench'", ":now", &array],
     );
     script += ";\n";
     script
@@ -1202,8 +1569,8 @@ async fn p50(
 }
 
 /// A login's own round trips, each alone from one connection: the claim
-/// (`SET NX PX`), the completion (a Lua compare-and-set of the same shape,
-/// by EVALSHA), the upsert.
+/// (`SET NX PX`), the completion (sso-login's compare-and-set script, by
+/// EVALSHA), the upsert.
 async fn login_round_trips(pg_url: &str, redis_url: &str) -> anyhow::Result<(f64, String)> {
     let redis = redis::Client::open(redis_url)?;
     let mut conn = redis.get_multiplexed_async_connection().await?;
@@ -1219,17 +1586,15 @@ async fn login_round_trips(pg_url: &str, redis_url: &str) -> anyhow::Result<(f64
         Ok(())
     })
     .await?;
-    let complete_script = redis::Script::new(
-        r#"if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
-local age = 60000 - redis.call("PTTL", KEYS[1])
-redis.call("SET", KEYS[1], ARGV[2], "EX", 3600)
-return 1"#,
-    );
+    let complete_script = redis::Script::new(redis_load::COMPLETE_SCRIPT);
     let complete = p50(500, async |i| {
         let _: i64 = complete_script
             .key(format!("bench-alone:{i}"))
             .arg("pending:x")
             .arg("done:x")
+            .arg(redis_load::PENDING_TTL_MS)
+            .arg(redis_load::PENDING_TTL_MS)
+            .arg(3600)
             .invoke_async(&mut conn)
             .await?;
         Ok(())
@@ -1259,6 +1624,30 @@ return 1"#,
         claim + complete + upsert,
         format!("SET NX {claim:.3} + EVALSHA {complete:.3} + record and upsert {upsert:.3}"),
     ))
+}
+
+/// Each route's one-connection p50 (ms).
+struct RouteP50s {
+    health: f64,
+    login: f64,
+    list: f64,
+    create: f64,
+}
+
+/// p50 of a Redis PING (ms) on the store's port and on its proxy's.
+async fn ping_p50s(direct: u16, proxied: u16) -> anyhow::Result<(f64, f64)> {
+    let mut p50s = [0.0; 2];
+    for (p, port) in p50s.iter_mut().zip([direct, proxied]) {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))?
+            .get_multiplexed_async_connection()
+            .await?;
+        *p = p50(500, async |_| {
+            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+            Ok(())
+        })
+        .await?;
+    }
+    Ok((p50s[0], p50s[1]))
 }
 
 /// A row of [`store::LIST_SQL`]: the token's standing, then a conversation
@@ -1572,6 +1961,11 @@ fn machine_busy_ticks() -> u64 {
         .collect();
     let total: u64 = v.iter().take(8).sum();
     total - v.get(3).unwrap_or(&0) - v.get(4).unwrap_or(&0)
+}
+
+/// The function's CPU per request of a load run, in µs.
+fn function_cpu_us(load: &Load) -> f64 {
+    load.cpu.function as f64 * 1e6 / clock_ticks_per_sec() / load.done.max(1) as f64
 }
 
 fn clock_ticks_per_sec() -> f64 {
