@@ -92,7 +92,7 @@ async fn fetch(
     let mut sdk = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if reaches_aws_over_plain_http(vars) {
         // No TLS, so no trust store: loading the platform's roots (every
-        // file of /etc/ssl/certs) costs ~2.5 ms of start-up (BENCHMARKS.md).
+        // file of /etc/ssl/certs) costs ~2.5 ms of start-up (docs/benchmarks/history.md).
         sdk = sdk.http_client(aws_smithy_http_client::Builder::new().build_http());
     }
     let sdk = sdk.load().await;
@@ -133,31 +133,49 @@ async fn fetch(
             .ok_or_else(|| ConfigError::new(arn_var, "the secret has no SecretString"))?;
         Ok::<_, ConfigError>(Some(value.to_owned()))
     };
-    for (arn_var, target) in wanted {
+    for &(arn_var, target) in &wanted {
         if is_set(vars, target) {
             return Err(ConfigError::new(
                 arn_var,
                 format!("set either {arn_var} or {target}, not both"),
             ));
         }
-        let arn = vars[arn_var].trim().to_owned();
-        let value = read(arn_var, &arn, "AWSCURRENT", false)
-            .await?
-            .expect("a required version exists or is an error");
+    }
+    // Every version at once: start-up waits for one answer, not for one
+    // after the other (JWT_SECRET_ARN alone is three: its rotation).
+    let reads = wanted.iter().map(async |&(arn_var, target)| {
+        let arn = vars[arn_var].trim();
+        let rotation = async {
+            if target != "JWT_SECRET" {
+                return Ok(Vec::new());
+            }
+            let stages = ROTATION_STAGES.map(|stage| read(arn_var, arn, stage, true));
+            futures_util::future::try_join_all(stages).await
+        };
+        let (current, rotation) =
+            futures_util::future::try_join(read(arn_var, arn, "AWSCURRENT", false), rotation)
+                .await?;
+        let current = current.expect("a required version exists or is an error");
+        Ok::<_, ConfigError>((target, current, rotation))
+    });
+    // In the order of SECRET_VARIABLES, the first error of that order.
+    let results = futures_util::future::join_all(reads).await;
+    for result in results {
+        let (target, value, rotation) = result?;
         if target == "JWT_SECRET" {
-            let mut rotation = Vec::new();
-            for stage in ROTATION_STAGES {
-                if let Some(key) = read(arn_var, &arn, stage, true).await?
-                    && key != value
-                {
-                    rotation.push(key);
+            let rotation: Vec<String> = ROTATION_STAGES
+                .iter()
+                .zip(rotation)
+                .filter_map(|(stage, key)| {
+                    let key = key.filter(|key| *key != value)?;
                     tracing::info!(
                         variable = "JWT_PREVIOUS_SECRETS",
                         stage,
                         "read from AWS Secrets Manager"
                     );
-                }
-            }
+                    Some(key)
+                })
+                .collect();
             add_previous_secrets(vars, rotation);
         }
         vars.insert(target.to_owned(), value);

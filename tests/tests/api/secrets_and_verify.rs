@@ -322,3 +322,85 @@ async fn a_login_through_the_lambda_runtime_api_keeps_its_status() {
     let body: Value = serde_json::from_str(second["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["detail"], "Token has already been used");
 }
+
+/// A TCP gate in front of `upstream`: each new connection's first bytes
+/// (a request) are held until `expected` connections are waiting at once,
+/// or for at most `wait`; then everything flows. Returns its address and
+/// the most requests that waited at once.
+async fn gate(
+    upstream: String,
+    expected: usize,
+    wait: std::time::Duration,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let arrived = Arc::new(AtomicUsize::new(0)); // waiting now
+    let held_at_once = Arc::new(AtomicUsize::new(0));
+    let (open, _) = tokio::sync::watch::channel(false);
+    let open = Arc::new(open);
+    let (arrived_, held_) = (Arc::clone(&arrived), Arc::clone(&held_at_once));
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (arrived, held, open, upstream) = (
+                Arc::clone(&arrived_),
+                Arc::clone(&held_),
+                Arc::clone(&open),
+                upstream.clone(),
+            );
+            tokio::spawn(async move {
+                let mut first = vec![0u8; 65536];
+                let Ok(n @ 1..) = client.read(&mut first).await else {
+                    return;
+                };
+                let waiting = arrived.fetch_add(1, Ordering::SeqCst) + 1;
+                held.fetch_max(waiting, Ordering::SeqCst);
+                if waiting >= expected {
+                    open.send_replace(true);
+                }
+                let mut opened = open.subscribe();
+                let _ = tokio::time::timeout(wait, opened.wait_for(|open| *open)).await;
+                open.send_replace(true);
+                arrived.fetch_sub(1, Ordering::SeqCst);
+                let mut server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                server.write_all(&first[..n]).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (address, held_at_once)
+}
+
+/// Start-up reads its secrets at once, not one after another: every
+/// version it needs (JWT_SECRET_ARN's three: current, previous, pending;
+/// the SSO secret's one) is asked for before the first answer comes, so a
+/// start waits for one round trip to Secrets Manager, not four.
+#[tokio::test]
+async fn start_up_asks_for_every_secret_at_once() {
+    let (sm, vars) = secrets_manager_holding(&[
+        ("JWT_SECRET_ARN", SM_JWT_SECRET),
+        ("SSO_JWT_SECRET_ARN", SM_SSO_SECRET),
+    ])
+    .await;
+    let upstream = sm.aws_vars()[0].1.trim_start_matches("http://").to_owned();
+    let (gate_url, held_at_once) = gate(upstream, 4, std::time::Duration::from_secs(2)).await;
+    let mut vars: Vec<(&str, &str)> = vars
+        .iter()
+        .filter(|(k, _)| *k != "AWS_ENDPOINT_URL")
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    vars.push(("AWS_ENDPOINT_URL", &gate_url));
+    // The function binary: the test crate's own build has no AWS SDK.
+    let (process, base) = start_function("health", &vars).await;
+    let r = client().get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let logs = process.stop().await;
+    assert!(logs.contains("read from AWS Secrets Manager"), "{logs}");
+    assert_eq!(
+        held_at_once.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "the four reads were sent together"
+    );
+}
