@@ -271,14 +271,19 @@ async fn sign_out_everywhere(
 
 /// Why a login failed, kept apart up to the response so that each failure
 /// has both its status (`From<LoginError> for ApiError`) and its outcome.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum LoginError {
-    Verify(VerifyError),
-    Claim(ClaimError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
     /// Used, by the database's record of logins (Redis had lost the mark).
+    #[error("used, per the database's record of logins")]
     UsedPerDatabase,
+    #[error(transparent)]
     User(DbError),
-    Other(ApiError),
+    #[error(transparent)]
+    Other(#[from] ApiError),
 }
 
 impl LoginError {
@@ -299,24 +304,6 @@ impl LoginError {
 impl IntoResponse for LoginError {
     fn into_response(self) -> Response {
         (self.outcome(), ApiError::from(self)).into_response()
-    }
-}
-
-impl From<VerifyError> for LoginError {
-    fn from(e: VerifyError) -> Self {
-        Self::Verify(e)
-    }
-}
-
-impl From<ClaimError> for LoginError {
-    fn from(e: ClaimError) -> Self {
-        Self::Claim(e)
-    }
-}
-
-impl From<ApiError> for LoginError {
-    fn from(e: ApiError) -> Self {
-        Self::Other(e)
     }
 }
 
