@@ -8,7 +8,7 @@
 //! only in builds with the embedded database ([`by_backend!`]).
 
 use shared::clock::unix_micros;
-use shared::db::{Database, DbError, PgRow, PgToSql, PgType, bounded, placeholders};
+use shared::db::{Database, DbError, PgRow, PgToSql, PgType, bounded};
 use shared::tokens::{AuthUser, Standing};
 use shared::{ApiError, by_backend, embedded_db_only, token_standing_sql};
 
@@ -276,7 +276,7 @@ embedded_db_only! {
             "SELECT s.standing, u.id FROM (SELECT {} AS standing) s \
              LEFT JOIN users u ON s.standing = 0 AND u.id IN ({})",
             token_standing_sql!("$1", "$2", "$3"),
-            placeholders(4, count)
+            shared::db::placeholders(4, count)
         )
     }
 
