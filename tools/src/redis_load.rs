@@ -8,22 +8,13 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
-/// The claim's pending TTL (sso-login's `replay::PENDING_TTL`), ms.
-pub const PENDING_TTL_MS: u64 = 60_000;
+/// The claim's pending TTL, ms.
+pub const PENDING_TTL_MS: u64 = sso_login::replay::PENDING_TTL.as_millis() as u64;
 
-/// The completion as sso-login sends it by EVALSHA (the `COMPLETE` script
-/// of functions/sso-login/src/replay.rs, the same text): compare, measure
-/// the claim's age, set the done mark. KEYS[1] key; ARGV: pending value,
-/// done value, pending TTL (ms), budget (ms), full TTL (s).
-pub const COMPLETE_SCRIPT: &str = r#"
-local held = redis.call("GET", KEYS[1])
-if held == ARGV[2] then return 1 end
-if held ~= ARGV[1] then return 0 end
-local age = tonumber(ARGV[3]) - redis.call("PTTL", KEYS[1])
-if age > tonumber(ARGV[4]) then return 0 end
-redis.call("SET", KEYS[1], ARGV[2], "EX", ARGV[5])
-return 1
-"#;
+/// The completion as sso-login sends it by EVALSHA: compare, measure the
+/// claim's age, set the done mark. KEYS[1] key; ARGV: pending value, done
+/// value, pending TTL (ms), budget (ms), full TTL (s).
+pub use sso_login::replay::COMPLETE as COMPLETE_SCRIPT;
 
 /// One load run of a command: its rate, and how many each client sent.
 pub struct Run {
