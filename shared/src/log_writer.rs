@@ -3,7 +3,7 @@
 //! lock; only the first line after a write wakes the thread), and the thread
 //! writes whatever has gathered [`WRITE_EVERY`] after that first line
 //! (sooner once [`WRITE_AT_BYTES`] have gathered) in one `write`. Waking the thread for each line cost a futex
-//! call and a context switch per request (BENCHMARKS.md). Never lossy: past
+//! call and a context switch per request (docs/benchmarks/history.md). Never lossy: past
 //! [`QUEUED_BYTES`] a logging request waits for the thread. Used where an
 //! instance is not frozen right after its response (FC, local); Lambda
 //! writes each line before answering.
