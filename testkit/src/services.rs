@@ -164,11 +164,20 @@ pub fn uuid_simple() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// Sends a signal to a process, or to a process group when `pid` is negative.
+/// Sends a signal (`"STOP"`, `"CONT"`, `"TERM"`, `"KILL"`, `"INT"`,
+/// `"QUIT"`) to a process, or to a process group when `pid` is negative.
 pub fn signal(pid: i32, sig: &str) {
-    let _ = Command::new("kill")
-        .args([format!("-{sig}"), "--".into(), pid.to_string()])
-        .status();
+    let number = match sig {
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "TERM" => libc::SIGTERM,
+        "KILL" => libc::SIGKILL,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        other => panic!("signal {other} is not one the tests send"),
+    };
+    // SAFETY: kill(2) takes plain integers; a process already gone is ESRCH.
+    unsafe { libc::kill(pid, number) };
 }
 
 fn find_binary(name: &str, dirs: &[PathBuf]) -> PathBuf {
@@ -178,10 +187,8 @@ fn find_binary(name: &str, dirs: &[PathBuf]) -> PathBuf {
             return candidate;
         }
     }
-    if let Ok(out) = Command::new("which").arg(name).output()
-        && out.status.success()
-    {
-        return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if let Ok(path) = which::which(name) {
+        return path;
     }
     panic!(
         "{name} not found: scripts/services.sh installs it (apt-get install postgresql redis-server)"
@@ -203,27 +210,27 @@ fn postgres_bin_dirs() -> Vec<PathBuf> {
 
 /// The uid/gid to run PostgreSQL as: it refuses root.
 fn postgres_user() -> Option<(u32, u32)> {
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .ok()?
-        .stdout
-        .starts_with(b"0");
-    if !is_root {
-        return None;
+    // SAFETY: geteuid cannot fail; getpwnam returns NULL or a pointer to a
+    // static entry, read at once (the tests call this before any threads
+    // of theirs could call getpwnam too).
+    unsafe {
+        if libc::geteuid() != 0 {
+            return None;
+        }
+        let entry = libc::getpwnam(c"postgres".as_ptr());
+        if entry.is_null() {
+            return None;
+        }
+        Some(((*entry).pw_uid, (*entry).pw_gid))
     }
-    let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id").args([flag, "postgres"]).output().ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    };
-    Some((id("-u")?, id("-g")?))
 }
 
 /// A certificate authority of the test's own, as RDS, ApsaraDB or a managed
 /// Redis have theirs: a CA certificate (what a client is given to trust) and
-/// the server certificates it signs, made with `openssl` in a temp dir.
+/// the server certificates it signs (rcgen, ECDSA P-256), PEM files in a temp dir.
 pub struct TestCa {
     dir: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 /// A server certificate and its key, PEM files.
@@ -234,27 +241,22 @@ pub struct ServerCert {
 
 impl TestCa {
     pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
         let dir = std::env::temp_dir().join(format!("tms-ca-{}", uuid_simple()));
         std::fs::create_dir_all(&dir).expect("ca dir");
-        openssl(
-            Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-                .args([
-                    "ec_paramgen_curve:prime256v1",
-                    "-nodes",
-                    "-sha256",
-                    "-days",
-                    "2",
-                ])
-                .args(["-subj", "/CN=TMS test CA"])
-                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-                .arg("-keyout")
-                .arg(dir.join("ca.key"))
-                .arg("-out")
-                .arg(dir.join("ca.crt")),
-        );
-        Self { dir }
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "TMS test CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().expect("CA key");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        std::fs::write(dir.join("ca.crt"), cert.pem()).expect("write CA certificate");
+        Self {
+            dir,
+            issuer: rcgen::Issuer::new(params, key),
+        }
     }
 
     /// The CA certificate (PEM): what a client trusts.
@@ -266,54 +268,30 @@ impl TestCa {
     /// its subject alternative names, signed by this CA. It may also serve
     /// as a client certificate: Redis cluster nodes present theirs to peers.
     pub fn issue(&self, hosts: &[&str]) -> ServerCert {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+        let names: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+        let mut params = CertificateParams::new(names).expect("host names");
+        params.distinguished_name.push(DnType::CommonName, hosts[0]);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().expect("server key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("server certificate");
         let name = uuid_simple();
-        let names = hosts
-            .iter()
-            .map(|h| match h.parse::<std::net::IpAddr>() {
-                Ok(_) => format!("IP:{h}"),
-                Err(_) => format!("DNS:{h}"),
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        let ext = self.dir.join(format!("{name}.ext"));
-        std::fs::write(
-            &ext,
-            format!(
-                "subjectAltName={names}\nbasicConstraints=CA:FALSE\n\
-                 keyUsage=critical,digitalSignature,keyEncipherment\n\
-                 extendedKeyUsage=serverAuth,clientAuth\n"
-            ),
-        )
-        .expect("write extensions");
-        let cert = ServerCert {
+        let issued = ServerCert {
             cert: self.dir.join(format!("{name}.crt")),
             key: self.dir.join(format!("{name}.key")),
         };
-        let csr = self.dir.join(format!("{name}.csr"));
-        openssl(
-            Command::new("openssl")
-                .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
-                .args(["ec_paramgen_curve:prime256v1", "-nodes", "-sha256"])
-                .args(["-subj", &format!("/CN={}", hosts[0])])
-                .arg("-keyout")
-                .arg(&cert.key)
-                .arg("-out")
-                .arg(&csr),
-        );
-        openssl(
-            Command::new("openssl")
-                .args(["x509", "-req", "-sha256", "-days", "2", "-in"])
-                .arg(&csr)
-                .arg("-CA")
-                .arg(self.dir.join("ca.crt"))
-                .arg("-CAkey")
-                .arg(self.dir.join("ca.key"))
-                .args(["-CAcreateserial", "-extfile"])
-                .arg(&ext)
-                .arg("-out")
-                .arg(&cert.cert),
-        );
-        cert
+        std::fs::write(&issued.cert, cert.pem()).expect("write certificate");
+        std::fs::write(&issued.key, key.serialize_pem()).expect("write key");
+        issued
     }
 }
 
@@ -327,17 +305,6 @@ impl Drop for TestCa {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn openssl(command: &mut Command) {
-    let out = command
-        .output()
-        .expect("openssl is needed for the TLS tests");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A throwaway PostgreSQL server of the test's own, on a free port, stopped or

@@ -176,9 +176,7 @@ impl Process {
     /// Stops the process (SIGTERM, then SIGKILL) and returns what it wrote to stderr.
     pub async fn stop(mut self) -> String {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
+            testkit::services::signal(pid as i32, "TERM");
         }
         if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
             .await
