@@ -33,11 +33,11 @@ attach() {
   perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$pid" \
     -o "$out/$name.data" >/dev/null 2>&1 || true
 }
-for name in health sso-login conversations; do attach "$name" & done
+for name in "${FUNCTION_NAMES[@]}"; do attach "$name" & done
 BENCH_BIN_DIR=$bin "$bin/tms-bench" | grep -E '^(==|/health|sso-login|conversations)' || true
 touch "$out/.bench-done"
 wait
-for name in health sso-login conversations; do
+for name in "${FUNCTION_NAMES[@]}"; do
   [ -s "$out/$name.data" ] || continue
   echo
   echo "== $name: hottest symbols, self time ($out/$name.data)"

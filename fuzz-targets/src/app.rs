@@ -72,7 +72,9 @@ impl Fixture {
         let sso = SsoVerifier::from_config(&config).expect("SSO_JWT_SECRET");
         let replay = ReplayStore::from_config(&config).expect("in-process replay store");
         let (db, _caller) = runtime.block_on(async {
-            let db = Database::open(&config).await.expect("in-memory SQLite");
+            let db = Database::open(&config.database)
+                .await
+                .expect("in-memory SQLite");
             let caller = sso_login::users::upsert_user(&db, CALLER, None, None)
                 .await
                 .expect("a user");

@@ -5,79 +5,15 @@
 //! of answering 500s (instead of a hand-edited `.env` on a server).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::time::Duration;
 
 use http::HeaderValue;
 
+pub use crate::ca_bundle::CaBundle;
+pub use crate::config_error::ConfigError;
+pub use crate::db::DatabaseSettings;
 use crate::host::HostPattern;
-
-/// A configuration problem, always naming the variable it is about.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {variable}: {problem}")]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub problem: String,
-}
-
-impl ConfigError {
-    pub fn new(variable: &'static str, problem: impl Into<String>) -> Self {
-        Self {
-            variable,
-            problem: problem.into(),
-        }
-    }
-}
-
-/// A secret value: its `Debug` and `Display` never show it, so it cannot reach a log.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// A CA bundle (PEM) that a setting names, read once at start: the provider's
-/// CA (RDS, ApsaraDB, a private one) is not among the system's roots.
-#[derive(Clone)]
-pub struct CaBundle {
-    pub path: String,
-    pub pem: std::sync::Arc<[u8]>,
-}
-
-impl fmt::Debug for CaBundle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CaBundle({})", self.path)
-    }
-}
-
-impl CaBundle {
-    fn read(variable: &'static str, path: &str) -> Result<Self, ConfigError> {
-        let pem = std::fs::read(path)
-            .map_err(|e| ConfigError::new(variable, format!("cannot read `{path}`: {e}")))?;
-        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-            return Err(ConfigError::new(
-                variable,
-                format!("`{path}` holds no PEM certificate"),
-            ));
-        }
-        Ok(Self {
-            path: path.to_owned(),
-            pem: pem.into(),
-        })
-    }
-}
+pub use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {
@@ -135,19 +71,8 @@ pub struct Config {
     pub redis_key_prefix: String,
     /// `REDIS_CA_CERT_PATH`: the CA that signs a `rediss` server's certificate.
     pub redis_ca_cert: Option<CaBundle>,
-    pub database_url: Option<Secret>,
-    /// `DATABASE_CA_CERT_PATH`: the CA that signs PostgreSQL's certificate,
-    /// verified with `sslmode=verify-full` (see `db::postgres_options`).
-    pub database_ca_cert: Option<CaBundle>,
-    /// `DATABASE_HOST`: connect there instead of to the URL's host (an RDS Proxy endpoint).
-    pub database_host: Option<String>,
-    /// `DATABASE_POOLER`: `transaction` when a transaction-mode pooler
-    /// (PgBouncer, RDS Proxy, ApsaraDB's proxy) stands in front of the
-    /// database: the functions then keep no session state on it.
-    pub database_pooler: crate::db::Pooler,
-    /// PostgreSQL connections per instance (`DB_POOL_SIZE`): as many as the
-    /// instance serves requests at once.
-    pub db_pool_size: u32,
+    /// `DATABASE_*` and `DB_POOL_SIZE`: what [`crate::db::Database::open`] opens.
+    pub database: DatabaseSettings,
     pub max_body_bytes: usize,
     pub platform: Platform,
     /// CloudWatch namespace of the metrics the access log carries on Lambda
@@ -480,11 +405,13 @@ impl Config {
                 .unwrap_or(DEFAULT_REDIS_KEY_PREFIX)
                 .to_owned(),
             redis_ca_cert,
-            database_url,
-            database_ca_cert,
-            database_host,
-            database_pooler,
-            db_pool_size,
+            database: DatabaseSettings {
+                url: database_url,
+                ca_cert: database_ca_cert,
+                host: database_host,
+                pooler: database_pooler,
+                pool_size: db_pool_size,
+            },
             max_body_bytes,
             platform,
             metrics_namespace,
@@ -582,7 +509,7 @@ mod tests {
         let unset = Config::from_vars(&exact_vars(&[]));
         let sqlite = Config::from_vars(&exact_vars(&[("DATABASE_URL", "sqlite::memory:")]));
         if EMBEDDED_DB {
-            assert!(unset.unwrap().database_url.is_none());
+            assert!(unset.unwrap().database.url.is_none());
             assert!(sqlite.is_ok());
         } else {
             for err in [unset.unwrap_err(), sqlite.unwrap_err()] {
@@ -607,11 +534,11 @@ mod tests {
         );
         assert_eq!(c.allowed_hosts.len(), 2);
         assert_eq!(c.max_body_bytes, 64 * 1024);
-        assert_eq!(c.db_pool_size, SERVER_POOL_SIZE);
+        assert_eq!(c.database.pool_size, SERVER_POOL_SIZE);
         assert!(c.redis_url.is_none());
         // Unset means the embedded database; builds without it need one
         // (the test's variables give it there).
-        assert_eq!(c.database_url.is_none(), EMBEDDED_DB);
+        assert_eq!(c.database.url.is_none(), EMBEDDED_DB);
         assert_eq!(c.require_jwt_secret().unwrap_err().variable, "JWT_SECRET");
         assert_eq!(c.require_sso_keys().unwrap_err().variable, "SSO_JWT_SECRET");
     }
@@ -716,14 +643,14 @@ mod tests {
     #[test]
     fn the_pool_fits_the_platform() {
         let lambda = Config::from_vars(&vars(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]));
-        assert_eq!(lambda.unwrap().db_pool_size, 1);
+        assert_eq!(lambda.unwrap().database.pool_size, 1);
         let managed = Config::from_vars(&vars(&[
             ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
             ("AWS_LAMBDA_MAX_CONCURRENCY", "8"),
         ]));
-        assert_eq!(managed.unwrap().db_pool_size, 8);
+        assert_eq!(managed.unwrap().database.pool_size, 8);
         let fc = Config::from_vars(&vars(&[("DB_POOL_SIZE", "20")])).unwrap();
-        assert_eq!(fc.db_pool_size, 20);
+        assert_eq!(fc.database.pool_size, 20);
     }
 
     #[test]

@@ -25,7 +25,8 @@ use std::time::Duration;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{ConnectOptions, Connection, SqlSafeStr};
 
-use crate::config::Config;
+use crate::ca_bundle::CaBundle;
+use crate::secret::Secret;
 
 #[cfg(feature = "embedded-db")]
 mod embedded;
@@ -159,27 +160,47 @@ macro_rules! embedded_db_only {
     ($($item:item)*) => {};
 }
 
+/// The database settings (`DATABASE_URL`, `DATABASE_CA_CERT_PATH`,
+/// `DATABASE_HOST`, `DATABASE_POOLER`, `DB_POOL_SIZE`), parsed and checked
+/// with the rest of the configuration.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// Unset: the embedded file (builds with the embedded database only).
+    pub url: Option<Secret>,
+    /// The CA that signs PostgreSQL's certificate, verified with
+    /// `sslmode=verify-full` (see `db::postgres_target`).
+    pub ca_cert: Option<CaBundle>,
+    /// Connect there instead of to the URL's host (an RDS Proxy endpoint).
+    pub host: Option<String>,
+    /// `transaction` when a transaction-mode pooler (PgBouncer, RDS Proxy,
+    /// ApsaraDB's proxy) stands in front of the database: the functions
+    /// then keep no session state on it.
+    pub pooler: Pooler,
+    /// Connections per instance: as many as the instance serves requests at once.
+    pub pool_size: u32,
+}
+
 impl Database {
     /// Opens the configured database. PostgreSQL connects lazily, on first
     /// use, and is migrated by `make migrate`; the embedded file is created
     /// and migrated here.
-    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+    pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
         #[cfg(feature = "embedded-db")]
-        if let Some(url) = embedded::url(config) {
+        if let Some(url) = embedded::url(settings) {
             let db = Self::open_sqlite(&url).await?;
             db.migrate().await?;
             return Ok(db);
         }
-        // Config::load refused a SQLite or missing URL in builds without one.
-        let Some(url) = &config.database_url else {
+        // The settings refused a SQLite or missing URL in builds without one.
+        let Some(url) = &settings.url else {
             anyhow::bail!("DATABASE_URL is unset and this build has no embedded database");
         };
         let endpoint = PgEndpoint {
-            ca: config.database_ca_cert.as_ref(),
-            host: config.database_host.as_deref(),
-            pooler: config.database_pooler,
+            ca: settings.ca_cert.as_ref(),
+            host: settings.host.as_deref(),
+            pooler: settings.pooler,
         };
-        Self::open_postgres_at(url.expose(), config.db_pool_size, endpoint)
+        Self::open_postgres_at(url.expose(), settings.pool_size, endpoint)
     }
 
     pub fn open_postgres(url: &str, pool_size: u32) -> anyhow::Result<Self> {

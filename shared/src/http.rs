@@ -34,15 +34,6 @@ pub const FC_REQUEST_ID: HeaderName = HeaderName::from_static("x-fc-request-id")
 /// A function's routes with every shared layer around them: what the runtime serves.
 pub type App = NormalizePath<Router>;
 
-tokio::task_local! {
-    static CURRENT_REQUEST_ID: Arc<str>;
-}
-
-/// The id of the request being served (for a 500's body and its log line).
-pub fn current_request_id() -> Option<Arc<str>> {
-    CURRENT_REQUEST_ID.try_with(Arc::clone).ok()
-}
-
 /// Wraps a function's routes in the shared layers. They sit inside the
 /// router (`Router::layer`), so they apply to the fallback and to 405s too
 /// and can see the matched route.
@@ -133,9 +124,7 @@ async fn edge(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Re
     } else if preflight {
         cors::preflight_response()
     } else {
-        CURRENT_REQUEST_ID
-            .scope(request_id.clone(), next.run(request))
-            .await
+        crate::request_id::scope(request_id.clone(), next.run(request)).await
     };
     let mut response = detail_body_for_errors(response);
     cors::add_headers(&mut response, allowed_origin, preflight);

@@ -23,7 +23,7 @@ use redis::io::tcp::TcpSettings;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, TlsCertificates, Value};
 use tokio::sync::Mutex;
 
-use crate::config::CaBundle;
+use crate::ca_bundle::CaBundle;
 
 /// Connecting and each command.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(400);

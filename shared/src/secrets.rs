@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 
 /// Each ARN variable and the setting its secret fills.
 /// (`JWT_PREVIOUS_SECRETS` before `JWT_SECRET`, whose rotation adds to it.)

@@ -57,7 +57,7 @@ pub struct ApiDoc;
 /// The function's routes for its configuration (`JWT_SECRET`, `DATABASE_URL`).
 pub async fn build(config: &Config) -> Result<Router, StartError> {
     let tokens = ApiTokens::from_config(config)?;
-    let db = Database::open(config).await?;
+    let db = Database::open(&config.database).await?;
     Ok(routes(AppState { db, tokens }))
 }
 

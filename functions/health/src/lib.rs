@@ -96,7 +96,7 @@ pub async fn build(config: &Config) -> Result<Router, StartError> {
         redis_settings::report_at_start(Arc::clone(redis), Arc::clone(&reporter));
     }
     Ok(routes(Dependencies {
-        database: Database::open(config).await?,
+        database: Database::open(&config.database).await?,
         redis,
         reporter,
     }))

@@ -85,7 +85,7 @@ pub async fn build(config: &Config) -> Result<Router, StartError> {
         verifier: SsoVerifier::from_config(config)?,
         tokens: ApiTokens::from_config(config)?,
         replay: ReplayStore::from_config(config)?,
-        db: Database::open(config).await?,
+        db: Database::open(&config.database).await?,
         sweeps: users::Sweeps::default(),
     };
     // What the replay store's settings can do to the marks, told at start

@@ -13,8 +13,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
 };
 
-use super::{ACQUIRE_TIMEOUT, Database, migrator};
-use crate::config::Config;
+use super::{ACQUIRE_TIMEOUT, Database, DatabaseSettings, migrator};
 
 /// Generous: opening and migrating the file happens at start, where a
 /// loaded machine may take longer; requests are bounded by `bounded` anyway.
@@ -55,8 +54,8 @@ pub static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| migrator(MIG
 
 /// The embedded database's URL, if this configuration uses one: a
 /// `sqlite:` `DATABASE_URL`, or the default file when it is unset.
-pub(super) fn url(config: &Config) -> Option<String> {
-    match &config.database_url {
+pub(super) fn url(settings: &DatabaseSettings) -> Option<String> {
+    match &settings.url {
         Some(url) if url.expose().starts_with("sqlite:") => Some(url.expose().to_owned()),
         Some(_) => None,
         None => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-use crate::config::CaBundle;
+use crate::ca_bundle::CaBundle;
 
 /// How the server's TLS is required and checked (libpq's `sslmode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -59,7 +59,7 @@ impl Fixture {
         let config = test_config(vars);
         let routes = conversations::build(&config).await.expect("build");
         let app = spawn_app(routes, &config).await;
-        let db = Database::open(&config).await.expect("open");
+        let db = Database::open(&config.database).await.expect("open");
         Self {
             app,
             db,
@@ -531,7 +531,7 @@ async fn a_database_down_or_hung_is_a_fast_503_then_recovers() {
         .unwrap();
     let config = test_config(&[("DATABASE_URL", &url)]);
     let app = spawn_app(conversations::build(&config).await.unwrap(), &config).await;
-    let db = Database::open(&config).await.unwrap();
+    let db = Database::open(&config.database).await.unwrap();
     let user = upsert_user(&db, "ext-fault", None, None).await.unwrap();
     let token = ApiTokens::from_config(&config)
         .unwrap()

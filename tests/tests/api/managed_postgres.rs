@@ -13,7 +13,7 @@ use crate::sso::{SHARED_REDIS, SSO_SECRET, gcgc, login_at};
 
 /// A database opened from the configuration, as a function opens it.
 async fn open(vars: &[(&str, &str)]) -> Database {
-    Database::open(&test_config(vars)).await.unwrap()
+    Database::open(&test_config(vars).database).await.unwrap()
 }
 
 /// Whether the pool's connection is TLS (from the server's side).

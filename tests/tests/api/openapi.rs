@@ -32,7 +32,7 @@ async fn every_documented_operation_is_served_with_a_documented_status() {
         ),
     ]);
     let app = spawn_app(tools::all_routes(&config).await.unwrap(), &config).await;
-    let database = Database::open(&config).await.unwrap();
+    let database = Database::open(&config.database).await.unwrap();
     let user = upsert_user(&database, "ext-openapi", None, None)
         .await
         .unwrap();

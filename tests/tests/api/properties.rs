@@ -76,7 +76,7 @@ impl Target {
             .pool_max_idle_per_host(0)
             .build()
             .expect("client");
-        let database = Database::open(&config).await.expect("open");
+        let database = Database::open(&config.database).await.expect("open");
         let user = upsert_user(&database, "ext-owner", Some("owner@example.com"), None)
             .await
             .expect("a user");

@@ -103,7 +103,7 @@ async fn the_api_token_key_rotates_in_secrets_manager_without_signing_anyone_out
     let db = TestDb::postgres().await;
     let mut vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     vars.extend(db.vars());
-    let database = shared::db::Database::open(&test_config(&db.vars()))
+    let database = shared::db::Database::open(&test_config(&db.vars()).database)
         .await
         .unwrap();
     let user = sso_login::users::upsert_user(&database, "rotating", None, None)

@@ -394,7 +394,9 @@ async fn the_operator_command_ends_one_users_sessions(backend: Backend) {
 #[tokio::test]
 async fn expired_sign_out_records_are_swept() {
     for test_db in [TestDb::postgres().await, TestDb::sqlite()] {
-        let db = Database::open(&test_config(&test_db.vars())).await.unwrap();
+        let db = Database::open(&test_config(&test_db.vars()).database)
+            .await
+            .unwrap();
         let now = unix_secs() as i64;
         let script = format!(
             "INSERT INTO revoked_tokens (jti, user_id, token_exp) VALUES \

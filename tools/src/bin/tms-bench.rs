@@ -61,7 +61,6 @@ const LOGIN_LUA: &str = "-- Each request sends the next body of the file named a
      function init(args)\n  for line in io.lines(args[1]) do count = count + 1; bodies[count] = line end\nend\n\
      function request()\n  at = at % count + 1\n  \
      return wrk.format(\"POST\", nil, {[\"Content-Type\"] = \"application/json\"}, bodies[at])\nend\n";
-const FUNCTIONS: [&str; 3] = ["health", "sso-login", "conversations"];
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -165,7 +164,7 @@ impl<'a> Bench<'a> {
         bin_dir: PathBuf,
         work: PathBuf,
     ) -> anyhow::Result<Self> {
-        for name in FUNCTIONS.iter().chain(&["tms-ceiling"]) {
+        for name in tools::function_names().into_iter().chain(["tms-ceiling"]) {
             anyhow::ensure!(
                 bin_dir.join(name).exists(),
                 "{} is missing: run `make bench`, which builds it",
@@ -842,7 +841,7 @@ impl<'a> Bench<'a> {
         secret_vars.push(("JWT_SECRET_ARN", arn));
         let pg_url = self.pg.url();
         let redis_url = self.redis.url();
-        for name in FUNCTIONS {
+        for name in tools::function_names() {
             let vars: Vec<(&str, String)> = vec![
                 ("DATABASE_URL", pg_url.clone()),
                 ("REDIS_URL", redis_url.clone()),
@@ -900,7 +899,7 @@ impl<'a> Bench<'a> {
 
     fn sizes_and_memory(&mut self) -> anyhow::Result<()> {
         println!("== sizes (reference: {MINIMAL_LAMBDA})");
-        for name in FUNCTIONS {
+        for name in tools::function_names() {
             let binary = self.bin_dir.join(name);
             let bytes = std::fs::read(&binary)?;
             // SQLite's file header string: in a binary that links SQLite.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 async fn main() -> ExitCode {
     let result = async {
         let config = shared::Config::load().await?;
-        let db = shared::db::Database::open(&config).await?;
+        let db = shared::db::Database::open(&config.database).await?;
         db.migrate().await?;
         Ok::<_, anyhow::Error>(db.backend())
     }

@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
     };
     let result = async {
         let config = shared::Config::load().await?;
-        let db = shared::db::Database::open(&config).await?;
+        let db = shared::db::Database::open(&config.database).await?;
         let ended = sso_login::sessions::end_sessions_of(&db, external_id).await;
         db.close().await;
         Ok::<_, anyhow::Error>(ended?)

@@ -36,7 +36,7 @@ async fn run(args: &[String]) -> anyhow::Result<String> {
             Ok(tokens.issue(id, 0)?.token)
         }
         [kind, external_id, rest @ ..] if kind == "user" && rest.len() <= 1 => {
-            let db = shared::db::Database::open(&config).await?;
+            let db = shared::db::Database::open(&config.database).await?;
             let email = rest.first().map(String::as_str);
             let user = sso_login::users::upsert_user(&db, external_id, email, None).await?;
             Ok(tokens.issue(user.id, user.token_generation)?.token)
