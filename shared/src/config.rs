@@ -37,12 +37,51 @@ pub enum Platform {
 }
 
 impl Platform {
+    /// The platform these variables say the process runs on (the variables
+    /// each platform sets; an empty value counts as unset).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Self {
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        if get("AWS_LAMBDA_RUNTIME_API").is_some() {
+            Self::Lambda {
+                function: get("AWS_LAMBDA_FUNCTION_NAME")
+                    .unwrap_or("unknown")
+                    .to_owned(),
+            }
+        } else if let (Some(function), Some(_)) = (get("FC_FUNCTION_NAME"), get("FC_REGION")) {
+            Self::Fc {
+                function: function.to_owned(),
+            }
+        } else {
+            Self::Local
+        }
+    }
+
     /// The platform's name of this function, if it has one.
     pub fn function(&self) -> Option<&str> {
         match self {
             Self::Lambda { function } | Self::Fc { function } => Some(function),
             Self::Local => None,
         }
+    }
+}
+
+/// FC passes the port a custom runtime must listen on in this variable.
+pub const FC_PORT_VAR: &str = "FC_CUSTOM_LISTEN_PORT";
+
+/// The address to serve plain HTTP on, as far as the settings give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListenAddr {
+    pub host: Option<std::net::IpAddr>,
+    pub port: Option<u16>,
+}
+
+impl ListenAddr {
+    /// This address, with `default`'s host or port where the settings give none.
+    pub fn or(self, default: std::net::SocketAddr) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(
+            self.host.unwrap_or(default.ip()),
+            self.port.unwrap_or(default.port()),
+        )
     }
 }
 
@@ -75,6 +114,9 @@ pub struct Config {
     pub database: DatabaseSettings,
     pub max_body_bytes: usize,
     pub platform: Platform,
+    /// Where to serve plain HTTP (not on Lambda): `LISTEN_HOST`, and `PORT`
+    /// or FC's `FC_CUSTOM_LISTEN_PORT`; each server has its own defaults.
+    pub listen: ListenAddr,
     /// CloudWatch namespace of the metrics the access log carries on Lambda
     /// (`METRICS_NAMESPACE`).
     pub metrics_namespace: String,
@@ -103,7 +145,11 @@ impl Config {
     /// Reads the process environment, and the secrets its `*_SECRET_ARN`
     /// variables name from AWS Secrets Manager.
     pub async fn load() -> Result<Self, ConfigError> {
-        let mut vars: HashMap<String, String> = std::env::vars().collect();
+        Self::load_from(std::env::vars().collect()).await
+    }
+
+    /// [`Config::load`] of these variables: their secrets read, then parsed.
+    pub async fn load_from(mut vars: HashMap<String, String>) -> Result<Self, ConfigError> {
         crate::secrets::resolve(&mut vars).await?;
         Self::from_vars(&vars)
     }
@@ -342,18 +388,27 @@ impl Config {
             })?,
         };
 
-        let platform = if get("AWS_LAMBDA_RUNTIME_API").is_some() {
-            Platform::Lambda {
-                function: get("AWS_LAMBDA_FUNCTION_NAME")
-                    .unwrap_or("unknown")
-                    .to_owned(),
-            }
-        } else if let (Some(function), Some(_)) = (get("FC_FUNCTION_NAME"), get("FC_REGION")) {
-            Platform::Fc {
-                function: function.to_owned(),
-            }
-        } else {
-            Platform::Local
+        let platform = Platform::from_vars(vars);
+        let listen = ListenAddr {
+            host: get("LISTEN_HOST")
+                .map(|v| {
+                    v.parse().map_err(|_| {
+                        ConfigError::new(
+                            "LISTEN_HOST",
+                            format!("expected an IP address, got `{v}`"),
+                        )
+                    })
+                })
+                .transpose()?,
+            port: match ["PORT", FC_PORT_VAR]
+                .into_iter()
+                .find_map(|var| Some((var, get(var)?)))
+            {
+                Some((var, v)) => Some(v.parse().map_err(|_| {
+                    ConfigError::new(var, format!("expected a port number, got `{v}`"))
+                })?),
+                None => None,
+            },
         };
 
         let metrics_namespace = get("METRICS_NAMESPACE")
@@ -414,6 +469,7 @@ impl Config {
             },
             max_body_bytes,
             platform,
+            listen,
             metrics_namespace,
         })
     }
@@ -747,6 +803,34 @@ mod tests {
         assert_eq!(platform(&[("FC_FUNCTION_NAME", "x")]), Platform::Local);
         assert_eq!(platform(&[]), Platform::Local);
         assert_eq!(Platform::Local.function(), None);
+    }
+
+    #[test]
+    fn the_listen_address_is_read_once_with_each_servers_defaults_beside() {
+        let listen = |pairs: &[(&str, &str)]| Config::from_vars(&vars(pairs)).map(|c| c.listen);
+        let default: std::net::SocketAddr = "0.0.0.0:9000".parse().unwrap();
+        assert_eq!(listen(&[]).unwrap().or(default), default);
+        assert_eq!(
+            listen(&[
+                ("LISTEN_HOST", "127.0.0.1"),
+                ("FC_CUSTOM_LISTEN_PORT", "9123")
+            ])
+            .unwrap()
+            .or(default),
+            "127.0.0.1:9123".parse().unwrap()
+        );
+        // PORT first: FC's variable only when PORT is unset.
+        let both = listen(&[("PORT", "8001"), ("FC_CUSTOM_LISTEN_PORT", "9123")]);
+        assert_eq!(both.unwrap().port, Some(8001));
+        for (variable, value) in [
+            ("LISTEN_HOST", "localhost"),
+            ("PORT", "http"),
+            ("FC_CUSTOM_LISTEN_PORT", "nine"),
+        ] {
+            let err = listen(&[(variable, value)]).unwrap_err();
+            assert_eq!(err.variable, variable);
+            assert!(err.problem.contains(value), "{err}");
+        }
     }
 
     #[test]

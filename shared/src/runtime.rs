@@ -20,12 +20,11 @@ use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, TransformResponse};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Platform};
 use crate::error::ApiError;
 use crate::http::{App, REQUEST_ID, app};
 
-/// FC's custom runtime tells the function its port in this variable.
-pub const FC_PORT_VAR: &str = "FC_CUSTOM_LISTEN_PORT";
+/// The port a function serves plain HTTP on when the settings name none.
 pub const DEFAULT_PORT: u16 = 9000;
 
 /// Why a function could not start.
@@ -47,7 +46,7 @@ pub type LogGuard = Option<crate::log_writer::Flush>;
 /// requests). Elsewhere (FC, local) a thread writes them ([`crate::log_writer`]),
 /// off the requests' path; the returned guard writes what is still queued
 /// when `start` returns.
-pub fn init_tracing() -> LogGuard {
+pub fn init_tracing(on_lambda: bool) -> LogGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -56,7 +55,7 @@ pub fn init_tracing() -> LogGuard {
         .with_current_span(false)
         .with_span_list(false)
         .with_env_filter(filter);
-    let guard = if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+    let guard = if on_lambda {
         let _ = builder.with_writer(std::io::stderr).try_init();
         None
     } else {
@@ -83,11 +82,17 @@ pub fn init_tracing() -> LogGuard {
 /// routes, wrap them in the shared layers, serve.
 /// A start-up error is one line on stderr naming its cause, and exit code 1.
 pub async fn start(build: impl AsyncFnOnce(&Config) -> Result<Router, StartError>) -> ExitCode {
-    let log = init_tracing();
+    let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let log = init_tracing(matches!(
+        Platform::from_vars(&vars),
+        Platform::Lambda { .. }
+    ));
     let result = async {
-        let config = Config::load().await?;
+        let config = Config::load_from(vars).await?;
         let routes = build(&config).await?;
-        serve(app(routes, &config)).await.map_err(StartError::Other)
+        serve(app(routes, &config), &config)
+            .await
+            .map_err(StartError::Other)
     }
     .await;
     // The queued log lines first (a start-up error's line comes last).
@@ -102,11 +107,12 @@ pub async fn start(build: impl AsyncFnOnce(&Config) -> Result<Router, StartError
     }
 }
 
-/// Serves through the Lambda runtime API when `AWS_LAMBDA_RUNTIME_API` is set,
-/// else as plain HTTP on `$PORT`, `$FC_CUSTOM_LISTEN_PORT` or 9000, on all
-/// interfaces (FC needs that) unless `LISTEN_HOST` names one.
-pub async fn serve(app: App) -> anyhow::Result<()> {
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+/// Serves through the Lambda runtime API on Lambda (`AWS_LAMBDA_RUNTIME_API`
+/// set), else as plain HTTP on the configured address: all interfaces (FC
+/// needs that) and port 9000 unless `LISTEN_HOST`, `PORT` or
+/// `FC_CUSTOM_LISTEN_PORT` say otherwise.
+pub async fn serve(app: App, config: &Config) -> anyhow::Result<()> {
+    if let Platform::Lambda { .. } = config.platform {
         tracing::info!("serving through the Lambda runtime API");
         // One invocation at a time, or as many as AWS_LAMBDA_MAX_CONCURRENCY
         // allows (Lambda Managed Instances; `cargo lambda watch` sets it too).
@@ -117,7 +123,9 @@ pub async fn serve(app: App) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
-    let addr = listen_addr()?;
+    let addr = config
+        .listen
+        .or(SocketAddr::new([0, 0, 0, 0].into(), DEFAULT_PORT));
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
@@ -204,27 +212,6 @@ pub async fn serve_http(listener: TcpListener, app: App) -> anyhow::Result<()> {
         .await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-fn listen_addr() -> Result<SocketAddr, ConfigError> {
-    let ip = match std::env::var("LISTEN_HOST") {
-        Ok(value) => value.trim().parse().map_err(|_| {
-            ConfigError::new(
-                "LISTEN_HOST",
-                format!("expected an IP address, got `{value}`"),
-            )
-        })?,
-        Err(_) => std::net::IpAddr::from([0, 0, 0, 0]),
-    };
-    for var in ["PORT", FC_PORT_VAR] {
-        if let Ok(value) = std::env::var(var) {
-            let port = value.trim().parse().map_err(|_| {
-                ConfigError::new(var, format!("expected a port number, got `{value}`"))
-            })?;
-            return Ok(SocketAddr::new(ip, port));
-        }
-    }
-    Ok(SocketAddr::new(ip, DEFAULT_PORT))
 }
 
 async fn shutdown_signal() {

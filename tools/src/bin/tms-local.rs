@@ -1,10 +1,11 @@
 //! Serves every function on one port for local development: what `make run`
 //! starts (scripts/run-local.sh, with the settings of config/local.env).
 //!
-//! The order matters to a newcomer watching the terminal: the port is bound
-//! first (a port in use is one line and exit code 1), then the configuration is
-//! read and the routes are built, then the banner is printed, then requests are
-//! served. So the banner never appears before the server can answer.
+//! The order matters to a newcomer watching the terminal: the configuration
+//! is read (`LISTEN_HOST` and `PORT` with it), the port is bound (a port in
+//! use is one line and exit code 1), the routes are built, then the banner is
+//! printed, then requests are served. So the banner never appears before the
+//! server can answer.
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +19,7 @@ const DEFAULT_PORT: u16 = 8000;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    shared::runtime::init_tracing();
+    shared::runtime::init_tracing(false);
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(line) => {
@@ -29,7 +30,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), String> {
-    let addr = listen_addr()?;
+    let config = shared::Config::load().await.map_err(|e| e.to_string())?;
+    let addr = config
+        .listen
+        .or(SocketAddr::new(DEFAULT_HOST, DEFAULT_PORT));
     let listener = TcpListener::bind(addr).await.map_err(|e| match e.kind() {
         ErrorKind::AddrInUse => format!(
             "port {port} is in use: stop the other server or run make run PORT={next}",
@@ -38,7 +42,6 @@ async fn run() -> Result<(), String> {
         ),
         _ => format!("cannot listen on {addr}: {e}"),
     })?;
-    let config = shared::Config::load().await.map_err(|e| e.to_string())?;
     let routes = tools::all_routes(&config)
         .await
         .map_err(|e| e.to_string())?;
@@ -51,21 +54,4 @@ async fn run() -> Result<(), String> {
     shared::runtime::serve_http(listener, app)
         .await
         .map_err(|e| format!("{e:#}"))
-}
-
-/// `LISTEN_HOST` and `PORT`, as the functions read them, with local defaults.
-fn listen_addr() -> Result<SocketAddr, String> {
-    let ip = match std::env::var("LISTEN_HOST") {
-        Ok(value) if !value.trim().is_empty() => value.trim().parse().map_err(|_| {
-            format!("invalid configuration: LISTEN_HOST: expected an IP address, got `{value}`")
-        })?,
-        _ => DEFAULT_HOST,
-    };
-    let port = match std::env::var("PORT") {
-        Ok(value) if !value.trim().is_empty() => value.trim().parse().map_err(|_| {
-            format!("invalid configuration: PORT: expected a port number, got `{value}`")
-        })?,
-        _ => DEFAULT_PORT,
-    };
-    Ok(SocketAddr::new(ip, port))
 }
