@@ -154,12 +154,13 @@ fn drain(
 impl Process {
     /// Starts a workspace binary with exactly these variables (plus `PATH`).
     pub fn start(name: &str, vars: &HashMap<String, String>) -> Self {
-        let mut command = Command::new(workspace_bin(name));
+        Self::start_on(name, vars, None)
+    }
+
+    /// [`Process::start`], serving plain HTTP on `port` when one is given.
+    pub fn start_on(name: &str, vars: &HashMap<String, String>, port: Option<u16>) -> Self {
+        let mut command = Command::from(testkit::program_command(&workspace_bin(name), vars, port));
         command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(vars)
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -231,10 +232,7 @@ pub async fn start_function(name: &str, extra: &[(&str, &str)]) -> (Process, Str
 /// (as locally).
 pub async fn start_server(name: &str, extra: &[(&str, &str)]) -> (Process, String) {
     let port = free_port();
-    let port_s = port.to_string();
-    let mut vars = test_vars(extra);
-    vars.insert("FC_CUSTOM_LISTEN_PORT".into(), port_s);
-    let process = Process::start(name, &vars);
+    let process = Process::start_on(name, &test_vars(extra), Some(port));
     wait_for_port(SocketAddr::from(([127, 0, 0, 1], port))).await;
     (process, format!("http://127.0.0.1:{port}"))
 }

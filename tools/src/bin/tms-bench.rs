@@ -1134,9 +1134,7 @@ impl<'a> Bench<'a> {
     fn serve(&self, name: &str, vars: &[(&str, &str)]) -> anyhow::Result<Served> {
         let port = free_port();
         let log = std::fs::File::create(self.work.join(format!("{name}.log")))?;
-        let child = Command::new(self.bin_dir.join(name))
-            .env_clear()
-            .envs(common_vars(port))
+        let child = testkit::program_command(&self.bin_dir.join(name), common_vars(), Some(port))
             .env("JWT_SECRET", JWT_SECRET)
             .env("DB_POOL_SIZE", db_pool_size())
             .envs(vars.iter().copied())
@@ -1156,13 +1154,12 @@ impl<'a> Bench<'a> {
     fn first_http_answer(&self, name: &str, vars: &[(&str, String)]) -> anyhow::Result<f64> {
         let port = free_port();
         let started = Instant::now();
-        let mut child = Command::new(self.bin_dir.join(name))
-            .env_clear()
-            .envs(common_vars(port))
-            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let mut child =
+            testkit::program_command(&self.bin_dir.join(name), common_vars(), Some(port))
+                .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
         let path = if name == "health" { "/health" } else { "/" };
         let result = loop {
             if let Some(status) = http_status(port, path) {
@@ -1188,9 +1185,7 @@ impl<'a> Bench<'a> {
         let api = TcpListener::bind("127.0.0.1:0")?;
         let api_addr = api.local_addr()?.to_string();
         let started = Instant::now();
-        let mut child = Command::new(self.bin_dir.join(name))
-            .env_clear()
-            .envs(common_vars(free_port()))
+        let mut child = testkit::program_command(&self.bin_dir.join(name), common_vars(), None)
             .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
             .env("AWS_LAMBDA_RUNTIME_API", &api_addr)
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
@@ -1403,9 +1398,8 @@ fn db_pool_size() -> String {
     std::env::var("BENCH_DB_POOL_SIZE").unwrap_or_else(|_| CONCURRENCY.to_string())
 }
 
-fn common_vars(port: u16) -> Vec<(&'static str, String)> {
+fn common_vars() -> Vec<(&'static str, String)> {
     let mut vars = vec![
-        ("FC_CUSTOM_LISTEN_PORT", port.to_string()),
         ("LISTEN_HOST", "127.0.0.1".into()),
         ("ALLOWED_HOSTS", "127.0.0.1,localhost".into()),
         ("RUST_LOG", "info".into()),

@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -524,20 +524,20 @@ impl Function {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(&self.bin)
-            .env_clear()
-            .envs(self.vars.iter().map(|(k, v)| (k, v)))
-            .env("FC_CUSTOM_LISTEN_PORT", self.port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (`cargo build --workspace --bins` builds it)",
-                    self.bin.display()
-                )
-            })?;
+        let child = testkit::program_command(
+            &self.bin,
+            self.vars.iter().map(|(k, v)| (k, v)),
+            Some(self.port),
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot start {} (`cargo build --workspace --bins` builds it)",
+                self.bin.display()
+            )
+        })?;
         self.child = Some(child);
         Ok(())
     }

@@ -17,7 +17,7 @@
 //! FLEET_CLIENTS (requests at once, default 100).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -179,11 +179,7 @@ struct Instance {
 impl Instance {
     fn spawn(bin: &Path, vars: &[(&str, String)], log: PathBuf) -> anyhow::Result<Self> {
         let port = free_port();
-        let child = Command::new(bin)
-            .env_clear()
-            .envs(vars.iter().map(|(k, v)| (k, v)))
-            .env("FC_CUSTOM_LISTEN_PORT", port.to_string())
-            .stdin(Stdio::null())
+        let child = testkit::program_command(bin, vars.iter().map(|(k, v)| (k, v)), Some(port))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log)?)
             .spawn()
