@@ -320,9 +320,11 @@ async fn a_broken_connection_makes_its_own_pool_ping_and_no_other() {
 /// whole request, sent at once.
 #[tokio::test]
 async fn pooled_connections_send_each_request_at_once() {
-    let target = target();
-    let port = target.port;
-    let pool = pool_of(target);
+    // Through a proxy of its own: no other connection of this process
+    // (`cargo test` runs tests side by side) goes to its port.
+    let (proxied, _) = counting_proxy(target()).await;
+    let port = proxied.port;
+    let pool = pool_of(proxied);
     backend_pid(&pool).await;
     let nodelay = tests::nodelay_of_sockets_to(port);
     assert_eq!(nodelay, [true], "the pool's one connection, without Nagle");
