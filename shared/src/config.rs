@@ -13,6 +13,7 @@ pub use crate::ca_bundle::CaBundle;
 pub use crate::config_error::ConfigError;
 pub use crate::db::DatabaseSettings;
 use crate::host::HostPattern;
+pub use crate::redis_client::RedisSettings;
 pub use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,13 +104,10 @@ pub struct Config {
     pub jwt_expiration: Duration,
     pub allowed_origins: Vec<HeaderValue>,
     pub allowed_hosts: Vec<HostPattern>,
-    pub sso_keys: Option<SsoKeys>,
-    pub sso_issuer: Option<String>,
-    pub sso_audience: Option<String>,
-    pub redis_url: Option<Secret>,
-    pub redis_key_prefix: String,
-    /// `REDIS_CA_CERT_PATH`: the CA that signs a `rediss` server's certificate.
-    pub redis_ca_cert: Option<CaBundle>,
+    /// `SSO_*`: how GCGC tokens are verified (sso-login).
+    pub sso: SsoSettings,
+    /// `REDIS_*`: the replay store.
+    pub redis: RedisSettings,
     /// `DATABASE_*` and `DB_POOL_SIZE`: what [`crate::db::Database::open`] opens.
     pub database: DatabaseSettings,
     pub max_body_bytes: usize,
@@ -452,14 +450,18 @@ impl Config {
             jwt_expiration: Duration::from_secs(hours * 3600),
             allowed_origins,
             allowed_hosts,
-            sso_keys,
-            sso_issuer: get("SSO_ISSUER").map(str::to_owned),
-            sso_audience: get("SSO_AUDIENCE").map(str::to_owned),
-            redis_url,
-            redis_key_prefix: get("REDIS_KEY_PREFIX")
-                .unwrap_or(DEFAULT_REDIS_KEY_PREFIX)
-                .to_owned(),
-            redis_ca_cert,
+            sso: SsoSettings {
+                keys: sso_keys,
+                issuer: get("SSO_ISSUER").map(str::to_owned),
+                audience: get("SSO_AUDIENCE").map(str::to_owned),
+            },
+            redis: RedisSettings {
+                url: redis_url,
+                key_prefix: get("REDIS_KEY_PREFIX")
+                    .unwrap_or(DEFAULT_REDIS_KEY_PREFIX)
+                    .to_owned(),
+                ca_cert: redis_ca_cert,
+            },
             database: DatabaseSettings {
                 url: database_url,
                 ca_cert: database_ca_cert,
@@ -480,10 +482,21 @@ impl Config {
             .as_ref()
             .ok_or_else(|| ConfigError::new("JWT_SECRET", "required (at least 32 bytes)"))
     }
+}
 
+/// The settings of GCGC token verification (`SSO_JWT_SECRET` or
+/// `SSO_JWKS_URL`, `SSO_ISSUER`, `SSO_AUDIENCE`).
+#[derive(Debug, Clone)]
+pub struct SsoSettings {
+    pub keys: Option<SsoKeys>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+impl SsoSettings {
     /// How GCGC tokens are verified, for sso-login.
-    pub fn require_sso_keys(&self) -> Result<&SsoKeys, ConfigError> {
-        self.sso_keys.as_ref().ok_or_else(|| {
+    pub fn require_keys(&self) -> Result<&SsoKeys, ConfigError> {
+        self.keys.as_ref().ok_or_else(|| {
             ConfigError::new(
                 "SSO_JWT_SECRET",
                 "SSO_JWT_SECRET or SSO_JWKS_URL is required",
@@ -591,12 +604,12 @@ mod tests {
         assert_eq!(c.allowed_hosts.len(), 2);
         assert_eq!(c.max_body_bytes, 64 * 1024);
         assert_eq!(c.database.pool_size, SERVER_POOL_SIZE);
-        assert!(c.redis_url.is_none());
+        assert!(c.redis.url.is_none());
         // Unset means the embedded database; builds without it need one
         // (the test's variables give it there).
         assert_eq!(c.database.url.is_none(), EMBEDDED_DB);
         assert_eq!(c.require_jwt_secret().unwrap_err().variable, "JWT_SECRET");
-        assert_eq!(c.require_sso_keys().unwrap_err().variable, "SSO_JWT_SECRET");
+        assert_eq!(c.sso.require_keys().unwrap_err().variable, "SSO_JWT_SECRET");
     }
 
     #[test]
@@ -760,7 +773,7 @@ mod tests {
             ("SSO_ISSUER", "https://idp.example.com"),
         ])
         .unwrap();
-        assert_eq!(ok.sso_audience.as_deref(), Some("tms-chat"));
+        assert_eq!(ok.sso.audience.as_deref(), Some("tms-chat"));
 
         // Development keeps them optional, and so does an HS256 secret (it is ours alone).
         let dev = [("SSO_JWKS_URL", "https://idp.example.com/jwks.json")];
@@ -857,11 +870,11 @@ mod tests {
         let pem = pem.to_str().unwrap();
         for url in ["redis+cluster://cache:6379", "rediss+cluster://cache:6379"] {
             let c = Config::from_vars(&vars(&[("REDIS_URL", url)])).unwrap();
-            assert_eq!(c.redis_url.unwrap().expose(), url);
+            assert_eq!(c.redis.url.unwrap().expose(), url);
         }
         for url in ["rediss://cache:6379", "rediss+cluster://cache:6379"] {
             let c = Config::from_vars(&vars(&[("REDIS_URL", url), ("REDIS_CA_CERT_PATH", pem)]));
-            assert_eq!(c.unwrap().redis_ca_cert.unwrap().path, pem);
+            assert_eq!(c.unwrap().redis.ca_cert.unwrap().path, pem);
         }
         // A CA for a connection without TLS would silently not be used.
         for url in ["redis://cache:6379", "redis+cluster://cache:6379"] {

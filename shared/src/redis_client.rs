@@ -25,6 +25,19 @@ use tokio::sync::Mutex;
 
 use crate::ca_bundle::CaBundle;
 
+/// The replay store's settings (`REDIS_URL`, `REDIS_KEY_PREFIX`,
+/// `REDIS_CA_CERT_PATH`), parsed and checked with the rest of the configuration.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Unset: the in-process store (one instance only, local use).
+    pub url: Option<crate::secret::Secret>,
+    /// Before every key this deployment writes.
+    pub key_prefix: String,
+    /// The CA that signs a `rediss` server's certificate, when it is not
+    /// one of the system's roots.
+    pub ca_cert: Option<CaBundle>,
+}
+
 /// Connecting and each command.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(400);
 

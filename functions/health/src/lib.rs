@@ -84,10 +84,10 @@ pub struct NotReady {
 /// The function's routes for its configuration: the database, and Redis
 /// when `REDIS_URL` names one.
 pub async fn build(config: &Config) -> Result<Router, StartError> {
-    let redis = match &config.redis_url {
+    let redis = match &config.redis.url {
         Some(url) => Some(Arc::new(RedisClient::new(
             url.expose(),
-            config.redis_ca_cert.as_ref(),
+            config.redis.ca_cert.as_ref(),
         )?)),
         None => None,
     };

@@ -94,7 +94,7 @@ enum Keys {
 
 impl SsoVerifier {
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let keys = match config.require_sso_keys()? {
+        let keys = match config.sso.require_keys()? {
             SsoKeys::Secret(secret) => {
                 Keys::Secret(DecodingKey::from_secret(secret.expose().as_bytes()))
             }
@@ -105,8 +105,8 @@ impl SsoVerifier {
         };
         Ok(Self(Arc::new(Inner {
             keys,
-            issuer: config.sso_issuer.clone(),
-            audience: config.sso_audience.clone(),
+            issuer: config.sso.issuer.clone(),
+            audience: config.sso.audience.clone(),
         })))
     }
 

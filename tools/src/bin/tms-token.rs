@@ -42,13 +42,13 @@ async fn run(args: &[String]) -> anyhow::Result<String> {
             Ok(tokens.issue(user.id, user.token_generation)?.token)
         }
         [kind, sub, rest @ ..] if kind == "sso" && rest.len() <= 2 => {
-            let Some(shared::config::SsoKeys::Secret(secret)) = &config.sso_keys else {
+            let Some(shared::config::SsoKeys::Secret(secret)) = &config.sso.keys else {
                 anyhow::bail!("SSO_JWT_SECRET must be set to mint a GCGC token");
             };
             let mut claims = testkit::tokens::with_issuer_and_audience(
                 testkit::tokens::sso_claims(sub),
-                config.sso_issuer.as_deref(),
-                config.sso_audience.as_deref(),
+                config.sso.issuer.as_deref(),
+                config.sso.audience.as_deref(),
             );
             match rest {
                 [email, name] => {

@@ -134,10 +134,10 @@ enum Backend {
 
 impl ReplayStore {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let backend = match &config.redis_url {
+        let backend = match &config.redis.url {
             Some(url) => Backend::Redis(Arc::new(RedisBackend::new(
                 url.expose(),
-                config.redis_ca_cert.as_ref(),
+                config.redis.ca_cert.as_ref(),
             )?)),
             None => {
                 tracing::warn!(
@@ -148,7 +148,7 @@ impl ReplayStore {
         };
         Ok(Self {
             backend,
-            key_prefix: config.redis_key_prefix.as_str().into(),
+            key_prefix: config.redis.key_prefix.as_str().into(),
         })
     }
 
