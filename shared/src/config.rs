@@ -11,7 +11,7 @@ use http::HeaderValue;
 
 pub use crate::ca_bundle::CaBundle;
 pub use crate::config_error::ConfigError;
-pub use crate::db::DatabaseSettings;
+pub use crate::db::{DatabaseSettings, DatabaseUrl};
 use crate::host::HostPattern;
 pub use crate::redis_client::RedisSettings;
 pub use crate::secret::Secret;
@@ -288,7 +288,8 @@ impl Config {
                     "must start with postgres://, postgresql:// or sqlite:",
                 ));
             }
-            other => other.map(Secret::new),
+            Some(u) if u.starts_with("sqlite:") => Some(DatabaseUrl::Embedded(u.to_owned())),
+            other => other.map(|u| DatabaseUrl::Postgres(Secret::new(u))),
         };
         let database_ca_cert = get("DATABASE_CA_CERT_PATH")
             .map(|path| CaBundle::read("DATABASE_CA_CERT_PATH", path))
@@ -321,10 +322,7 @@ impl Config {
                     "required when APP_ENV=production (the in-process replay store protects one instance only)",
                 ));
             }
-            if database_url
-                .as_ref()
-                .is_none_or(|u| u.expose().starts_with("sqlite:"))
-            {
+            if !matches!(database_url, Some(DatabaseUrl::Postgres(_))) {
                 return Err(ConfigError::new(
                     "DATABASE_URL",
                     "a postgres:// URL is required when APP_ENV=production",
@@ -816,6 +814,23 @@ mod tests {
         assert_eq!(platform(&[("FC_FUNCTION_NAME", "x")]), Platform::Local);
         assert_eq!(platform(&[]), Platform::Local);
         assert_eq!(Platform::Local.function(), None);
+    }
+
+    #[test]
+    fn the_database_url_is_judged_once_into_what_it_names() {
+        let url = |value: &str| {
+            Config::from_vars(&vars(&[("DATABASE_URL", value)])).map(|c| c.database.url)
+        };
+        assert!(matches!(
+            url("postgresql://db/tms"),
+            Ok(Some(DatabaseUrl::Postgres(u))) if u.expose() == "postgresql://db/tms"
+        ));
+        match url("sqlite:/tmp/tms.db") {
+            Ok(Some(DatabaseUrl::Embedded(u))) => assert!(EMBEDDED_DB && u == "sqlite:/tmp/tms.db"),
+            Err(e) => assert!(!EMBEDDED_DB && e.variable == "DATABASE_URL", "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(url("mysql://db/tms").unwrap_err().variable, "DATABASE_URL");
     }
 
     #[test]

@@ -160,13 +160,22 @@ macro_rules! embedded_db_only {
     ($($item:item)*) => {};
 }
 
+/// `DATABASE_URL`, judged once (by the configuration) into what it names.
+#[derive(Debug, Clone)]
+pub enum DatabaseUrl {
+    /// `postgres://` or `postgresql://`.
+    Postgres(Secret),
+    /// `sqlite:` (builds with the embedded database only).
+    Embedded(String),
+}
+
 /// The database settings (`DATABASE_URL`, `DATABASE_CA_CERT_PATH`,
 /// `DATABASE_HOST`, `DATABASE_POOLER`, `DB_POOL_SIZE`), parsed and checked
 /// with the rest of the configuration.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     /// Unset: the embedded file (builds with the embedded database only).
-    pub url: Option<Secret>,
+    pub url: Option<DatabaseUrl>,
     /// The CA that signs PostgreSQL's certificate, verified with
     /// `sslmode=verify-full` (see `db::postgres_target`).
     pub ca_cert: Option<CaBundle>,
@@ -192,8 +201,10 @@ impl Database {
             return Ok(db);
         }
         // The settings refused a SQLite or missing URL in builds without one.
-        let Some(url) = &settings.url else {
-            anyhow::bail!("DATABASE_URL is unset and this build has no embedded database");
+        let Some(DatabaseUrl::Postgres(url)) = &settings.url else {
+            anyhow::bail!(
+                "DATABASE_URL names no PostgreSQL and this build has no embedded database"
+            );
         };
         let endpoint = PgEndpoint {
             ca: settings.ca_cert.as_ref(),

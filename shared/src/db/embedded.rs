@@ -13,7 +13,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
 };
 
-use super::{ACQUIRE_TIMEOUT, Database, DatabaseSettings, migrator};
+use super::{ACQUIRE_TIMEOUT, Database, DatabaseSettings, DatabaseUrl, migrator};
 
 /// Generous: opening and migrating the file happens at start, where a
 /// loaded machine may take longer; requests are bounded by `bounded` anyway.
@@ -56,8 +56,8 @@ pub static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| migrator(MIG
 /// `sqlite:` `DATABASE_URL`, or the default file when it is unset.
 pub(super) fn url(settings: &DatabaseSettings) -> Option<String> {
     match &settings.url {
-        Some(url) if url.expose().starts_with("sqlite:") => Some(url.expose().to_owned()),
-        Some(_) => None,
+        Some(DatabaseUrl::Embedded(url)) => Some(url.clone()),
+        Some(DatabaseUrl::Postgres(_)) => None,
         None => {
             tracing::warn!(
                 "DATABASE_URL is unset: using an embedded SQLite file, for local use only"
