@@ -239,6 +239,7 @@ impl Fixture {
             );
             assert!(
                 self.config
+                    .http
                     .allowed_origins
                     .iter()
                     .any(|o| o.as_bytes() == allowed),

@@ -86,6 +86,17 @@ impl ListenAddr {
     }
 }
 
+/// What the edge layer (`http`) checks of every request.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// `ALLOWED_ORIGINS`: the browser origins CORS lets in.
+    pub allowed_origins: Vec<HeaderValue>,
+    /// `ALLOWED_HOSTS`: the `Host` headers served (any other is a 400).
+    pub allowed_hosts: Vec<HostPattern>,
+    /// `MAX_BODY_BYTES`: a larger body is a 413.
+    pub max_body_bytes: usize,
+}
+
 /// How upstream (GCGC) SSO tokens are verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SsoKeys {
@@ -102,15 +113,14 @@ pub struct Config {
     /// still verify the tokens they signed (a key rotation), never sign.
     pub jwt_previous_secrets: Vec<Secret>,
     pub jwt_expiration: Duration,
-    pub allowed_origins: Vec<HeaderValue>,
-    pub allowed_hosts: Vec<HostPattern>,
+    /// `ALLOWED_ORIGINS`, `ALLOWED_HOSTS`, `MAX_BODY_BYTES`: the edge layer's.
+    pub http: HttpSettings,
     /// `SSO_*`: how GCGC tokens are verified (sso-login).
     pub sso: SsoSettings,
     /// `REDIS_*`: the replay store.
     pub redis: RedisSettings,
     /// `DATABASE_*` and `DB_POOL_SIZE`: what [`crate::db::Database::open`] opens.
     pub database: DatabaseSettings,
-    pub max_body_bytes: usize,
     pub platform: Platform,
     /// Where to serve plain HTTP (not on Lambda): `LISTEN_HOST`, and `PORT`
     /// or FC's `FC_CUSTOM_LISTEN_PORT`; each server has its own defaults.
@@ -446,8 +456,11 @@ impl Config {
             jwt_secret,
             jwt_previous_secrets,
             jwt_expiration: Duration::from_secs(hours * 3600),
-            allowed_origins,
-            allowed_hosts,
+            http: HttpSettings {
+                allowed_origins,
+                allowed_hosts,
+                max_body_bytes,
+            },
             sso: SsoSettings {
                 keys: sso_keys,
                 issuer: get("SSO_ISSUER").map(str::to_owned),
@@ -467,7 +480,6 @@ impl Config {
                 pooler: database_pooler,
                 pool_size: db_pool_size,
             },
-            max_body_bytes,
             platform,
             listen,
             metrics_namespace,
@@ -596,11 +608,11 @@ mod tests {
         assert_eq!(c.app_env, AppEnv::Development);
         assert_eq!(c.jwt_expiration, Duration::from_secs(720 * 3600));
         assert_eq!(
-            c.allowed_origins,
+            c.http.allowed_origins,
             vec![HeaderValue::from_static("http://localhost:3000")]
         );
-        assert_eq!(c.allowed_hosts.len(), 2);
-        assert_eq!(c.max_body_bytes, 64 * 1024);
+        assert_eq!(c.http.allowed_hosts.len(), 2);
+        assert_eq!(c.http.max_body_bytes, 64 * 1024);
         assert_eq!(c.database.pool_size, SERVER_POOL_SIZE);
         assert!(c.redis.url.is_none());
         // Unset means the embedded database; builds without it need one
@@ -912,7 +924,7 @@ mod tests {
             ("JWT_EXPIRATION_HOURS", "24"),
         ]))
         .unwrap();
-        assert_eq!(c.allowed_origins.len(), 2);
+        assert_eq!(c.http.allowed_origins.len(), 2);
         assert_eq!(c.jwt_expiration, Duration::from_secs(24 * 3600));
         assert!(!format!("{c:?}").contains(SECRET));
     }

@@ -41,8 +41,8 @@ pub fn app(routes: Router, config: &Config) -> App {
     let layers = ServiceBuilder::new()
         .layer(middleware::from_fn_with_state(Edge::new(config), edge))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+        .layer(RequestBodyLimitLayer::new(config.http.max_body_bytes))
+        .layer(DefaultBodyLimit::max(config.http.max_body_bytes));
     let router = routes
         .fallback(|| async { ApiError::NotFound })
         .layer(layers);
@@ -93,8 +93,8 @@ impl Edge {
         Arc::new(Self {
             trust_fc_request_id: matches!(config.platform, Platform::Fc { .. }),
             access_log: AccessLog::new(config),
-            cors: Cors::new(&config.allowed_origins),
-            hosts: HostCheck::new(&config.allowed_hosts),
+            cors: Cors::new(&config.http.allowed_origins),
+            hosts: HostCheck::new(&config.http.allowed_hosts),
         })
     }
 }
