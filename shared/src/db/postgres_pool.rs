@@ -314,6 +314,9 @@ impl PgConnectionPool {
             }
             let connection = idle.connection;
             if connection.client.is_closed() {
+                // Dropped while idle (a restarted server, a cut): as much a
+                // sign that the others may be broken as a failed ping.
+                self.shared.note_broken();
                 continue;
             }
             if (idle.since.elapsed() > PING_WHEN_IDLE_FOR || self.shared.failed_lately())
@@ -445,9 +448,14 @@ impl Shared {
     /// Remembers when `error` broke one of this pool's connections.
     fn note_failure(&self, error: &PgError) {
         if error.breaks_connection() {
-            self.last_failure_ms
-                .store(self.millis_since_created(), Ordering::Relaxed);
+            self.note_broken();
         }
+    }
+
+    /// Remembers that one of this pool's connections broke just now.
+    fn note_broken(&self) {
+        self.last_failure_ms
+            .store(self.millis_since_created(), Ordering::Relaxed);
     }
 
     fn failed_lately(&self) -> bool {
