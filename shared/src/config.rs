@@ -41,7 +41,7 @@ impl Platform {
     /// The platform these variables say the process runs on (the variables
     /// each platform sets; an empty value counts as unset).
     pub fn from_vars(vars: &HashMap<String, String>) -> Self {
-        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let get = |name: &str| crate::secrets::setting(vars, name);
         if get("AWS_LAMBDA_RUNTIME_API").is_some() {
             Self::Lambda {
                 function: get("AWS_LAMBDA_FUNCTION_NAME")
@@ -165,8 +165,7 @@ impl Config {
     /// Reads a given set of variables: the same rules as [`Config::load`] (without its secrets),
     /// for tests and tools that must not touch the process environment.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        // An empty value is treated as unset: templates often pass "" for "not configured".
-        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let get = |name: &str| crate::secrets::setting(vars, name);
 
         let app_env = match get("APP_ENV").unwrap_or("development") {
             "development" | "dev" | "local" | "staging" | "test" => AppEnv::Development,
@@ -406,15 +405,15 @@ impl Config {
                     })
                 })
                 .transpose()?,
-            port: match ["PORT", FC_PORT_VAR]
+            port: ["PORT", FC_PORT_VAR]
                 .into_iter()
                 .find_map(|var| Some((var, get(var)?)))
-            {
-                Some((var, v)) => Some(v.parse().map_err(|_| {
-                    ConfigError::new(var, format!("expected a port number, got `{v}`"))
-                })?),
-                None => None,
-            },
+                .map(|(var, v)| {
+                    v.parse().map_err(|_| {
+                        ConfigError::new(var, format!("expected a port number, got `{v}`"))
+                    })
+                })
+                .transpose()?,
         };
 
         let metrics_namespace = get("METRICS_NAMESPACE")

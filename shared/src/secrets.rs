@@ -45,8 +45,9 @@ fn add_previous_secrets(vars: &mut HashMap<String, String>, keys: Vec<String>) {
     vars.insert("JWT_PREVIOUS_SECRETS".to_owned(), list.join(","));
 }
 
-/// A variable's value, trimmed; an empty one counts as unset.
-fn setting<'a>(vars: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+/// A variable's value, trimmed; an empty one counts as unset (templates
+/// often pass "" for "not configured"). The one reading of a variable.
+pub(crate) fn setting<'a>(vars: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
@@ -162,22 +163,21 @@ async fn fetch(
     let results = futures_util::future::join_all(reads).await;
     for result in results {
         let (target, value, rotation) = result?;
-        if target == "JWT_SECRET" {
-            let rotation: Vec<String> = ROTATION_STAGES
-                .iter()
-                .zip(rotation)
-                .filter_map(|(stage, key)| {
-                    let key = key.filter(|key| *key != value)?;
-                    tracing::info!(
-                        variable = "JWT_PREVIOUS_SECRETS",
-                        stage,
-                        "read from AWS Secrets Manager"
-                    );
-                    Some(key)
-                })
-                .collect();
-            add_previous_secrets(vars, rotation);
-        }
+        // Empty but for JWT_SECRET's.
+        let rotation: Vec<String> = ROTATION_STAGES
+            .iter()
+            .zip(rotation)
+            .filter_map(|(stage, key)| {
+                let key = key.filter(|key| *key != value)?;
+                tracing::info!(
+                    variable = "JWT_PREVIOUS_SECRETS",
+                    stage,
+                    "read from AWS Secrets Manager"
+                );
+                Some(key)
+            })
+            .collect();
+        add_previous_secrets(vars, rotation);
         vars.insert(target.to_owned(), value);
         tracing::info!(variable = target, "read from AWS Secrets Manager");
     }

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use conversations::store::Created;
 use http::StatusCode;
 use serde_json::{Value, json};
+use shared::Config;
 use shared::db::Database;
 use shared::tokens::{ApiTokens, AuthUser, Standing};
 use sso_login::users::{User, upsert_user};
@@ -45,18 +46,12 @@ impl Backend {
 impl Fixture {
     async fn new(backend: Backend) -> Self {
         let guard = backend.database().await;
-        let vars: Vec<(&str, String)> = guard
-            .vars()
-            .into_iter()
-            .map(|(k, v)| (k, v.to_owned()))
-            .collect();
-        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        Self::on(guard, &vars).await
+        let config = test_config(&guard.vars());
+        Self::on(guard, config).await
     }
 
-    /// The function on `guard`'s database, reached with `vars`.
-    async fn on(guard: TestDb, vars: &[(&str, &str)]) -> Self {
-        let config = test_config(vars);
+    /// The function with `config`, on `guard`'s database.
+    async fn on(guard: TestDb, config: Config) -> Self {
         let routes = conversations::build(&config).await.expect("build");
         let app = spawn_app(routes, &config).await;
         let db = Database::open(&config.database).await.expect("open");
@@ -1021,7 +1016,7 @@ async fn each_route_is_one_round_trip_to_postgresql() {
         &format!("127.0.0.1:{}/", proxied.port),
     ) + "?sslmode=disable";
     assert_ne!(url, guard.url);
-    let f = Fixture::on(guard, &[("DATABASE_URL", &url)]).await;
+    let f = Fixture::on(guard, test_config(&[("DATABASE_URL", &url)])).await;
     let (_, token) = f.user("alice").await;
     let (bob, _) = f.user("bob").await;
     let round_trips = async |request: reqwest::Response, status: StatusCode| {

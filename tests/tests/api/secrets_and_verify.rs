@@ -337,15 +337,15 @@ async fn gate(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
-    let arrived = Arc::new(AtomicUsize::new(0)); // waiting now
+    let waiting = Arc::new(AtomicUsize::new(0));
     let held_at_once = Arc::new(AtomicUsize::new(0));
     let (open, _) = tokio::sync::watch::channel(false);
     let open = Arc::new(open);
-    let (arrived_, held_) = (Arc::clone(&arrived), Arc::clone(&held_at_once));
+    let (waiting_, held_) = (Arc::clone(&waiting), Arc::clone(&held_at_once));
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
-            let (arrived, held, open, upstream) = (
-                Arc::clone(&arrived_),
+            let (waiting, held, open, upstream) = (
+                Arc::clone(&waiting_),
                 Arc::clone(&held_),
                 Arc::clone(&open),
                 upstream.clone(),
@@ -355,15 +355,15 @@ async fn gate(
                 let Ok(n @ 1..) = client.read(&mut first).await else {
                     return;
                 };
-                let waiting = arrived.fetch_add(1, Ordering::SeqCst) + 1;
-                held.fetch_max(waiting, Ordering::SeqCst);
-                if waiting >= expected {
+                let now_waiting = waiting.fetch_add(1, Ordering::SeqCst) + 1;
+                held.fetch_max(now_waiting, Ordering::SeqCst);
+                if now_waiting >= expected {
                     open.send_replace(true);
                 }
                 let mut opened = open.subscribe();
                 let _ = tokio::time::timeout(wait, opened.wait_for(|open| *open)).await;
                 open.send_replace(true);
-                arrived.fetch_sub(1, Ordering::SeqCst);
+                waiting.fetch_sub(1, Ordering::SeqCst);
                 let mut server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
                 server.write_all(&first[..n]).await.unwrap();
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
@@ -384,7 +384,7 @@ async fn start_up_asks_for_every_secret_at_once() {
         ("SSO_JWT_SECRET_ARN", SM_SSO_SECRET),
     ])
     .await;
-    let upstream = sm.aws_vars()[0].1.trim_start_matches("http://").to_owned();
+    let upstream = sm.endpoint.trim_start_matches("http://").to_owned();
     let (gate_url, held_at_once) = gate(upstream, 4, std::time::Duration::from_secs(2)).await;
     let mut vars: Vec<(&str, &str)> = vars
         .iter()
