@@ -63,14 +63,15 @@ impl Fixture {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let config = Config::from_vars(&vars).expect("the fuzz configuration is valid");
+        let (config, settings): (Config, sso_login::Settings) =
+            Config::with_sections(&vars).expect("the fuzz configuration is valid");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        let api_tokens = ApiTokens::from_config(&config).expect("JWT_SECRET");
-        let sso = SsoVerifier::from_config(&config).expect("SSO_JWT_SECRET");
-        let replay = ReplayStore::from_config(&config).expect("in-process replay store");
+        let api_tokens = ApiTokens::from_settings(&settings.jwt);
+        let sso = SsoVerifier::from_settings(&settings.sso, config.app_env);
+        let replay = ReplayStore::from_settings(&settings.redis).expect("in-process replay store");
         let (db, _caller) = runtime.block_on(async {
             let db = Database::open(&config.database)
                 .await

@@ -3,18 +3,37 @@
 //! A missing or invalid variable stops the function before it serves anything,
 //! with one line naming the variable, so a bad deploy fails its canary instead
 //! of answering 500s (instead of a hand-edited `.env` on a server).
+//!
+//! Read in sections, each variable by one of them: [`Config`] holds what
+//! every function uses (the environment, the platform and where to listen,
+//! the edge layer, the database, the metrics' namespace), and a function asks
+//! for the other [`Section`]s it uses: API tokens ([`JwtSettings`]), GCGC
+//! verification ([`SsoSettings`]), the replay store ([`RedisSettings`]). So
+//! health carries no SSO settings, and a setting only one function reads
+//! stops only that function when it is wrong.
 
 use std::collections::HashMap;
-use std::time::Duration;
-
-use http::HeaderValue;
 
 pub use crate::ca_bundle::CaBundle;
 pub use crate::config_error::ConfigError;
 pub use crate::db::{DatabaseSettings, DatabaseUrl};
-use crate::host::HostPattern;
 pub use crate::redis_client::RedisSettings;
 pub use crate::secret::Secret;
+
+mod database;
+mod edge;
+mod jwt;
+mod platform;
+mod redis_store;
+mod sso;
+
+pub use edge::HttpSettings;
+pub use jwt::{JwtSettings, MIN_JWT_SECRET_BYTES};
+pub use platform::{FC_PORT_VAR, ListenAddr, Platform};
+pub use sso::{SsoKeys, SsoSettings};
+
+/// The process's variables, as read (after their secrets are resolved).
+pub type Vars = HashMap<String, String>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {
@@ -22,103 +41,12 @@ pub enum AppEnv {
     Production,
 }
 
-/// Where the function runs, decided once at start from the variables each
-/// platform sets in its instances.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Platform {
-    /// AWS Lambda: `AWS_LAMBDA_RUNTIME_API` is set (by Lambda, or by
-    /// `cargo lambda watch`); `function` is `AWS_LAMBDA_FUNCTION_NAME`.
-    Lambda { function: String },
-    /// Alibaba Function Compute: FC sets `FC_FUNCTION_NAME` and `FC_REGION`
-    /// in every instance (2.0 and 3.0, every runtime) and refuses `FC_*`
-    /// names in a function's own environment, so a deploy cannot fake them.
-    Fc { function: String },
-    /// Anywhere else: local runs, tests.
-    Local,
-}
-
-impl Platform {
-    /// The platform these variables say the process runs on (the variables
-    /// each platform sets; an empty value counts as unset).
-    pub fn from_vars(vars: &HashMap<String, String>) -> Self {
-        let get = |name: &str| crate::secrets::setting(vars, name);
-        if get("AWS_LAMBDA_RUNTIME_API").is_some() {
-            Self::Lambda {
-                function: get("AWS_LAMBDA_FUNCTION_NAME")
-                    .unwrap_or("unknown")
-                    .to_owned(),
-            }
-        } else if let (Some(function), Some(_)) = (get("FC_FUNCTION_NAME"), get("FC_REGION")) {
-            Self::Fc {
-                function: function.to_owned(),
-            }
-        } else {
-            Self::Local
-        }
-    }
-
-    /// The platform's name of this function, if it has one.
-    pub fn function(&self) -> Option<&str> {
-        match self {
-            Self::Lambda { function } | Self::Fc { function } => Some(function),
-            Self::Local => None,
-        }
-    }
-}
-
-/// FC passes the port a custom runtime must listen on in this variable.
-pub const FC_PORT_VAR: &str = "FC_CUSTOM_LISTEN_PORT";
-
-/// The address to serve plain HTTP on, as far as the settings give it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ListenAddr {
-    pub host: Option<std::net::IpAddr>,
-    pub port: Option<u16>,
-}
-
-impl ListenAddr {
-    /// This address, with `default`'s host or port where the settings give none.
-    pub fn or(self, default: std::net::SocketAddr) -> std::net::SocketAddr {
-        std::net::SocketAddr::new(
-            self.host.unwrap_or(default.ip()),
-            self.port.unwrap_or(default.port()),
-        )
-    }
-}
-
-/// What the edge layer (`http`) checks of every request.
-#[derive(Debug, Clone)]
-pub struct HttpSettings {
-    /// `ALLOWED_ORIGINS`: the browser origins CORS lets in.
-    pub allowed_origins: Vec<HeaderValue>,
-    /// `ALLOWED_HOSTS`: the `Host` headers served (any other is a 400).
-    pub allowed_hosts: Vec<HostPattern>,
-    /// `MAX_BODY_BYTES`: a larger body is a 413.
-    pub max_body_bytes: usize,
-}
-
-/// How upstream (GCGC) SSO tokens are verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SsoKeys {
-    Secret(Secret),
-    JwksUrl(String),
-}
-
+/// What every function uses.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub app_env: AppEnv,
-    /// `JWT_SECRET`; required by the functions that issue or check API tokens.
-    pub jwt_secret: Option<Secret>,
-    /// `JWT_PREVIOUS_SECRETS` (comma list): earlier API token keys, which
-    /// still verify the tokens they signed (a key rotation), never sign.
-    pub jwt_previous_secrets: Vec<Secret>,
-    pub jwt_expiration: Duration,
     /// `ALLOWED_ORIGINS`, `ALLOWED_HOSTS`, `MAX_BODY_BYTES`: the edge layer's.
     pub http: HttpSettings,
-    /// `SSO_*`: how GCGC tokens are verified (sso-login).
-    pub sso: SsoSettings,
-    /// `REDIS_*`: the replay store.
-    pub redis: RedisSettings,
     /// `DATABASE_*` and `DB_POOL_SIZE`: what [`crate::db::Database::open`] opens.
     pub database: DatabaseSettings,
     pub platform: Platform,
@@ -130,44 +58,71 @@ pub struct Config {
     pub metrics_namespace: String,
 }
 
-pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// A part of the settings that only some functions use, read from the same
+/// variables as [`Config`] (given, for what depends on `APP_ENV`). A
+/// function's `build` names the sections it takes; a tuple of sections is one.
+pub trait Section: Sized {
+    fn from_vars(vars: &Vars, config: &Config) -> Result<Self, ConfigError>;
+}
+
+impl Section for () {
+    fn from_vars(_: &Vars, _: &Config) -> Result<Self, ConfigError> {
+        Ok(())
+    }
+}
+
+impl<A: Section, B: Section> Section for (A, B) {
+    fn from_vars(vars: &Vars, config: &Config) -> Result<Self, ConfigError> {
+        Ok((A::from_vars(vars, config)?, B::from_vars(vars, config)?))
+    }
+}
+
+impl<A: Section, B: Section, C: Section> Section for (A, B, C) {
+    fn from_vars(vars: &Vars, config: &Config) -> Result<Self, ConfigError> {
+        Ok((
+            A::from_vars(vars, config)?,
+            B::from_vars(vars, config)?,
+            C::from_vars(vars, config)?,
+        ))
+    }
+}
+
 /// Whether this build has the embedded database (SQLite) for local runs:
 /// the `embedded-db` feature, which deploy builds leave out.
 pub const EMBEDDED_DB: bool = cfg!(feature = "embedded-db");
-/// Why a build without it refuses an unset or `sqlite:` `DATABASE_URL`.
-const NO_EMBEDDED_DB: &str = "this build has no embedded database (built with --no-default-features, as make build-lambda and make build-fc build deployed functions)";
-const DEFAULT_ORIGINS: &str = "http://localhost:3000";
-const DEFAULT_HOSTS: &str = "localhost,127.0.0.1";
-const DEFAULT_EXPIRATION_HOURS: u64 = 720;
-const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
-const DEFAULT_REDIS_KEY_PREFIX: &str = "tms:";
-/// Lambda sends an instance one request at a time.
-const LAMBDA_POOL_SIZE: u32 = 1;
-/// A plain-HTTP server (FC, local) serves many at once; FC's templates set
-/// `DB_POOL_SIZE` to the instance concurrency.
-const SERVER_POOL_SIZE: u32 = 10;
-const MAX_POOL_SIZE: u32 = 100;
 const DEFAULT_METRICS_NAMESPACE: &str = "TmsChat";
 
 impl Config {
     /// Reads the process environment, and the secrets its `*_SECRET_ARN`
     /// variables name from AWS Secrets Manager.
     pub async fn load() -> Result<Self, ConfigError> {
+        Self::load_with::<()>().await.map(|(config, ())| config)
+    }
+
+    /// [`Config::load`] with the sections `S`.
+    pub async fn load_with<S: Section>() -> Result<(Self, S), ConfigError> {
         Self::load_from(std::env::vars().collect()).await
     }
 
-    /// [`Config::load`] of these variables: their secrets read, then parsed.
-    pub async fn load_from(mut vars: HashMap<String, String>) -> Result<Self, ConfigError> {
+    /// [`Config::load_with`] of these variables: their secrets read, then parsed.
+    pub async fn load_from<S: Section>(mut vars: Vars) -> Result<(Self, S), ConfigError> {
         crate::secrets::resolve(&mut vars).await?;
-        Self::from_vars(&vars)
+        Self::with_sections(&vars)
     }
 
-    /// Reads a given set of variables: the same rules as [`Config::load`] (without its secrets),
-    /// for tests and tools that must not touch the process environment.
-    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| crate::secrets::setting(vars, name);
+    /// The settings and the sections `S` of a given set of variables (no
+    /// secrets read), for tests and tools that must not touch the process
+    /// environment.
+    pub fn with_sections<S: Section>(vars: &Vars) -> Result<(Self, S), ConfigError> {
+        let config = Self::from_vars(vars)?;
+        let sections = S::from_vars(vars, &config)?;
+        Ok((config, sections))
+    }
 
-        let app_env = match get("APP_ENV").unwrap_or("development") {
+    /// What every function uses, of these variables: the same rules as
+    /// [`Config::load`] (without its secrets).
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let app_env = match setting(vars, "APP_ENV").unwrap_or("development") {
             "development" | "dev" | "local" | "staging" | "test" => AppEnv::Development,
             "production" | "prod" => AppEnv::Production,
             other => {
@@ -177,389 +132,49 @@ impl Config {
                 ));
             }
         };
-
-        let jwt_secret = match get("JWT_SECRET") {
-            Some(s) if s.len() < MIN_JWT_SECRET_BYTES => {
-                return Err(ConfigError::new(
-                    "JWT_SECRET",
-                    format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
-                ));
-            }
-            other => other.map(Secret::new),
-        };
-        let jwt_previous_secrets = parse_list(get("JWT_PREVIOUS_SECRETS").unwrap_or(""))
-            .map(|s| {
-                if s.len() < MIN_JWT_SECRET_BYTES {
-                    Err(ConfigError::new(
-                        "JWT_PREVIOUS_SECRETS",
-                        format!("each secret must be at least {MIN_JWT_SECRET_BYTES} bytes"),
-                    ))
-                } else {
-                    Ok(Secret::new(s))
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let hours: u64 = match get("JWT_EXPIRATION_HOURS") {
-            None => DEFAULT_EXPIRATION_HOURS,
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|h| (1..=24 * 366).contains(h))
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "JWT_EXPIRATION_HOURS",
-                        format!("expected a whole number of hours from 1 to 8784, got `{v}`"),
-                    )
-                })?,
-        };
-
-        let allowed_origins = parse_origins(get("ALLOWED_ORIGINS").unwrap_or(DEFAULT_ORIGINS))?;
-        let allowed_hosts = parse_list(get("ALLOWED_HOSTS").unwrap_or(DEFAULT_HOSTS))
-            .map(|h| HostPattern::parse(h).map_err(|p| ConfigError::new("ALLOWED_HOSTS", p)))
-            .collect::<Result<Vec<_>, _>>()?;
-        if allowed_hosts.is_empty() {
-            return Err(ConfigError::new(
-                "ALLOWED_HOSTS",
-                "must list at least one host",
-            ));
-        }
-
-        let sso_keys = match (get("SSO_JWT_SECRET"), get("SSO_JWKS_URL")) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
-                    "SSO_JWKS_URL",
-                    "set either SSO_JWT_SECRET or SSO_JWKS_URL, not both",
-                ));
-            }
-            (Some(s), None) if s.len() < MIN_JWT_SECRET_BYTES => {
-                return Err(ConfigError::new(
-                    "SSO_JWT_SECRET",
-                    format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
-                ));
-            }
-            (Some(s), None) => Some(SsoKeys::Secret(Secret::new(s))),
-            (None, Some(url)) => {
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(ConfigError::new(
-                        "SSO_JWKS_URL",
-                        "must be an http(s):// URL",
-                    ));
-                }
-                Some(SsoKeys::JwksUrl(url.to_owned()))
-            }
-            (None, None) => None,
-        };
-
-        let redis_url = match get("REDIS_URL") {
-            Some(u)
-                if !(u.starts_with("redis://")
-                    || u.starts_with("rediss://")
-                    || crate::redis_client::CLUSTER_SCHEMES
-                        .iter()
-                        .any(|s| u.starts_with(s))) =>
-            {
-                return Err(ConfigError::new(
-                    "REDIS_URL",
-                    "must start with redis://, rediss://, redis+cluster:// or rediss+cluster://",
-                ));
-            }
-            other => other.map(Secret::new),
-        };
-        let redis_ca_cert = get("REDIS_CA_CERT_PATH")
-            .map(|path| CaBundle::read("REDIS_CA_CERT_PATH", path))
-            .transpose()?;
-        if redis_ca_cert.is_some()
-            && !redis_url
-                .as_ref()
-                .is_some_and(|u| u.expose().starts_with("rediss"))
-        {
-            return Err(ConfigError::new(
-                "REDIS_CA_CERT_PATH",
-                "needs a TLS REDIS_URL (rediss:// or rediss+cluster://)",
-            ));
-        }
-
-        let database_url = match get("DATABASE_URL") {
-            Some(u) if u.starts_with("sqlite:") && !EMBEDDED_DB => {
-                return Err(ConfigError::new(
-                    "DATABASE_URL",
-                    format!("must start with postgres:// or postgresql://: {NO_EMBEDDED_DB}"),
-                ));
-            }
-            Some(u)
-                if !(u.starts_with("postgres://")
-                    || u.starts_with("postgresql://")
-                    || u.starts_with("sqlite:")) =>
-            {
-                return Err(ConfigError::new(
-                    "DATABASE_URL",
-                    "must start with postgres://, postgresql:// or sqlite:",
-                ));
-            }
-            Some(u) if u.starts_with("sqlite:") => Some(DatabaseUrl::Embedded(u.to_owned())),
-            other => other.map(|u| DatabaseUrl::Postgres(Secret::new(u))),
-        };
-        let database_ca_cert = get("DATABASE_CA_CERT_PATH")
-            .map(|path| CaBundle::read("DATABASE_CA_CERT_PATH", path))
-            .transpose()?;
-        let database_host = match get("DATABASE_HOST") {
-            Some(h) if h.contains(|c: char| c.is_whitespace() || "/:@?".contains(c)) => {
-                return Err(ConfigError::new(
-                    "DATABASE_HOST",
-                    "must be a host name only, like tms.proxy-xxxx.eu-west-1.rds.amazonaws.com",
-                ));
-            }
-            other => other.map(str::to_owned),
-        };
-        let database_pooler = match get("DATABASE_POOLER") {
-            None => crate::db::Pooler::default(),
-            Some(v) => crate::db::Pooler::parse(v).ok_or_else(|| {
-                ConfigError::new(
-                    "DATABASE_POOLER",
-                    format!(
-                        "expected `none` or `transaction` (a transaction-mode pooler), got `{v}`"
-                    ),
-                )
-            })?,
-        };
-
-        if app_env == AppEnv::Production {
-            if redis_url.is_none() {
-                return Err(ConfigError::new(
-                    "REDIS_URL",
-                    "required when APP_ENV=production (the in-process replay store protects one instance only)",
-                ));
-            }
-            if !matches!(database_url, Some(DatabaseUrl::Postgres(_))) {
-                return Err(ConfigError::new(
-                    "DATABASE_URL",
-                    "a postgres:// URL is required when APP_ENV=production",
-                ));
-            }
-        }
-        if database_url.is_none() && !EMBEDDED_DB {
-            return Err(ConfigError::new(
-                "DATABASE_URL",
-                format!("required (postgres://...): {NO_EMBEDDED_DB}"),
-            ));
-        }
-
-        if let Some(SsoKeys::JwksUrl(url)) = &sso_keys
-            && app_env == AppEnv::Production
-            && !url.starts_with("https://")
-        {
-            return Err(ConfigError::new(
-                "SSO_JWKS_URL",
-                "must be https:// when APP_ENV=production (the keys decide who logs in)",
-            ));
-        }
-        if let Some(SsoKeys::Secret(sso)) = &sso_keys
-            && (jwt_secret.as_ref() == Some(sso) || jwt_previous_secrets.contains(sso))
-        {
-            // Else an API token would pass for a GCGC token at login.
-            return Err(ConfigError::new(
-                "SSO_JWT_SECRET",
-                "must differ from JWT_SECRET and from each of JWT_PREVIOUS_SECRETS",
-            ));
-        }
-
-        if let Some(SsoKeys::JwksUrl(_)) = &sso_keys
-            && app_env == AppEnv::Production
-        {
-            // Keys published for every client of the identity provider: without
-            // an issuer and audience check, a token minted for another
-            // application of the same provider would log in here.
-            for (variable, value) in [
-                ("SSO_AUDIENCE", get("SSO_AUDIENCE")),
-                ("SSO_ISSUER", get("SSO_ISSUER")),
-            ] {
-                if value.is_none() {
-                    return Err(ConfigError::new(
-                        variable,
-                        "required when APP_ENV=production and SSO_JWKS_URL is set (else tokens the identity provider issued for other applications are accepted)",
-                    ));
-                }
-            }
-        }
-
-        let max_body_bytes = match get("MAX_BODY_BYTES") {
-            None => DEFAULT_MAX_BODY_BYTES,
-            Some(v) => v.parse().ok().filter(|n| *n >= 1024).ok_or_else(|| {
-                ConfigError::new(
-                    "MAX_BODY_BYTES",
-                    format!("expected a number of bytes, at least 1024, got `{v}`"),
-                )
-            })?,
-        };
-
         let platform = Platform::from_vars(vars);
-        let listen = ListenAddr {
-            host: get("LISTEN_HOST")
-                .map(|v| {
-                    v.parse().map_err(|_| {
-                        ConfigError::new(
-                            "LISTEN_HOST",
-                            format!("expected an IP address, got `{v}`"),
-                        )
-                    })
-                })
-                .transpose()?,
-            port: ["PORT", FC_PORT_VAR]
-                .into_iter()
-                .find_map(|var| Some((var, get(var)?)))
-                .map(|(var, v)| {
-                    v.parse().map_err(|_| {
-                        ConfigError::new(var, format!("expected a port number, got `{v}`"))
-                    })
-                })
-                .transpose()?,
-        };
-
-        let metrics_namespace = get("METRICS_NAMESPACE")
-            .unwrap_or(DEFAULT_METRICS_NAMESPACE)
-            .to_owned();
-        if !is_cloudwatch_namespace(&metrics_namespace) {
-            return Err(ConfigError::new(
-                "METRICS_NAMESPACE",
-                "expected at most 255 of A-Z a-z 0-9 . - _ / # : and spaces, not starting with AWS/",
-            ));
-        }
-
-        // Lambda sends an instance as many requests at once as
-        // AWS_LAMBDA_MAX_CONCURRENCY says (Managed Instances), else one.
-        let lambda_concurrency = get("AWS_LAMBDA_MAX_CONCURRENCY")
-            .and_then(|v| v.parse::<u32>().ok())
-            .map(|n| n.clamp(LAMBDA_POOL_SIZE, MAX_POOL_SIZE));
-        let db_pool_size = match get("DB_POOL_SIZE") {
-            None if matches!(platform, Platform::Lambda { .. }) => {
-                lambda_concurrency.unwrap_or(LAMBDA_POOL_SIZE)
-            }
-            None => SERVER_POOL_SIZE,
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|n| (1..=MAX_POOL_SIZE).contains(n))
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "DB_POOL_SIZE",
-                        format!(
-                            "expected a number of connections from 1 to {MAX_POOL_SIZE}, got `{v}`"
-                        ),
-                    )
-                })?,
-        };
-
         Ok(Self {
             app_env,
-            jwt_secret,
-            jwt_previous_secrets,
-            jwt_expiration: Duration::from_secs(hours * 3600),
-            http: HttpSettings {
-                allowed_origins,
-                allowed_hosts,
-                max_body_bytes,
-            },
-            sso: SsoSettings {
-                keys: sso_keys,
-                issuer: get("SSO_ISSUER").map(str::to_owned),
-                audience: get("SSO_AUDIENCE").map(str::to_owned),
-            },
-            redis: RedisSettings {
-                url: redis_url,
-                key_prefix: get("REDIS_KEY_PREFIX")
-                    .unwrap_or(DEFAULT_REDIS_KEY_PREFIX)
-                    .to_owned(),
-                ca_cert: redis_ca_cert,
-            },
-            database: DatabaseSettings {
-                url: database_url,
-                ca_cert: database_ca_cert,
-                host: database_host,
-                pooler: database_pooler,
-                pool_size: db_pool_size,
-            },
+            http: edge::from_vars(vars)?,
+            database: database::from_vars(vars, app_env, &platform)?,
+            listen: platform::listen_from_vars(vars)?,
             platform,
-            listen,
-            metrics_namespace,
-        })
-    }
-
-    /// `JWT_SECRET`, for the functions that issue or check API tokens.
-    pub fn require_jwt_secret(&self) -> Result<&Secret, ConfigError> {
-        self.jwt_secret
-            .as_ref()
-            .ok_or_else(|| ConfigError::new("JWT_SECRET", "required (at least 32 bytes)"))
-    }
-}
-
-/// The settings of GCGC token verification (`SSO_JWT_SECRET` or
-/// `SSO_JWKS_URL`, `SSO_ISSUER`, `SSO_AUDIENCE`).
-#[derive(Debug, Clone)]
-pub struct SsoSettings {
-    pub keys: Option<SsoKeys>,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-}
-
-impl SsoSettings {
-    /// How GCGC tokens are verified, for sso-login.
-    pub fn require_keys(&self) -> Result<&SsoKeys, ConfigError> {
-        self.keys.as_ref().ok_or_else(|| {
-            ConfigError::new(
-                "SSO_JWT_SECRET",
-                "SSO_JWT_SECRET or SSO_JWKS_URL is required",
-            )
+            metrics_namespace: metrics_namespace(vars)?,
         })
     }
 }
 
-/// CloudWatch's rule for a namespace (`AWS/` is reserved for AWS's own).
-fn is_cloudwatch_namespace(value: &str) -> bool {
-    (1..=255).contains(&value.len())
+/// `METRICS_NAMESPACE`, by CloudWatch's rule for a namespace (`AWS/` is
+/// reserved for AWS's own).
+fn metrics_namespace(vars: &Vars) -> Result<String, ConfigError> {
+    let value = setting(vars, "METRICS_NAMESPACE").unwrap_or(DEFAULT_METRICS_NAMESPACE);
+    let valid = (1..=255).contains(&value.len())
         && !value.starts_with("AWS/")
         && value
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-_/#: ".contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || b".-_/#: ".contains(&b));
+    if !valid {
+        return Err(ConfigError::new(
+            "METRICS_NAMESPACE",
+            "expected at most 255 of A-Z a-z 0-9 . - _ / # : and spaces, not starting with AWS/",
+        ));
+    }
+    Ok(value.to_owned())
 }
 
+/// The one reading of a variable (trimmed; empty counts as unset).
+fn setting<'a>(vars: &'a Vars, name: &str) -> Option<&'a str> {
+    crate::secrets::setting(vars, name)
+}
+
+/// A comma list, trimmed, without empty items.
 fn parse_list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
-fn parse_origins(value: &str) -> Result<Vec<HeaderValue>, ConfigError> {
-    let err = |problem: String| ConfigError::new("ALLOWED_ORIGINS", problem);
-    let mut origins = Vec::new();
-    for origin in parse_list(value) {
-        if origin == "*" {
-            return Err(err(
-                "`*` cannot be used: credentials are allowed, so origins must be listed".into(),
-            ));
-        }
-        let Some((scheme, rest)) = origin.split_once("://") else {
-            return Err(err(format!(
-                "`{origin}` is not an origin like https://example.com"
-            )));
-        };
-        if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains('/') {
-            return Err(err(format!(
-                "`{origin}` is not an origin like https://example.com (no path, no trailing slash)"
-            )));
-        }
-        origins.push(
-            HeaderValue::from_str(origin)
-                .map_err(|_| err(format!("`{origin}` is not a valid header value")))?,
-        );
-    }
-    if origins.is_empty() {
-        return Err(err("must list at least one origin".into()));
-    }
-    Ok(origins)
-}
-
 /// A test's variables, as given.
 #[cfg(test)]
-fn exact_vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+fn exact_vars(pairs: &[(&str, &str)]) -> Vars {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -569,7 +184,7 @@ fn exact_vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 /// A test's variables. Builds without the embedded database need a
 /// `DATABASE_URL`: one is added where the test gives none.
 #[cfg(test)]
-pub(crate) fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+pub(crate) fn vars(pairs: &[(&str, &str)]) -> Vars {
     let mut vars = exact_vars(pairs);
     if !EMBEDDED_DB {
         vars.entry("DATABASE_URL".into())
@@ -580,6 +195,10 @@ pub(crate) fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use http::HeaderValue;
+
     use super::*;
 
     #[test]
@@ -601,45 +220,66 @@ mod tests {
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
+    /// The settings and every section of these variables, the sections'
+    /// own required settings given where `pairs` leave them out, and the
+    /// rule between the API and GCGC keys checked (as sso-login does).
+    fn all_sections(
+        pairs: &[(&str, &str)],
+    ) -> Result<(Config, (JwtSettings, SsoSettings, RedisSettings)), ConfigError> {
+        let mut vars = vars(pairs);
+        vars.entry("JWT_SECRET".into())
+            .or_insert_with(|| "default-jwt-secret-0123456789abcdef".into());
+        if !vars.contains_key("SSO_JWKS_URL") {
+            vars.entry("SSO_JWT_SECRET".into())
+                .or_insert_with(|| "default-sso-secret-0123456789abcdef".into());
+        }
+        let (config, (jwt, sso, redis)) =
+            Config::with_sections::<(JwtSettings, SsoSettings, RedisSettings)>(&vars)?;
+        sso.check_apart_from(&jwt)?;
+        Ok((config, (jwt, sso, redis)))
+    }
+
     #[test]
     fn defaults_follow_the_contract() {
-        let c = Config::from_vars(&vars(&[])).unwrap();
+        let (c, (jwt, _, redis)) = all_sections(&[]).unwrap();
         assert_eq!(c.app_env, AppEnv::Development);
-        assert_eq!(c.jwt_expiration, Duration::from_secs(720 * 3600));
+        assert_eq!(jwt.expiration, Duration::from_secs(720 * 3600));
         assert_eq!(
             c.http.allowed_origins,
             vec![HeaderValue::from_static("http://localhost:3000")]
         );
         assert_eq!(c.http.allowed_hosts.len(), 2);
         assert_eq!(c.http.max_body_bytes, 64 * 1024);
-        assert_eq!(c.database.pool_size, SERVER_POOL_SIZE);
-        assert!(c.redis.url.is_none());
+        assert_eq!(c.database.pool_size, database::SERVER_POOL_SIZE);
+        assert!(redis.url.is_none());
         // Unset means the embedded database; builds without it need one
         // (the test's variables give it there).
         assert_eq!(c.database.url.is_none(), EMBEDDED_DB);
-        assert_eq!(c.require_jwt_secret().unwrap_err().variable, "JWT_SECRET");
-        assert_eq!(c.sso.require_keys().unwrap_err().variable, "SSO_JWT_SECRET");
     }
 
     #[test]
-    fn previous_api_token_keys_are_a_comma_list() {
-        let c = Config::from_vars(&vars(&[(
-            "JWT_PREVIOUS_SECRETS",
-            " previous-jwt-secret-0123456789abcdef , ,older-jwt-secret-0123456789abcdef012",
-        )]))
-        .unwrap();
-        let listed: Vec<&str> = c.jwt_previous_secrets.iter().map(Secret::expose).collect();
-        assert_eq!(
-            listed,
-            [
-                "previous-jwt-secret-0123456789abcdef",
-                "older-jwt-secret-0123456789abcdef012"
-            ]
-        );
-        assert!(
-            !format!("{c:?}").contains("previous-jwt-secret"),
-            "never shown"
-        );
+    fn each_section_is_read_only_by_the_functions_that_ask_for_it() {
+        // Health's sections: no API or GCGC keys needed, none read.
+        let health = Config::with_sections::<RedisSettings>(&vars(&[
+            ("JWT_SECRET", "short"),
+            ("SSO_JWKS_URL", "ftp://x"),
+        ]));
+        assert!(health.is_ok());
+        // The functions that need them are stopped by their absence.
+        let jwt = Config::with_sections::<JwtSettings>(&vars(&[])).unwrap_err();
+        assert_eq!(jwt.variable, "JWT_SECRET");
+        assert!(jwt.problem.contains("required"), "{jwt}");
+        let sso = Config::with_sections::<SsoSettings>(&vars(&[])).unwrap_err();
+        assert_eq!(sso.variable, "SSO_JWT_SECRET");
+        // Conversations in production has no use for Redis.
+        let production = [
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", "postgres://db/tms"),
+            ("JWT_SECRET", SECRET),
+        ];
+        assert!(Config::with_sections::<JwtSettings>(&vars(&production)).is_ok());
+        let redis = Config::with_sections::<RedisSettings>(&vars(&production)).unwrap_err();
+        assert_eq!(redis.variable, "REDIS_URL");
     }
 
     #[test]
@@ -712,7 +352,7 @@ mod tests {
             ),
         ];
         for (pairs, variable) in cases {
-            let err = Config::from_vars(&vars(pairs)).unwrap_err();
+            let err = all_sections(pairs).unwrap_err();
             assert_eq!(err.variable, *variable, "{pairs:?}");
             assert!(err.to_string().contains(variable), "{err}");
         }
@@ -733,21 +373,25 @@ mod tests {
 
     #[test]
     fn production_requires_redis_and_postgres() {
-        let err = Config::from_vars(&vars(&[("APP_ENV", "production")])).unwrap_err();
+        let err = all_sections(&[
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", "postgres://db/tms"),
+        ])
+        .unwrap_err();
         assert_eq!(err.variable, "REDIS_URL");
-        let err = Config::from_vars(&vars(&[
+        let err = all_sections(&[
             ("APP_ENV", "production"),
             ("REDIS_URL", "rediss://cache:6380"),
             ("DATABASE_URL", "sqlite://x.db"),
-        ]))
+        ])
         .unwrap_err();
         assert_eq!(err.variable, "DATABASE_URL");
-        let ok = Config::from_vars(&vars(&[
+        let ok = all_sections(&[
             ("APP_ENV", "production"),
             ("REDIS_URL", "rediss://cache:6380"),
             ("DATABASE_URL", "postgres://db/tms?sslmode=require"),
             ("JWT_SECRET", SECRET),
-        ]));
+        ]);
         assert!(ok.is_ok());
     }
 
@@ -762,7 +406,7 @@ mod tests {
         let with = |extra: &[(&'static str, &'static str)]| {
             let mut pairs = production.to_vec();
             pairs.extend_from_slice(extra);
-            Config::from_vars(&vars(&pairs))
+            all_sections(&pairs).map(|(_, (_, sso, _))| sso)
         };
         let err = with(&[]).unwrap_err();
         assert_eq!(err.variable, "SSO_AUDIENCE");
@@ -782,17 +426,17 @@ mod tests {
             ("SSO_ISSUER", "https://idp.example.com"),
         ])
         .unwrap();
-        assert_eq!(ok.sso.audience.as_deref(), Some("tms-chat"));
+        assert_eq!(ok.audience.as_deref(), Some("tms-chat"));
 
         // Development keeps them optional, and so does an HS256 secret (it is ours alone).
         let dev = [("SSO_JWKS_URL", "https://idp.example.com/jwks.json")];
-        assert!(Config::from_vars(&vars(&dev)).is_ok());
-        let secret = Config::from_vars(&vars(&[
+        assert!(all_sections(&dev).is_ok());
+        let secret = all_sections(&[
             ("APP_ENV", "production"),
             ("REDIS_URL", "rediss://cache:6380"),
             ("DATABASE_URL", "postgres://db/tms"),
             ("SSO_JWT_SECRET", SECRET),
-        ]));
+        ]);
         assert!(secret.is_ok());
     }
 
@@ -894,17 +538,20 @@ mod tests {
         )
         .unwrap();
         let pem = pem.to_str().unwrap();
+        let redis = |pairs: &[(&str, &str)]| {
+            Config::with_sections::<RedisSettings>(&vars(pairs)).map(|(_, redis)| redis)
+        };
         for url in ["redis+cluster://cache:6379", "rediss+cluster://cache:6379"] {
-            let c = Config::from_vars(&vars(&[("REDIS_URL", url)])).unwrap();
-            assert_eq!(c.redis.url.unwrap().expose(), url);
+            let r = redis(&[("REDIS_URL", url)]).unwrap();
+            assert_eq!(r.url.unwrap().expose(), url);
         }
         for url in ["rediss://cache:6379", "rediss+cluster://cache:6379"] {
-            let c = Config::from_vars(&vars(&[("REDIS_URL", url), ("REDIS_CA_CERT_PATH", pem)]));
-            assert_eq!(c.unwrap().redis.ca_cert.unwrap().path, pem);
+            let r = redis(&[("REDIS_URL", url), ("REDIS_CA_CERT_PATH", pem)]);
+            assert_eq!(r.unwrap().ca_cert.unwrap().path, pem);
         }
         // A CA for a connection without TLS would silently not be used.
         for url in ["redis://cache:6379", "redis+cluster://cache:6379"] {
-            let err = Config::from_vars(&vars(&[("REDIS_URL", url), ("REDIS_CA_CERT_PATH", pem)]));
+            let err = redis(&[("REDIS_URL", url), ("REDIS_CA_CERT_PATH", pem)]);
             assert_eq!(err.unwrap_err().variable, "REDIS_CA_CERT_PATH");
         }
         let c = Config::from_vars(&vars(&[("DATABASE_CA_CERT_PATH", pem)])).unwrap();
@@ -914,17 +561,17 @@ mod tests {
 
     #[test]
     fn lists_are_trimmed_and_secrets_never_print() {
-        let c = Config::from_vars(&vars(&[
+        let (c, sections) = all_sections(&[
             (
                 "ALLOWED_ORIGINS",
                 " https://a.example.com, https://b.example.com ,",
             ),
             ("JWT_SECRET", SECRET),
             ("JWT_EXPIRATION_HOURS", "24"),
-        ]))
+        ])
         .unwrap();
         assert_eq!(c.http.allowed_origins.len(), 2);
-        assert_eq!(c.jwt_expiration, Duration::from_secs(24 * 3600));
-        assert!(!format!("{c:?}").contains(SECRET));
+        assert_eq!(sections.0.expiration, Duration::from_secs(24 * 3600));
+        assert!(!format!("{c:?} {sections:?}").contains(SECRET));
     }
 }

@@ -20,7 +20,7 @@ use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, TransformResponse};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ConfigError, Platform};
+use crate::config::{Config, ConfigError, Platform, Section};
 use crate::error::ApiError;
 use crate::http::{App, REQUEST_ID, app};
 
@@ -78,18 +78,21 @@ pub fn init_tracing(on_lambda: bool) -> LogGuard {
     guard
 }
 
-/// The whole of a function's `main`: read the config, build the function's
-/// routes, wrap them in the shared layers, serve.
+/// The whole of a function's `main`: read the config and the sections `S`
+/// that the function's `build` takes, build its routes, wrap them in the
+/// shared layers, serve.
 /// A start-up error is one line on stderr naming its cause, and exit code 1.
-pub async fn start(build: impl AsyncFnOnce(&Config) -> Result<Router, StartError>) -> ExitCode {
+pub async fn start<S: Section>(
+    build: impl AsyncFnOnce(&Config, S) -> Result<Router, StartError>,
+) -> ExitCode {
     let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
     let log = init_tracing(matches!(
         Platform::from_vars(&vars),
         Platform::Lambda { .. }
     ));
     let result = async {
-        let config = Config::load_from(vars).await?;
-        let routes = build(&config).await?;
+        let (config, sections) = Config::load_from(vars).await?;
+        let routes = build(&config, sections).await?;
         serve(app(routes, &config), &config)
             .await
             .map_err(StartError::Other)

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::clock::{LEEWAY_SECS, unix_secs};
-use crate::config::{Config, ConfigError};
+use crate::config::JwtSettings;
 use crate::db::{PgToSql, PgType};
 use crate::error::ApiError;
 
@@ -120,18 +120,14 @@ impl ApiTokens {
         }))
     }
 
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let secret = config.require_jwt_secret()?;
-        let previous: Vec<&[u8]> = config
-            .jwt_previous_secrets
+    /// The keys and lifetime the settings give.
+    pub fn from_settings(jwt: &JwtSettings) -> Self {
+        let previous: Vec<&[u8]> = jwt
+            .previous_secrets
             .iter()
             .map(|s| s.expose().as_bytes())
             .collect();
-        Ok(Self::with_previous(
-            secret.expose().as_bytes(),
-            &previous,
-            config.jwt_expiration,
-        ))
+        Self::with_previous(jwt.secret.expose().as_bytes(), &previous, jwt.expiration)
     }
 
     /// The `kid` of the key that signs.

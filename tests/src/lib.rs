@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use shared::Config;
+use shared::config::Section;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
@@ -51,6 +52,12 @@ pub fn test_vars(extra: &[(&str, &str)]) -> HashMap<String, String> {
 
 pub fn test_config(extra: &[(&str, &str)]) -> Config {
     Config::from_vars(&test_vars(extra)).expect("test configuration is valid")
+}
+
+/// The configuration and the sections `S` (a function's settings) of the
+/// test variables with `extra`.
+pub fn test_sections<S: Section>(extra: &[(&str, &str)]) -> (Config, S) {
+    Config::with_sections(&test_vars(extra)).expect("test configuration is valid")
 }
 
 /// The application served in-process on a random port.

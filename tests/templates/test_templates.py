@@ -31,14 +31,13 @@ ENV_NAMES = {
     },
     "conversations": {
         "APP_ENV", "METRICS_NAMESPACE", "ALLOWED_ORIGINS", "ALLOWED_HOSTS", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH",
-        "JWT_EXPIRATION_HOURS", "JWT_SECRET_ARN", "DATABASE_URL_SECRET_ARN", "REDIS_URL_SECRET_ARN",
-        "JWT_PREVIOUS_SECRETS_ARN",
+        "JWT_EXPIRATION_HOURS", "JWT_SECRET_ARN", "DATABASE_URL_SECRET_ARN", "JWT_PREVIOUS_SECRETS_ARN",
     },
 }
 SECRET_PARAMETERS = {
     "health": {"DatabaseUrlSecretArn", "RedisUrlSecretArn"},
     "sso-login": {"JwtSecretArn", "JwtPreviousSecretsArn", "DatabaseUrlSecretArn", "RedisUrlSecretArn", "SsoJwtSecretArn"},
-    "conversations": {"JwtSecretArn", "JwtPreviousSecretsArn", "DatabaseUrlSecretArn", "RedisUrlSecretArn"},
+    "conversations": {"JwtSecretArn", "JwtPreviousSecretsArn", "DatabaseUrlSecretArn"},
 }
 # s.yaml: the variables each FC function takes from the deployer's environment.
 FC_ENV = {
@@ -49,7 +48,7 @@ FC_ENV = {
         "REDIS_KEY_PREFIX", "JWT_PREVIOUS_SECRETS",
     },
     "conversations": {
-        "APP_ENV", "ALLOWED_ORIGINS", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "JWT_SECRET",
+        "APP_ENV", "ALLOWED_ORIGINS", "ALLOWED_HOSTS", "DATABASE_URL", "JWT_SECRET",
         "JWT_EXPIRATION_HOURS", "JWT_PREVIOUS_SECRETS",
     },
 }

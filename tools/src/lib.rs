@@ -33,11 +33,16 @@ use shared::{Config, StartError};
 use utoipa::{Modify, OpenApi};
 
 /// Every function's routes on one router: what `make run` serves locally.
-pub async fn all_routes(config: &Config) -> Result<Router, StartError> {
-    Ok(health::build(config)
+/// sso-login's sections hold the others' (Redis for health, the API
+/// tokens' keys for conversations).
+pub async fn all_routes(
+    config: &Config,
+    settings: sso_login::Settings,
+) -> Result<Router, StartError> {
+    Ok(health::build(config, settings.redis.clone())
         .await?
-        .merge(conversations::build(config).await?)
-        .merge(sso_login::build(config).await?))
+        .merge(conversations::build(config, settings.jwt.clone()).await?)
+        .merge(sso_login::build(config, settings).await?))
 }
 
 /// The OpenAPI 3.1 document of every route, from the annotations beside the

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use shared::clock::Rfc3339;
+use shared::config::JwtSettings;
 use shared::db::Database;
 use shared::tokens::{ApiTokens, AuthUser};
 use shared::{ApiError, ApiJson, ApiQuery, Config, ErrorBody, Outcome, StartError};
@@ -54,9 +55,9 @@ pub fn routes(state: AppState) -> Router {
 #[openapi(paths(list, create, fetch))]
 pub struct ApiDoc;
 
-/// The function's routes for its configuration (`JWT_SECRET`, `DATABASE_URL`).
-pub async fn build(config: &Config) -> Result<Router, StartError> {
-    let tokens = ApiTokens::from_config(config)?;
+/// The function's routes for its configuration and the API tokens' keys.
+pub async fn build(config: &Config, jwt: JwtSettings) -> Result<Router, StartError> {
+    let tokens = ApiTokens::from_settings(&jwt);
     let db = Database::open(&config.database).await?;
     Ok(routes(AppState { db, tokens }))
 }

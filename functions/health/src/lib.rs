@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use shared::config::RedisSettings;
 use shared::db::Database;
 use shared::metrics::WarningMetric;
 use shared::redis_client::RedisClient;
@@ -83,11 +84,11 @@ pub struct NotReady {
 
 /// The function's routes for its configuration: the database, and Redis
 /// when `REDIS_URL` names one.
-pub async fn build(config: &Config) -> Result<Router, StartError> {
-    let redis = match &config.redis.url {
+pub async fn build(config: &Config, redis: RedisSettings) -> Result<Router, StartError> {
+    let redis = match &redis.url {
         Some(url) => Some(Arc::new(RedisClient::new(
             url.expose(),
-            config.redis.ca_cert.as_ref(),
+            redis.ca_cert.as_ref(),
         )?)),
         None => None,
     };

@@ -20,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
+use shared::config::{ConfigError, JwtSettings, RedisSettings, Section, SsoSettings, Vars};
 use shared::db::{Database, DbError};
 use shared::metrics::WarningMetric;
 use shared::redis_settings;
@@ -78,13 +79,30 @@ pub fn routes(state: AppState) -> Router {
 #[openapi(paths(login, sign_out, sign_out_everywhere))]
 pub struct ApiDoc;
 
-/// The function's routes for its configuration: `JWT_SECRET`, the SSO keys,
-/// `REDIS_URL` and `DATABASE_URL`.
-pub async fn build(config: &Config) -> Result<Router, StartError> {
+/// The sections of the settings a login uses: the API tokens' keys, the
+/// GCGC keys (none of them one of the former) and the replay store.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub jwt: JwtSettings,
+    pub sso: SsoSettings,
+    pub redis: RedisSettings,
+}
+
+impl Section for Settings {
+    fn from_vars(vars: &Vars, config: &Config) -> Result<Self, ConfigError> {
+        let (jwt, sso, redis): (JwtSettings, SsoSettings, RedisSettings) =
+            Section::from_vars(vars, config)?;
+        sso.check_apart_from(&jwt)?;
+        Ok(Self { jwt, sso, redis })
+    }
+}
+
+/// The function's routes for its configuration and its [`Settings`].
+pub async fn build(config: &Config, settings: Settings) -> Result<Router, StartError> {
     let state = AppState {
-        verifier: SsoVerifier::from_config(config)?,
-        tokens: ApiTokens::from_config(config)?,
-        replay: ReplayStore::from_config(config)?,
+        verifier: SsoVerifier::from_settings(&settings.sso, config.app_env),
+        tokens: ApiTokens::from_settings(&settings.jwt),
+        replay: ReplayStore::from_settings(&settings.redis)?,
         db: Database::open(&config.database).await?,
         sweeps: users::Sweeps::default(),
     };

@@ -21,7 +21,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use shared::clock::{LEEWAY_SECS, unix_secs};
-use shared::config::{AppEnv, Config, ConfigError, SsoKeys};
+use shared::config::{AppEnv, SsoKeys, SsoSettings};
 
 /// GCGC tokens live up to 30 days; one that claims to live longer is refused,
 /// which also bounds how long a replay mark is kept.
@@ -93,21 +93,22 @@ enum Keys {
 }
 
 impl SsoVerifier {
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let keys = match config.sso.require_keys()? {
+    /// The verifier the settings describe (`production`: a JWKS is fetched over HTTPS only).
+    pub fn from_settings(sso: &SsoSettings, app_env: AppEnv) -> Self {
+        let keys = match &sso.keys {
             SsoKeys::Secret(secret) => {
                 Keys::Secret(DecodingKey::from_secret(secret.expose().as_bytes()))
             }
             SsoKeys::JwksUrl(url) => Keys::Jwks(Arc::new(JwksCache::new(
                 url.clone(),
-                config.app_env == AppEnv::Production,
+                app_env == AppEnv::Production,
             ))),
         };
-        Ok(Self(Arc::new(Inner {
+        Self(Arc::new(Inner {
             keys,
-            issuer: config.sso.issuer.clone(),
-            audience: config.sso.audience.clone(),
-        })))
+            issuer: sso.issuer.clone(),
+            audience: sso.audience.clone(),
+        }))
     }
 
     /// Verifies a GCGC token.

@@ -284,12 +284,12 @@ async fn browser_reads_every_response_from_an_allowed_origin_and_none_from_anoth
     let (disallowed_listener, disallowed_origin) = page_listener("127.0.0.1").await;
     // One database for every function, as `tms-local` has.
     let db = TestDb::sqlite();
-    let config = test_config(&[
+    let (config, settings) = test_sections(&[
         ("DATABASE_URL", db.url.as_str()),
         ("ALLOWED_ORIGINS", allowed_origin.as_str()),
         ("SSO_JWT_SECRET", SSO_SECRET),
     ]);
-    let functions = spawn_app(tools::all_routes(&config).await.unwrap(), &config).await;
+    let functions = spawn_app(tools::all_routes(&config, settings).await.unwrap(), &config).await;
 
     let allowed = Page::serve(
         allowed_listener,

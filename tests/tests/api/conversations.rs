@@ -11,6 +11,7 @@ use conversations::store::Created;
 use http::StatusCode;
 use serde_json::{Value, json};
 use shared::Config;
+use shared::config::JwtSettings;
 use shared::db::Database;
 use shared::tokens::{ApiTokens, AuthUser, Standing};
 use sso_login::users::{User, upsert_user};
@@ -46,19 +47,20 @@ impl Backend {
 impl Fixture {
     async fn new(backend: Backend) -> Self {
         let guard = backend.database().await;
-        let config = test_config(&guard.vars());
-        Self::on(guard, config).await
+        let settings = test_sections(&guard.vars());
+        Self::on(guard, settings).await
     }
 
-    /// The function with `config`, on `guard`'s database.
-    async fn on(guard: TestDb, config: Config) -> Self {
-        let routes = conversations::build(&config).await.expect("build");
+    /// The function with these settings, on `guard`'s database.
+    async fn on(guard: TestDb, (config, jwt): (Config, JwtSettings)) -> Self {
+        let tokens = ApiTokens::from_settings(&jwt);
+        let routes = conversations::build(&config, jwt).await.expect("build");
         let app = spawn_app(routes, &config).await;
         let db = Database::open(&config.database).await.expect("open");
         Self {
             app,
             db,
-            tokens: ApiTokens::from_config(&config).unwrap(),
+            tokens,
             _db_guard: guard,
         }
     }
@@ -524,15 +526,12 @@ async fn a_database_down_or_hung_is_a_fast_503_then_recovers() {
         .migrate()
         .await
         .unwrap();
-    let config = test_config(&[("DATABASE_URL", &url)]);
-    let app = spawn_app(conversations::build(&config).await.unwrap(), &config).await;
+    let (config, jwt) = test_sections::<JwtSettings>(&[("DATABASE_URL", &url)]);
+    let tokens = ApiTokens::from_settings(&jwt);
+    let app = spawn_app(conversations::build(&config, jwt).await.unwrap(), &config).await;
     let db = Database::open(&config.database).await.unwrap();
     let user = upsert_user(&db, "ext-fault", None, None).await.unwrap();
-    let token = ApiTokens::from_config(&config)
-        .unwrap()
-        .issue(user.id, user.token_generation)
-        .unwrap()
-        .token;
+    let token = tokens.issue(user.id, user.token_generation).unwrap().token;
     let list = || async {
         let started = Instant::now();
         let r = app
@@ -1016,7 +1015,7 @@ async fn each_route_is_one_round_trip_to_postgresql() {
         &format!("127.0.0.1:{}/", proxied.port),
     ) + "?sslmode=disable";
     assert_ne!(url, guard.url);
-    let f = Fixture::on(guard, test_config(&[("DATABASE_URL", &url)])).await;
+    let f = Fixture::on(guard, test_sections(&[("DATABASE_URL", &url)])).await;
     let (_, token) = f.user("alice").await;
     let (bob, _) = f.user("bob").await;
     let round_trips = async |request: reqwest::Response, status: StatusCode| {

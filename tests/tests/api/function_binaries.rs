@@ -28,29 +28,71 @@ async fn health_answers_on_the_fc_port_with_the_fc_request_id() {
 
 #[tokio::test]
 async fn a_bad_setting_stops_the_function_with_one_line_naming_it() {
-    for (variable, value) in [
-        ("ALLOWED_ORIGINS", "*"),
-        ("JWT_EXPIRATION_HOURS", "forever"),
+    // Each function is stopped by a setting of a section it reads: the
+    // common ones (any function), Redis (health), the API tokens'
+    // (conversations), the GCGC keys' (sso-login).
+    let production = [
         ("APP_ENV", "production"),
-        ("FC_CUSTOM_LISTEN_PORT", "nine"),
-    ] {
-        let mut vars = test_vars(&[(variable, value)]);
-        if variable != "FC_CUSTOM_LISTEN_PORT" {
-            vars.insert("FC_CUSTOM_LISTEN_PORT".into(), free_port().to_string());
-        }
-        let (code, stderr) = Process::start("health", &vars).exit().await;
-        assert_eq!(code, Some(1), "{variable}: {stderr}");
+        ("DATABASE_URL", "postgres://127.0.0.1:1/tms"),
+    ];
+    /// The function, its settings beside the tests', the variable named.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        ("health", &[("ALLOWED_ORIGINS", "*")], "ALLOWED_ORIGINS"),
+        (
+            "health",
+            &[("FC_CUSTOM_LISTEN_PORT", "nine")],
+            "FC_CUSTOM_LISTEN_PORT",
+        ),
+        ("health", &[("REDIS_URL", "http://cache")], "REDIS_URL"),
+        ("health", &production, "REDIS_URL"),
+        (
+            "conversations",
+            &[("JWT_EXPIRATION_HOURS", "forever")],
+            "JWT_EXPIRATION_HOURS",
+        ),
+        (
+            "sso-login",
+            &[("SSO_JWKS_URL", "ftp://idp")],
+            "SSO_JWKS_URL",
+        ),
+        (
+            "sso-login",
+            &[("SSO_JWT_SECRET", TEST_JWT_SECRET)],
+            "SSO_JWT_SECRET",
+        ),
+    ];
+    for (function, pairs, variable) in cases {
+        let mut vars = test_vars(pairs);
+        vars.entry("FC_CUSTOM_LISTEN_PORT".into())
+            .or_insert_with(|| free_port().to_string());
+        let (code, stderr) = Process::start(function, &vars).exit().await;
+        assert_eq!(code, Some(1), "{function} {pairs:?}: {stderr}");
         let line = stderr
             .lines()
             .find(|l| l.starts_with("invalid configuration"))
-            .unwrap_or_else(|| panic!("no config line for {variable}: {stderr}"));
-        let expected = if variable == "APP_ENV" {
-            "REDIS_URL"
-        } else {
-            variable
-        };
-        assert!(line.contains(expected), "{line}");
+            .unwrap_or_else(|| panic!("no config line for {function} {pairs:?}: {stderr}"));
+        assert!(line.contains(variable), "{line}");
     }
+}
+
+#[tokio::test]
+async fn health_reads_no_setting_of_the_api_tokens_or_the_gcgc_keys() {
+    // Settings that would stop sso-login or conversations: health has no
+    // use for them, so they cannot stop it.
+    let (process, base) = start_function(
+        "health",
+        &[
+            ("JWT_SECRET", "short"),
+            ("JWT_EXPIRATION_HOURS", "forever"),
+            ("SSO_JWKS_URL", "ftp://idp"),
+            ("SSO_JWT_SECRET", "short"),
+        ],
+    )
+    .await;
+    let r = client().get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    process.stop().await;
 }
 
 #[tokio::test]

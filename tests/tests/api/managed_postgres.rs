@@ -82,14 +82,14 @@ async fn verify_full_with_another_ca_is_a_503_at_request_time_that_writes_nothin
     let another_ca = TestCa::new();
     let prefix = format!("tms-test-{}:", uuid_simple());
     let app_trusting = |ca: &std::path::Path| {
-        let config = test_config(&[
+        let (config, settings) = test_sections(&[
             ("SSO_JWT_SECRET", SSO_SECRET),
             ("REDIS_URL", SHARED_REDIS),
             ("REDIS_KEY_PREFIX", &prefix),
             ("DATABASE_URL", &url),
             ("DATABASE_CA_CERT_PATH", ca.to_str().unwrap()),
         ]);
-        async move { spawn_app(sso_login::build(&config).await.unwrap(), &config).await }
+        async move { spawn_app(sso_login::build(&config, settings).await.unwrap(), &config).await }
     };
     let database = open(&[
         ("DATABASE_URL", &url),

@@ -52,16 +52,17 @@ async fn refused_fast_with_503(sso: &Sso, token: &str) {
 
 /// The replay key of a token, as sso-login derives it under this prefix.
 async fn replay_key(sso: &Sso, token: &str) -> String {
-    let config = test_config(&[
+    let (config, settings): (_, sso_login::Settings) = test_sections(&[
         ("SSO_JWT_SECRET", SSO_SECRET),
         ("REDIS_KEY_PREFIX", &sso.prefix),
     ]);
-    let verified = SsoVerifier::from_config(&config)
-        .unwrap()
+    let verified = SsoVerifier::from_settings(&settings.sso, config.app_env)
         .verify(token)
         .await
         .unwrap();
-    ReplayStore::from_config(&config).unwrap().key(&verified)
+    ReplayStore::from_settings(&settings.redis)
+        .unwrap()
+        .key(&verified)
 }
 
 /// `/health/ready` of the health binary: its status and its Redis check.

@@ -24,14 +24,14 @@ fn the_committed_document_is_what_the_code_generates() {
 #[tokio::test]
 async fn every_documented_operation_is_served_with_a_documented_status() {
     let db = TestDb::sqlite();
-    let config = test_config(&[
+    let (config, settings) = test_sections(&[
         ("DATABASE_URL", &db.url),
         (
             "SSO_JWT_SECRET",
             "test-sso-secret-0123456789abcdef0123456789",
         ),
     ]);
-    let app = spawn_app(tools::all_routes(&config).await.unwrap(), &config).await;
+    let app = spawn_app(tools::all_routes(&config, settings).await.unwrap(), &config).await;
     let database = Database::open(&config.database).await.unwrap();
     let user = upsert_user(&database, "ext-openapi", None, None)
         .await

@@ -244,12 +244,12 @@ fn rs256(sub: &str, kid: &str) -> String {
 
 async fn jwks_app(jwks_url: &str) -> TestApp {
     let prefix = format!("tms-test-{}:", uuid_simple());
-    let config = test_config(&[
+    let (config, settings) = test_sections(&[
         ("SSO_JWKS_URL", jwks_url),
         ("REDIS_URL", SHARED_REDIS),
         ("REDIS_KEY_PREFIX", &prefix),
     ]);
-    spawn_app(sso_login::build(&config).await.unwrap(), &config).await
+    spawn_app(sso_login::build(&config, settings).await.unwrap(), &config).await
 }
 
 #[tokio::test]

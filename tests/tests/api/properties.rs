@@ -58,13 +58,14 @@ struct Target {
 impl Target {
     async fn start(backend: &'static str, db: TestDb) -> Self {
         let redis_prefix = format!("tms-test-{}:", uuid_simple());
-        let config = test_config(&[
+        let (config, settings): (_, sso_login::Settings) = test_sections(&[
             ("DATABASE_URL", &db.url),
             ("SSO_JWT_SECRET", SSO_SECRET),
             ("REDIS_URL", SHARED_REDIS),
             ("REDIS_KEY_PREFIX", &redis_prefix),
         ]);
-        let routes = tools::all_routes(&config).await.expect("build");
+        let tokens = ApiTokens::from_settings(&settings.jwt);
+        let routes = tools::all_routes(&config, settings).await.expect("build");
         let mut app = spawn_app(routes, &config).await;
         // A connection per request: the property is about each answer, and
         // a kept-alive connection that the server closed after refusing a
@@ -83,11 +84,7 @@ impl Target {
         upsert_user(&database, "ext-member", None, None)
             .await
             .expect("another user");
-        let token = ApiTokens::from_config(&config)
-            .unwrap()
-            .issue(user.id, user.token_generation)
-            .unwrap()
-            .token;
+        let token = tokens.issue(user.id, user.token_generation).unwrap().token;
         Self {
             backend,
             app,

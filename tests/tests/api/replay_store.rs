@@ -21,13 +21,13 @@ use crate::sso::{SSO_SECRET, gcgc, login_at};
 
 /// An sso-login instance of a deployment: its Redis, its key prefix, its database.
 async fn instance(redis_url: &str, prefix: &str, db_url: &str) -> TestApp {
-    let config = test_config(&[
+    let (config, settings) = test_sections(&[
         ("SSO_JWT_SECRET", SSO_SECRET),
         ("REDIS_URL", redis_url),
         ("REDIS_KEY_PREFIX", prefix),
         ("DATABASE_URL", db_url),
     ]);
-    spawn_app(sso_login::build(&config).await.unwrap(), &config).await
+    spawn_app(sso_login::build(&config, settings).await.unwrap(), &config).await
 }
 
 async fn login(app: &TestApp, token: &str) -> (StatusCode, String) {

@@ -122,11 +122,12 @@ pub(crate) async fn spawn_instance(
     ];
     vars.extend(db.vars());
     vars.extend_from_slice(extra);
-    let config = test_config(&vars);
-    let routes = sso_login::build(&config)
+    let (config, settings): (_, sso_login::Settings) = test_sections(&vars);
+    let jwt = settings.jwt.clone();
+    let routes = sso_login::build(&config, settings)
         .await
         .unwrap()
-        .merge(conversations::build(&config).await.unwrap());
+        .merge(conversations::build(&config, jwt).await.unwrap());
     spawn_app(routes, &config).await
 }
 
@@ -772,13 +773,13 @@ async fn a_database_failure_after_the_claim_releases_it() {
         .await
         .unwrap();
     let prefix = format!("tms-test-{}:", uuid_simple());
-    let config = test_config(&[
+    let (config, settings) = test_sections(&[
         ("SSO_JWT_SECRET", SSO_SECRET),
         ("REDIS_URL", SHARED_REDIS),
         ("REDIS_KEY_PREFIX", &prefix),
         ("DATABASE_URL", &pg.url()),
     ]);
-    let app = spawn_app(sso_login::build(&config).await.unwrap(), &config).await;
+    let app = spawn_app(sso_login::build(&config, settings).await.unwrap(), &config).await;
     let token = gcgc(&claims("db-down"));
     pg.stop();
     let r = login_at(&app.client, &app.address, &token).await;

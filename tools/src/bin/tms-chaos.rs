@@ -39,6 +39,7 @@ use anyhow::Context as _;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use shared::Config;
+use shared::config::RedisSettings;
 use sqlx::Connection;
 use sso_login::replay::ReplayStore;
 use sso_login::verify::{SsoClaims, VerifiedToken};
@@ -1074,8 +1075,9 @@ fn replay_store(redis_url: &str, jwks_url: &str) -> ReplayStore {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    ReplayStore::from_config(&Config::from_vars(&vars).expect("chaos configuration"))
-        .expect("replay store")
+    let (_, redis): (Config, RedisSettings) =
+        Config::with_sections(&vars).expect("chaos configuration");
+    ReplayStore::from_settings(&redis).expect("replay store")
 }
 
 /// Sets a managed Redis's default eviction on `redis` with little room to

@@ -30,7 +30,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), String> {
-    let config = shared::Config::load().await.map_err(|e| e.to_string())?;
+    let (config, settings) = shared::Config::load_with::<sso_login::Settings>()
+        .await
+        .map_err(|e| e.to_string())?;
     let addr = config
         .listen
         .or(SocketAddr::new(DEFAULT_HOST, DEFAULT_PORT));
@@ -42,7 +44,7 @@ async fn run() -> Result<(), String> {
         ),
         _ => format!("cannot listen on {addr}: {e}"),
     })?;
-    let routes = tools::all_routes(&config)
+    let routes = tools::all_routes(&config, settings)
         .await
         .map_err(|e| e.to_string())?;
     let app = shared::app(routes, &config);

@@ -6,6 +6,8 @@
 
 use std::process::ExitCode;
 
+use shared::config::{SsoKeys, SsoSettings};
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,10 +27,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: &[String]) -> anyhow::Result<String> {
-    let config = shared::Config::load().await?;
-    let tokens = shared::tokens::ApiTokens::from_config(&config)?;
     match args {
         [kind, id] if kind == "api" => {
+            let (_, jwt) = shared::Config::load_with().await?;
+            let tokens = shared::tokens::ApiTokens::from_settings(&jwt);
             let id: i64 = id
                 .parse()
                 .map_err(|_| anyhow::anyhow!("USER_ID must be a number"))?;
@@ -36,19 +38,22 @@ async fn run(args: &[String]) -> anyhow::Result<String> {
             Ok(tokens.issue(id, 0)?.token)
         }
         [kind, external_id, rest @ ..] if kind == "user" && rest.len() <= 1 => {
+            let (config, jwt) = shared::Config::load_with().await?;
+            let tokens = shared::tokens::ApiTokens::from_settings(&jwt);
             let db = shared::db::Database::open(&config.database).await?;
             let email = rest.first().map(String::as_str);
             let user = sso_login::users::upsert_user(&db, external_id, email, None).await?;
             Ok(tokens.issue(user.id, user.token_generation)?.token)
         }
         [kind, sub, rest @ ..] if kind == "sso" && rest.len() <= 2 => {
-            let Some(shared::config::SsoKeys::Secret(secret)) = &config.sso.keys else {
+            let (_, sso): (_, SsoSettings) = shared::Config::load_with().await?;
+            let SsoKeys::Secret(secret) = &sso.keys else {
                 anyhow::bail!("SSO_JWT_SECRET must be set to mint a GCGC token");
             };
             let mut claims = testkit::tokens::with_issuer_and_audience(
                 testkit::tokens::sso_claims(sub),
-                config.sso.issuer.as_deref(),
-                config.sso.audience.as_deref(),
+                sso.issuer.as_deref(),
+                sso.audience.as_deref(),
             );
             match rest {
                 [email, name] => {

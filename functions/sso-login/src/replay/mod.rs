@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use shared::clock::{LEEWAY_SECS, unix_secs};
-use shared::config::Config;
+use shared::config::RedisSettings;
 use shared::redis_client::{REDIS_TIMEOUT, RedisClient};
 
 use crate::verify::VerifiedToken;
@@ -133,11 +133,11 @@ enum Backend {
 }
 
 impl ReplayStore {
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let backend = match &config.redis.url {
+    pub fn from_settings(redis: &RedisSettings) -> anyhow::Result<Self> {
+        let backend = match &redis.url {
             Some(url) => Backend::Redis(Arc::new(RedisBackend::new(
                 url.expose(),
-                config.redis.ca_cert.as_ref(),
+                redis.ca_cert.as_ref(),
             )?)),
             None => {
                 tracing::warn!(
@@ -148,7 +148,7 @@ impl ReplayStore {
         };
         Ok(Self {
             backend,
-            key_prefix: config.redis.key_prefix.as_str().into(),
+            key_prefix: redis.key_prefix.as_str().into(),
         })
     }
 
