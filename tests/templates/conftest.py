@@ -70,15 +70,36 @@ def _region():
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
+LANGUAGE_EXTENSIONS = "AWS::LanguageExtensions"
+
+
 @pytest.fixture(scope="session")
-def source():
-    """template.yaml as CloudFormation reads it (cfn-lint's decoder: !Ref, !Sub, ...)."""
+def raw_source():
+    """template.yaml as written (cfn-lint's decoder: !Ref, !Sub, ...)."""
     from cfnlint.decode import decode
 
     template, matches = decode(str(ROOT / "template.yaml"))
     assert template is not None and not matches, "template.yaml does not parse: " + "; ".join(
         str(m) for m in matches or []
     )
+    return template
+
+
+@pytest.fixture(scope="session")
+def source(raw_source):
+    """template.yaml as SAM's transform gets it: Fn::ForEach expanded by the
+    AWS::LanguageExtensions transform first (cfn-lint's implementation of it,
+    which is AWS's), the rest as written."""
+    from cfnlint.template import Template
+    from cfnlint.template.transforms._language_extensions import language_extension
+
+    transforms = raw_source.get("Transform", [])
+    transforms = transforms if isinstance(transforms, list) else [transforms]
+    template = raw_source
+    if LANGUAGE_EXTENSIONS in transforms:
+        matches, template = language_extension(Template(str(ROOT / "template.yaml"), raw_source, ["us-east-1"]))
+        assert not matches, "AWS::LanguageExtensions refuses template.yaml: " + "; ".join(str(m) for m in matches)
+        template["Transform"] = [t for t in transforms if t != LANGUAGE_EXTENSIONS]
     return json.loads(json.dumps(template, default=str))
 
 

@@ -675,3 +675,35 @@ def test_script_passes_shellcheck(root, script):
         pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
     run = subprocess.run(["shellcheck", "-x", "-S", "warning", script], cwd=root, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def _function_base(name):
+    """The function's part of its resources' logical ids: sso-login -> SsoLogin."""
+    return logical_id(name)[: -len("Function")]
+
+
+def test_the_per_function_alarms_are_written_once_for_every_function(raw_source):
+    resources = raw_source["Resources"]
+    loops = {k: v for k, v in resources.items() if k.startswith("Fn::ForEach::")}
+    alarm_loops = [v for v in loops.values() if any(key.endswith("ErrorsAlarm") for key in v[2])]
+    assert len(alarm_loops) == 1, f"one loop writes the functions' alarms: {sorted(loops)}"
+    identifier, collection, _ = alarm_loops[0]
+    assert collection == [_function_base(n) for n in FUNCTIONS], "the loop runs over functions/LIST, in its order"
+    written = [k for k in resources if k.endswith("ErrorsAlarm") and not k.startswith("Api")]
+    assert not written, f"alarms written per function beside the loop: {written}"
+    assert identifier == "Function"
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_each_functions_error_alarms_watch_its_own_alias_and_new_version(resources, name):
+    function, base = logical_id(name), _function_base(name)
+
+    def dimensions(alarm):
+        return {d["Name"]: json.dumps(d["Value"]) for d in resources[alarm]["Properties"]["Dimensions"]}
+
+    alias = dimensions(f"{base}AliasErrorsAlarm")
+    assert "${" + function + "}" in alias["FunctionName"], alias
+    assert "${" + function + "}:live" in alias["Resource"], alias
+    new = dimensions(f"{base}NewVersionErrorsAlarm")
+    assert "${" + function + "}:live" in new["Resource"], new
+    assert "${" + function + "Version" in new["ExecutedVersion"], new
