@@ -75,10 +75,10 @@ FC_DOMAIN_PATHS = {
 }
 SCRIPTS_CHECKED = [
     "scripts/build-functions.sh", "scripts/deploy-fc.sh", "scripts/rollback-aws.sh",
-    "scripts/rollback-fc.sh", "scripts/functions.sh", "scripts/local-env.sh", "scripts/run-local.sh",
+    "scripts/rollback-fc.sh", "scripts/functions.sh", "scripts/run-local.sh",
     "scripts/test.sh", "scripts/services.sh", "scripts/tool.sh", "scripts/watch.sh",
     "scripts/lambda-env.sh", "scripts/check-watch.sh", "scripts/bench.sh", "scripts/check-templates.sh",
-    "scripts/verify-local.sh", "scripts/browser.sh", "scripts/fetch-ca-bundles.sh", "scripts/schemathesis.sh", "scripts/fuzz.sh",
+    "scripts/browser.sh", "scripts/fetch-ca-bundles.sh", "scripts/schemathesis.sh", "scripts/fuzz.sh",
     "scripts/profile.sh", "scripts/test-under-load.sh",
     ".ci/run",
 ]
