@@ -67,7 +67,7 @@ fn need_target(target: &str) -> Result<()> {
 
 /// Where cargo puts its output: CARGO_TARGET_DIR, build.target-dir of a
 /// .cargo/config.toml, or ./target. `cargo metadata` knows all three.
-fn target_dir(root: &Path) -> Result<PathBuf> {
+pub fn target_dir(root: &Path) -> Result<PathBuf> {
     let metadata =
         cli::stdout(cargo(root).args(["metadata", "--no-deps", "--format-version", "1"]))?;
     let metadata = cli::parse_json(&metadata).context("cargo metadata: not the JSON expected")?;

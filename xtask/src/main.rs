@@ -27,7 +27,8 @@ const USAGE: &str = "usage: cargo xtask <task>
   local-env -- CMD    run CMD with config/local.env under the environment's own settings
   functions           the deploy units of functions/LIST, one a line
   deploy-build-args   cargo's arguments for building them as deployed, one a line
-  deploy-features     the features part of those, on one line (deploy.mk's sam build)";
+  deploy-features     the features part of those, on one line (deploy.mk's sam build)
+  target-dir          cargo's output folder (CARGO_TARGET_DIR, build.target-dir or ./target)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -61,6 +62,7 @@ fn run(task: &str, rest: &[String]) -> Result<()> {
         "functions" => print_lines(functions::read(&root)?),
         "deploy-build-args" => print_lines(functions::deploy_build_args(&functions::read(&root)?)),
         "deploy-features" => print_lines([functions::DEPLOY_FEATURE_ARGS.join(" ")]),
+        "target-dir" => print_lines([build::target_dir(&root)?.display()]),
         "help" | "--help" | "-h" => print_lines([USAGE]),
         _ => bail!("no such task\n{USAGE}"),
     }
