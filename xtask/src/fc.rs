@@ -91,14 +91,9 @@ impl Devs {
 
     fn versions(&self, resource: &str) -> Result<Vec<u64>> {
         let list = self.result(resource, &["version", "list"])?;
-        let versions = list
-            .as_array()
-            .map(|all| all.iter().filter_map(|v| v.get("versionId")).collect());
-        let versions: Vec<&Value> = versions.unwrap_or_default();
-        Ok(versions
-            .into_iter()
-            .filter_map(cli::version_number)
-            .collect())
+        let entries = list.as_array().into_iter().flatten();
+        let ids = entries.filter_map(|entry| entry.get("versionId").and_then(cli::version_number));
+        Ok(ids.collect())
     }
 
     fn publish(&self, resource: &str, description: &str) -> Result<u64> {
