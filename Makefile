@@ -38,19 +38,19 @@ test-no-sdk:
 
 ## token: an API token for a local user, created if new (make -s token USER_ID=alice)
 token:
-	@source scripts/local-env.sh && scripts/tool.sh tms-token user "$(USER_ID)"
+	@cargo xtask local-env -- scripts/tool.sh tms-token user "$(USER_ID)"
 
 ## sso-token: a GCGC token as the identity provider would issue it, signed with the local SSO_JWT_SECRET
 sso-token:
-	@source scripts/local-env.sh && scripts/tool.sh tms-token sso "$(SSO_SUB)" "$(SSO_SUB)@example.com" "Local User"
+	@cargo xtask local-env -- scripts/tool.sh tms-token sso "$(SSO_SUB)" "$(SSO_SUB)@example.com" "Local User"
 
 ## verify-local: the hotfix's checklist against a running `make run` (same PORT), with the local settings
 verify-local:
-	@scripts/verify-local.sh
+	@cargo xtask verify-local
 
 ## verify: the hotfix's checklist against a deployment (BASE_URL=https://..., see README)
 verify:
-	@scripts/tool.sh tms-verify
+	@cargo xtask verify
 
 ## watch: every function under the Lambda emulator on 127.0.0.1:9000 (installs cargo-lambda if missing)
 watch:

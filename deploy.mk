@@ -12,25 +12,24 @@ export STACK_NAME
 
 ## build-lambda: release arm64 zips for AWS Lambda -> dist/lambda/<name>/ (needs cargo-lambda, zig)
 build-lambda:
-	@scripts/build-functions.sh lambda
+	@cargo xtask build-lambda
 
 # ---- sam build: one target per function resource of template.yaml ----------
 # Its functions say `BuildMethod: makefile` with ContextPath and
 # WorkingDirectory `.`: `sam build` runs `make build-<LogicalId>` at the
 # workspace root with ARTIFACTS_DIR set (SsoLoginFunction -> sso-login). Each
 # target is that function's deploy build alone: -p <name> with the features of
-# DEPLOY_BUILD_ARGS (scripts/functions.sh: no embedded database, the Secrets
-# Manager reader), arm64 by cargo-lambda as `make build-lambda`; its bootstrap
-# goes to ARTIFACTS_DIR. (SAM's rust-cargolambda method passes
+# a deployed function (`cargo xtask deploy-features`: no embedded database,
+# the Secrets Manager reader), arm64 by cargo-lambda as `make build-lambda`;
+# its bootstrap goes to ARTIFACTS_DIR. (SAM's rust-cargolambda method passes
 # BuildProperties.Binary only, `--bin <name>`: default features, SQLite linked.)
 _deploy_mk_dir := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
-_functions_sh = cd '$(_deploy_mk_dir)' && bash -c 'source scripts/functions.sh && $(1)'
-# The deploy units, and DEPLOY_BUILD_ARGS without its -p list (evaluated when used).
-_function_names = $(shell $(call _functions_sh,echo "$${FUNCTION_NAMES[*]}"))
-DEPLOY_FEATURE_ARGS = $(shell $(call _functions_sh,set -- "$${DEPLOY_BUILD_ARGS[@]}"; \
-	while [ $$# -gt 0 ]; do if [ "$$1" = -p ]; then shift 2; else printf "%s " "$$1"; shift; fi; done))
-_cargo_target_dir = $(or $(shell cd '$(_deploy_mk_dir)' && cargo metadata --no-deps --format-version 1 2>/dev/null \
-	| sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'),$(_deploy_mk_dir)/target)
+_xtask = $(shell cd '$(_deploy_mk_dir)' && cargo xtask $(1))
+# The deploy units of functions/LIST, the deploy features and cargo's output
+# folder, from xtask (evaluated when used).
+_function_names = $(call _xtask,functions)
+DEPLOY_FEATURE_ARGS = $(call _xtask,deploy-features)
+_cargo_target_dir = $(or $(call _xtask,target-dir),$(_deploy_mk_dir)/target)
 _sam_function = $(shell printf '%s' '$(1)' | sed -E 's/([a-z0-9])([A-Z])/\1-\2/g' | tr '[:upper:]' '[:lower:]')
 
 build-%Function:
@@ -44,7 +43,7 @@ build-%Function:
 
 ## build-fc: static x86_64 (musl) builds for Alibaba FC -> dist/fc/<name>/ (cargo-lambda + zig, or musl-tools)
 build-fc:
-	@scripts/build-functions.sh fc
+	@cargo xtask build-fc
 
 ## deploy-aws: sam build + sam deploy of template.yaml (guided on the first run, then samconfig.toml)
 deploy-aws:
@@ -67,15 +66,15 @@ deploy-aws:
 
 ## deploy-fc: deploy s.yaml to Alibaba FC and move the `live` aliases (needs s: npm install -g @serverless-devs/s)
 deploy-fc:
-	@scripts/deploy-fc.sh
+	@cargo xtask deploy-fc
 
-## rollback-aws: each function's `live` alias to its previous version, or stop a canary (STACK_NAME=, VERSION=N)
+## rollback-aws: each function's `live` alias to its previous version, or stop a canary (STACK_NAME=, FUNCTIONS=, VERSION=N)
 rollback-aws:
-	@scripts/rollback-aws.sh
+	@cargo xtask rollback-aws
 
 ## rollback-fc: each FC function's `live` alias to its previous version (FUNCTIONS=, VERSION=N)
 rollback-fc:
-	@scripts/rollback-fc.sh
+	@cargo xtask rollback-fc
 
 ## check-templates: offline checks of template.yaml and s.yaml (pytest: cfn-lint, SAM translator, ...)
 check-templates:

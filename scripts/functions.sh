@@ -1,22 +1,13 @@
 #!/usr/bin/env bash
-# Sourced by the scripts: FUNCTION_NAMES, the deploy units of functions/LIST, in
-# its order; DEPLOY_BUILD_ARGS, cargo's arguments for building them as
-# deployed; fc_resource NAME gives a function's s.yaml resource name.
-_functions_list="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/functions/LIST"
-FUNCTION_NAMES=()
-while IFS= read -r _fn || [ -n "$_fn" ]; do
-  _fn="${_fn%%#*}"
-  _fn="${_fn//[[:space:]]/}"
-  [ -n "$_fn" ] && FUNCTION_NAMES+=("$_fn")
-done <"$_functions_list"
-unset _fn _functions_list
-# Each function's package with the features of a deployed function: its
-# secrets reader, and no embedded database (SQLite is for local use;
-# production requires PostgreSQL). Packages named with -p resolve features
-# over themselves only, not over the tools and tests that turn it on.
-DEPLOY_BUILD_ARGS=()
-for _fn in "${FUNCTION_NAMES[@]}"; do DEPLOY_BUILD_ARGS+=(-p "$_fn"); done
-DEPLOY_BUILD_ARGS+=(--no-default-features --features aws-secrets)
-unset _fn
-# s.yaml's resource names cannot hold `-`: sso-login is sso_login there.
-fc_resource() { echo "${1//-/_}"; }
+# Sourced by scripts/bench.sh and scripts/profile.sh: FUNCTION_NAMES, the
+# deploy units of functions/LIST in its order, and DEPLOY_BUILD_ARGS, cargo's
+# arguments for building them as deployed, both from `cargo xtask` (the one
+# reader of the list: xtask/src/functions.rs).
+_xtask_lines() { (cd "$(dirname "${BASH_SOURCE[0]}")/.." && cargo xtask "$1"); }
+mapfile -t FUNCTION_NAMES < <(_xtask_lines functions)
+mapfile -t DEPLOY_BUILD_ARGS < <(_xtask_lines deploy-build-args)
+unset -f _xtask_lines
+if [ "${#FUNCTION_NAMES[@]}" -eq 0 ] || [ "${#DEPLOY_BUILD_ARGS[@]}" -eq 0 ]; then
+  echo "scripts/functions.sh: cargo xtask functions / deploy-build-args failed (see above)" >&2
+  exit 1
+fi

@@ -29,20 +29,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The local settings of `make run`, on a free port and a database of its own
+# The local settings of `make run` (config/local.env, applied by `cargo
+# xtask local-env`), on a free port and a database of its own
 # (SCHEMATHESIS_DATABASE_URL=postgres://... for an empty PostgreSQL database).
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 DATABASE_URL="${SCHEMATHESIS_DATABASE_URL:-sqlite://$work/tms.sqlite3}"
 RUST_LOG="${RUST_LOG:-warn}"
 export PORT DATABASE_URL RUST_LOG
-# shellcheck disable=SC1091
-source scripts/local-env.sh
+local_env() { cargo xtask local-env -- "$@"; }
+LISTEN_HOST=$(local_env printenv LISTEN_HOST)
 
 cargo build --quiet -p tools --bin tms-local --bin tms-token --bin tms-migrate
-cargo run --quiet -p tools --bin tms-migrate >/dev/null
-token=$(cargo run --quiet -p tools --bin tms-token -- user schemathesis-user)
-# `cargo run` replaces itself with the program: $! is the server.
-cargo run --quiet -p tools --bin tms-local 2>"$work/server.log" &
+local_env cargo run --quiet -p tools --bin tms-migrate >/dev/null
+token=$(local_env cargo run --quiet -p tools --bin tms-token -- user schemathesis-user)
+# `cargo xtask` and `cargo run` replace themselves with the program: $! is the server.
+cargo xtask local-env -- cargo run --quiet -p tools --bin tms-local 2>"$work/server.log" &
 server=$!
 base="http://$LISTEN_HOST:$PORT"
 for _ in $(seq 1 100); do
@@ -79,7 +80,7 @@ reports="${SCHEMATHESIS_REPORT_DIR:-$work/report}"
 run_schemathesis "$token" "$reports/routes" examples,coverage,fuzzing,stateful \
   --exclude-path-regex '^/api/v1/auth/logout' "$@"
 for sign_out in /api/v1/auth/logout /api/v1/auth/logout/all; do
-  sign_out_token=$(cd "$OLDPWD" && cargo run --quiet -p tools --bin tms-token -- user schemathesis-user)
+  sign_out_token=$(cd "$OLDPWD" && local_env cargo run --quiet -p tools --bin tms-token -- user schemathesis-user)
   run_schemathesis "$sign_out_token" "$reports/${sign_out//\//-}" examples,coverage,fuzzing \
     --include-path "$sign_out" "$@"
 done
