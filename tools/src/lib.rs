@@ -1,8 +1,5 @@
 //! Programs for developers and operators, beside the functions.
 
-pub mod lambda_cost;
-pub mod latency_proxy;
-pub mod redis_load;
 pub mod verify;
 
 /// The deploy units, in functions/LIST's order (the one list the Makefile,
@@ -13,19 +10,6 @@ pub fn function_names() -> Vec<&'static str> {
         .map(|line| line.split('#').next().unwrap_or_default().trim())
         .filter(|name| !name.is_empty())
         .collect()
-}
-
-/// A whole number from the environment (`name`), or `default` when unset:
-/// the scenario tools' sizes (CHAOS_*, FLEET_*).
-pub fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
-    use anyhow::Context;
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .with_context(|| format!("{name} must be a whole number, got `{v}`")),
-        Err(_) => Ok(default),
-    }
 }
 
 use axum::Router;

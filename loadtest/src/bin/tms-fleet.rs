@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use jsonwebtoken::{Algorithm, EncodingKey};
+use loadtest::env_number;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use testkit::free_port;
 use testkit::services::{PgBouncer, PgServer, RedisServer};
 use testkit::tokens::{api_token, sign, sso_claims};
-use tools::env_number;
 
 const JWKS: &str = include_str!("../../../tests/fixtures/keys/jwks.json");
 const EC1_PEM: &[u8] = include_bytes!("../../../tests/fixtures/keys/ec1.pem");

@@ -10,8 +10,8 @@
 //! sso-login is also held to the sum of its parts (axum, its statement, its
 //! Redis commands, each alone); every route's one-connection p50 is also
 //! measured with a latency-injecting proxy in front of Redis and
-//! PostgreSQL (`tools::latency_proxy`), and priced on Lambda from it
-//! (`tools::lambda_cost`).
+//! PostgreSQL (`loadtest::latency_proxy`), and priced on Lambda from it
+//! (`loadtest::lambda_cost`).
 //!
 //! It starts its own PostgreSQL and Redis on free ports (testkit) and the
 //! release binaries in `BENCH_BIN_DIR` (default target/release); wrk and
@@ -24,12 +24,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use conversations::store;
+use loadtest::latency_proxy::{self, LatencyProxy};
+use loadtest::{lambda_cost, redis_load};
 use serde_json::json;
 use sqlx::Connection;
 use testkit::free_port;
 use testkit::services::{PgBouncer, PgServer, RedisServer, SecretsManager};
-use tools::latency_proxy::{self, LatencyProxy};
-use tools::{lambda_cost, redis_load};
 
 const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
 const SSO_SECRET: &str = "bench-sso-secret-0123456789abcdef0123456789";

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use jsonwebtoken::{Algorithm, EncodingKey};
+use loadtest::env_number;
 use serde_json::{Value, json};
 use shared::Config;
 use sqlx::Connection;
@@ -46,7 +47,6 @@ use testkit::free_port;
 use testkit::relay::Relay;
 use testkit::services::{PgServer, RedisServer, write_other_data};
 use testkit::tokens::{sign, sso_claims};
-use tools::env_number;
 
 const JWT_SECRET: &str = "chaos-jwt-secret-0123456789abcdef0123456789";
 const REDIS_KEY_PREFIX: &str = "tms-chaos:";
