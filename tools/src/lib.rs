@@ -1,5 +1,6 @@
 //! Programs for developers and operators, beside the functions.
 
+pub mod sso_token;
 pub mod verify;
 
 /// The deploy units, in functions/LIST's order (the one list the Makefile,
