@@ -1,8 +1,13 @@
-//! What `make bench`, `make chaos` and `make fleet` share: their settings
-//! from the environment, and the pieces of a load that are not a scenario of
-//! their own (a Lambda bill, a latency-injecting proxy, Redis's side of a
-//! login under load).
+//! What `make bench`, `make chaos` and `make fleet` share: a function
+//! process serving plain HTTP, the identity provider's key endpoint, their
+//! settings from the environment, and the pieces of a load that are not a
+//! scenario of their own (a Lambda bill, a latency-injecting proxy, Redis's
+//! side of a login under load).
 
+#![warn(clippy::too_many_lines)]
+
+pub mod function_process;
+pub mod key_server;
 pub mod lambda_cost;
 pub mod latency_proxy;
 pub mod redis_load;
