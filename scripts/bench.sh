@@ -18,5 +18,5 @@ echo "bench: building the release binaries (cargo's progress below; the first re
 # shellcheck source=scripts/functions.sh
 source scripts/functions.sh
 cargo build --release "${DEPLOY_BUILD_ARGS[@]}"
-cargo build --release -p tools --bin tms-bench --bin tms-ceiling
+cargo build --release -p loadtest --bin tms-bench --bin tms-ceiling
 exec target/release/tms-bench

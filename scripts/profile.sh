@@ -15,7 +15,7 @@ echo "profile: building with symbols (cargo's progress below)" >&2
 # shellcheck source=scripts/functions.sh
 source scripts/functions.sh
 cargo build --profile profiling "${DEPLOY_BUILD_ARGS[@]}"
-cargo build --profile profiling -p tools --bin tms-bench --bin tms-ceiling
+cargo build --profile profiling -p loadtest --bin tms-bench --bin tms-ceiling
 out=target/profiling/perf
 rm -rf "$out" && mkdir -p "$out"
 bin=$(pwd)/target/profiling

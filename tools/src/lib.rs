@@ -1,32 +1,7 @@
 //! Programs for developers and operators, beside the functions.
 
-pub mod lambda_cost;
-pub mod latency_proxy;
-pub mod redis_load;
+pub mod sso_token;
 pub mod verify;
-
-/// The deploy units, in functions/LIST's order (the one list the Makefile,
-/// the scripts and the template tests read too).
-pub fn function_names() -> Vec<&'static str> {
-    include_str!("../../functions/LIST")
-        .lines()
-        .map(|line| line.split('#').next().unwrap_or_default().trim())
-        .filter(|name| !name.is_empty())
-        .collect()
-}
-
-/// A whole number from the environment (`name`), or `default` when unset:
-/// the scenario tools' sizes (CHAOS_*, FLEET_*).
-pub fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
-    use anyhow::Context;
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .with_context(|| format!("{name} must be a whole number, got `{v}`")),
-        Err(_) => Ok(default),
-    }
-}
 
 use axum::Router;
 use shared::{Config, StartError};
@@ -72,21 +47,4 @@ pub fn openapi_json() -> String {
         .to_pretty_json()
         .expect("the OpenAPI document serialises");
     format!("{json}\n")
-}
-
-#[cfg(test)]
-mod function_list_tests {
-    #[test]
-    fn function_names_are_the_crates_of_functions_list() {
-        let names = super::function_names();
-        assert!(names.contains(&"sso-login"), "{names:?}");
-        for name in names {
-            let manifest = format!(
-                "{}/../functions/{name}/Cargo.toml",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let text = std::fs::read_to_string(&manifest).expect(&manifest);
-            assert!(text.contains(&format!("name = \"{name}\"")), "{manifest}");
-        }
-    }
 }

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use crate::sso_token;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
-use testkit::tokens;
 
 /// Where each function answers: one base URL, or one per function.
 #[derive(Debug, Clone)]
@@ -204,12 +204,12 @@ impl Checks {
         let Some(secret) = &self.settings.sso_secret else {
             return Err("set SSO_JWT_SECRET (staging) or SSO_TEST_TOKEN to check SSO".into());
         };
-        let claims = tokens::with_issuer_and_audience(
-            tokens::sso_claims("verify-checklist"),
+        let claims = sso_token::with_issuer_and_audience(
+            sso_token::sso_claims("verify-checklist"),
             self.settings.sso_issuer.as_deref(),
             self.settings.sso_audience.as_deref(),
         );
-        Ok(tokens::sso_token(secret, &claims))
+        Ok(sso_token::sso_token(secret, &claims))
     }
 
     async fn post_login(&self, token: &str) -> Result<(StatusCode, Value), String> {

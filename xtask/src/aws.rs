@@ -9,11 +9,11 @@
 use crate::cli;
 use crate::env_file::setting;
 use crate::fc::version_setting;
-use crate::functions;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
+use xtask::functions;
 
 const ALIAS: &str = "live";
 

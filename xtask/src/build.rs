@@ -11,11 +11,11 @@
 //! Linux host without cargo-lambda, musl-tools and plain cargo.
 
 use crate::cli;
-use crate::functions;
 use anyhow::{Context, Result, bail};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use xtask::functions;
 
 const INSTALL_CARGO_LAMBDA: &str = "cargo-lambda is missing. Install it (prebuilt, with zig) with:
     python3 -m pip install cargo-lambda ziglang

@@ -14,12 +14,12 @@
 
 use crate::cli;
 use crate::env_file::setting;
-use crate::functions;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use xtask::functions;
 
 /// The alias that the custom domain's routes invoke (s.yaml).
 pub const ALIAS: &str = "live";

@@ -15,6 +15,12 @@ pub fn read(root: &Path) -> Result<Vec<String>> {
     Ok(parse(&text))
 }
 
+/// The names of this workspace's functions/LIST as it was built, for the
+/// programs that run from anywhere (the load tools).
+pub fn of_this_workspace() -> Vec<String> {
+    parse(include_str!("../../functions/LIST"))
+}
+
 /// One name a line; `#` starts a comment; blank lines and spaces do not count.
 pub fn parse(text: &str) -> Vec<String> {
     text.lines()
@@ -79,6 +85,7 @@ mod tests {
             .map(|dir| dir.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         let mut listed = read(root).unwrap();
+        assert_eq!(listed, of_this_workspace());
         crates.sort();
         listed.sort();
         assert_eq!(listed, crates);

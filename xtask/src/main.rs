@@ -8,12 +8,12 @@ mod build;
 mod cli;
 mod env_file;
 mod fc;
-mod functions;
 mod verify;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use xtask::functions;
 
 const USAGE: &str = "usage: cargo xtask <task>
 

@@ -50,8 +50,8 @@ async fn run(args: &[String]) -> anyhow::Result<String> {
             let SsoKeys::Secret(secret) = &sso.keys else {
                 anyhow::bail!("SSO_JWT_SECRET must be set to mint a GCGC token");
             };
-            let mut claims = testkit::tokens::with_issuer_and_audience(
-                testkit::tokens::sso_claims(sub),
+            let mut claims = tools::sso_token::with_issuer_and_audience(
+                tools::sso_token::sso_claims(sub),
                 sso.issuer.as_deref(),
                 sso.audience.as_deref(),
             );
@@ -63,7 +63,7 @@ async fn run(args: &[String]) -> anyhow::Result<String> {
                 [email] => claims["email"] = email.as_str().into(),
                 _ => {}
             }
-            Ok(testkit::tokens::sso_token(secret.expose(), &claims))
+            Ok(tools::sso_token::sso_token(secret.expose(), &claims))
         }
         _ => anyhow::bail!("unexpected arguments"),
     }

@@ -3,6 +3,8 @@
 //! (`#[tokio::main]`), the same JSON body as health's `GET /health`, and no
 //! layer, no log, no request id.
 
+#![warn(clippy::too_many_lines)]
+
 use axum::Router;
 use axum::routing::get;
 use serde_json::json;

@@ -1,0 +1,202 @@
+use std::net::SocketAddr;
+
+use loadtest::function_process::FunctionProcess;
+use loadtest::lambda_cost;
+use loadtest::latency_proxy::{self, LatencyProxy};
+
+use super::conversations_data::ConversationsData;
+use crate::load::{LOGIN_LUA, p50};
+use crate::report::{Row, Target};
+use crate::{Bench, JWT_SECRET, SSO_SECRET};
+
+/// Each route's one-connection p50 (ms).
+struct RouteP50s {
+    health: f64,
+    login: f64,
+    list: f64,
+    create: f64,
+}
+
+impl Bench<'_> {
+    /// One connection with a network between the functions and their
+    /// stores: a proxy adding `BENCH_LATENCY_MS` (0.5 ms) each way in
+    /// front of Redis and of PostgreSQL, and each function started twice,
+    /// once pointed at the stores and once at the proxies. Each route's p50
+    /// against /health's p50 plus its critical path's round trips.
+    pub fn under_latency(&mut self) -> anyhow::Result<()> {
+        let delay = latency_proxy::delay_from_env(0.5)?;
+        let each_way = delay.as_secs_f64() * 1000.0;
+        println!(
+            "== one connection, {each_way:.2} ms added each way in front of Redis and PostgreSQL"
+        );
+        let to = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let (redis_proxy, pg_proxy) = self.rt.block_on(async {
+            anyhow::Ok((
+                LatencyProxy::start(to(self.redis.port), delay).await?,
+                LatencyProxy::start(to(self.pg.port), delay).await?,
+            ))
+        })?;
+        let (direct, through) = self
+            .rt
+            .block_on(ping_p50s(self.redis.port, redis_proxy.port))?;
+        let rtt = through - direct;
+        println!(
+            "   round trip the proxy adds: {rtt:.3} ms (Redis PING p50 through it {through:.3} ms, direct {direct:.3} ms)"
+        );
+        let (_, data) = self.database_with_conversations("bench_latency")?;
+        let near = self.route_p50s((self.redis.port, self.pg.port), &data)?;
+        let far = self.route_p50s((redis_proxy.port, pg_proxy.port), &data)?;
+        println!(
+            "   /health p50: {:.3} ms with the proxies, {:.3} ms without",
+            far.health, near.health
+        );
+        for (route, loopback, with_latency, trips) in [
+            ("sso-login", near.login, far.login, 2.0),
+            ("conversations list", near.list, far.list, 1.0),
+            ("conversations create", near.create, far.create, 1.0),
+        ] {
+            let bound = far.health + trips * rtt + 0.3;
+            self.rows.push(Row {
+                figure: format!("{route} p50, 1 conn., +{each_way} ms each way"),
+                function: format!("{with_latency:.3} ms"),
+                reference: format!(
+                    "{bound:.3} ms (health {:.3} + {trips} x RTT {rtt:.3} + 0.3); loopback {loopback:.3} ms",
+                    far.health
+                ),
+                ratio: with_latency / bound,
+                target: Target::AtMost(1.0),
+            });
+        }
+        self.lambda_costs(&far, each_way);
+        Ok(())
+    }
+
+    /// Each route's one-connection p50 with the functions pointed at Redis
+    /// and PostgreSQL on these ports (the stores, or proxies in front).
+    fn route_p50s(
+        &mut self,
+        stores: (u16, u16),
+        data: &ConversationsData,
+    ) -> anyhow::Result<RouteP50s> {
+        let [health, sso, conv] = self.serve_on(stores)?;
+        let (login_script, create_script) = (
+            self.write("login.lua", LOGIN_LUA)?,
+            self.create_script(data)?,
+        );
+        let bearer = |user| {
+            format!(
+                "Authorization: Bearer {}",
+                testkit::tokens::api_token(JWT_SECRET, user)
+            )
+        };
+        let at = |s: &FunctionProcess, path: &str| format!("http://127.0.0.1:{}{path}", s.port);
+        let conversations = at(&conv, "/api/v1/conversations");
+        let list = format!("{conversations}?limit=20");
+        Ok(RouteP50s {
+            health: self.one_connection(
+                "/health",
+                &at(&health, "/health"),
+                &[],
+                None,
+                false,
+                &health,
+            )?,
+            login: self.one_connection(
+                "sso-login",
+                &at(&sso, sso_login::ROUTE),
+                &[],
+                Some(&login_script),
+                true,
+                &sso,
+            )?,
+            list: self.one_connection(
+                "conversations list",
+                &list,
+                &[bearer(data.lister)],
+                None,
+                false,
+                &conv,
+            )?,
+            create: self.one_connection(
+                "conversations create",
+                &conversations,
+                &[bearer(data.creator)],
+                Some(&create_script),
+                false,
+                &conv,
+            )?,
+        })
+    }
+
+    /// health, sso-login and conversations (on the latency scenario's
+    /// database) pointed at Redis and PostgreSQL on these ports.
+    fn serve_on(&self, (redis, pg): (u16, u16)) -> anyhow::Result<[FunctionProcess; 3]> {
+        let main_db = format!("postgres://postgres@127.0.0.1:{pg}/postgres");
+        let conversations_db = format!("postgres://postgres@127.0.0.1:{pg}/bench_latency");
+        let redis = format!("redis://127.0.0.1:{redis}");
+        let stores = [("DATABASE_URL", main_db.as_str()), ("REDIS_URL", &redis)];
+        Ok([
+            self.serve("health", &stores)?,
+            self.serve(
+                "sso-login",
+                &[stores[0], stores[1], ("SSO_JWT_SECRET", SSO_SECRET)],
+            )?,
+            self.serve("conversations", &[("DATABASE_URL", &conversations_db)])?,
+        ])
+    }
+
+    /// What each route costs per million invocations on Lambda (arm64), at
+    /// the wall time it took with the injected latency: at 128 MB and at
+    /// template.yaml's memory size for its function.
+    fn lambda_costs(&mut self, far: &RouteP50s, each_way: f64) {
+        let template = std::fs::read_to_string("template.yaml").unwrap_or_default();
+        let mut lines = vec![
+            String::new(),
+            format!(
+                "Lambda cost per million requests (arm64) at the one-connection p50 with {each_way} ms each way \
+                 (a client's wall time: at least the invocation's), billed rounded up to 1 ms; \
+                 ${} per GB-s, ${:.2} per million requests ({})",
+                lambda_cost::ARM64_USD_PER_GB_SECOND,
+                lambda_cost::USD_PER_MILLION_REQUESTS,
+                lambda_cost::PRICE_SOURCE
+            ),
+            format!(
+                "{:<22} | {:>9} | {:>6} | {:>10} | {:>22}",
+                "route", "p50", "billed", "128 MB", "template.yaml's memory"
+            ),
+        ];
+        for (route, function, wall) in [
+            ("/health", "health", far.health),
+            ("sso-login", "sso-login", far.login),
+            ("conversations list", "conversations", far.list),
+            ("conversations create", "conversations", far.create),
+        ] {
+            let at_template = match lambda_cost::template_memory_mb(&template, function) {
+                Some(mb) => format!("${:.4} at {mb} MB", lambda_cost::usd_per_million(wall, mb)),
+                None => "no MemorySize read".into(),
+            };
+            lines.push(format!(
+                "{route:<22} | {wall:>6.3} ms | {:>3} ms | {:>10} | {at_template:>22}",
+                lambda_cost::billed_ms(wall),
+                format!("${:.4}", lambda_cost::usd_per_million(wall, 128)),
+            ));
+        }
+        self.appendix.extend(lines);
+    }
+}
+
+/// p50 of a Redis PING (ms) on the store's port and on its proxy's.
+async fn ping_p50s(direct: u16, proxied: u16) -> anyhow::Result<(f64, f64)> {
+    let mut p50s = [0.0; 2];
+    for (p, port) in p50s.iter_mut().zip([direct, proxied]) {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))?
+            .get_multiplexed_async_connection()
+            .await?;
+        *p = p50(500, async |_| {
+            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+            Ok(())
+        })
+        .await?;
+    }
+    Ok((p50s[0], p50s[1]))
+}

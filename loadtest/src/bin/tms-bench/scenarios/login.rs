@@ -1,0 +1,260 @@
+use std::path::Path;
+use std::time::Duration;
+
+use loadtest::function_process::FunctionProcess;
+use loadtest::redis_load;
+use sqlx::Connection;
+
+use crate::load::{
+    LOGIN_LUA, Load, ONE_CONNECTION_TOKENS, best_of, p50, pgbench, pgbench_sql, wrk,
+};
+use crate::processes::function_cpu_us;
+use crate::report::{Row, Target};
+use crate::{Bench, CONCURRENCY, LOGIN_USERS, ROUNDS, RUN_SECS, SSO_SECRET};
+
+/// GCGC tokens minted per second of a login run (each is single-use).
+const TOKENS_PER_SEC: u32 = 25_000;
+
+impl Bench<'_> {
+    pub fn login(&mut self, health_p50: f64) -> anyhow::Result<()> {
+        println!("== sso-login against pgbench of its statement (the record and the upsert)");
+        let (pg_url, redis_url) = (self.pg.url(), self.redis.url());
+        let sso = self.serve(
+            "sso-login",
+            &[
+                ("DATABASE_URL", &pg_url),
+                ("REDIS_URL", &redis_url),
+                ("SSO_JWT_SECRET", SSO_SECRET),
+            ],
+        )?;
+        let url = format!("http://127.0.0.1:{}{}", sso.port, sso_login::ROUTE);
+        let script = self.write("login.lua", LOGIN_LUA)?;
+        // Warm-up: the pool's connections open, the statements are prepared.
+        let warm = self.tokens(TOKENS_PER_SEC)?;
+        wrk(
+            &url,
+            CONCURRENCY,
+            1,
+            &[],
+            Some((&script, &warm)),
+            self.watch(Some(&sso)),
+        )?;
+        let (reference, function) = self.login_rounds(&url, &script, &sso)?;
+        self.login_floor(function, reference)?;
+        self.budgets
+            .push(("sso-login".into(), function, Some(reference)));
+        self.login_cpu(function);
+
+        let tokens = self.tokens(ONE_CONNECTION_TOKENS)?;
+        let one = wrk(
+            &url,
+            1,
+            2,
+            &[],
+            Some((&script, &tokens)),
+            self.watch(Some(&sso)),
+        )?;
+        let alone = self.rt.block_on(login_round_trips(&pg_url, &redis_url))?;
+        self.latency("sso-login p50, 1 connection", one.p50_ms, health_p50, alone);
+        self.note_rss("sso-login", &sso);
+        Ok(())
+    }
+
+    /// pgbench of the login's statement (the record of a fresh token and
+    /// the upsert) and the logins, alternately: the best of each. Not
+    /// `pair`: each run needs tokens of its own.
+    fn login_rounds(
+        &mut self,
+        url: &str,
+        script: &Path,
+        sso: &FunctionProcess,
+    ) -> anyhow::Result<(Load, Load)> {
+        let upsert = pgbench_sql(
+            sso_login::users::LOGIN_SQL,
+            &[
+                "'bench-sso-' || :n",
+                "'bench-sso-' || :n || '@example.com'",
+                "'Test User'",
+                ":now",
+                "'bench-' || :client_id || '-' || :k", // no colon: pgbench would read one as a variable
+                "'attempt'",
+                "extract(epoch FROM now())::bigint + 3600", // the token's exp: a fresh token's
+                "9000000000000000000",
+            ],
+        );
+        let reference_script = self.write(
+            "login.sql",
+            &format!(
+                "\\set n random(0, {})\n\\set k random(0, 9000000000000000000)\n\\set now 1764000000000000\n{upsert};\n",
+                LOGIN_USERS - 1
+            ),
+        )?;
+        let mut best: Option<(Load, Load)> = None;
+        for _ in 0..ROUNDS {
+            let reference = pgbench(
+                &self.pg,
+                &reference_script,
+                CONCURRENCY,
+                RUN_SECS,
+                self.watch(None),
+            )?;
+            let tokens = self.tokens(TOKENS_PER_SEC * RUN_SECS)?;
+            let function = wrk(
+                url,
+                CONCURRENCY,
+                RUN_SECS,
+                &[],
+                Some((script, &tokens)),
+                self.watch(Some(sso)),
+            )?;
+            best = Some(best_of(best, reference, function));
+        }
+        Ok(best.expect("rounds"))
+    }
+
+    /// sso-login's throughput against the sum of its parts, each alone at
+    /// the load's concurrency in this run: bare axum (the /health
+    /// scenario's ceiling), pgbench of its statement, and each of its Redis
+    /// commands (a Rust client, one connection per client). A login's time
+    /// on the machine is at least the sum of its parts' times.
+    fn login_floor(&mut self, function: Load, upsert: Load) -> anyhow::Result<()> {
+        let axum = self.ceiling_per_sec;
+        // A Redis database of its own, emptied after.
+        let url = format!("{}/1", self.redis.url());
+        let run = Duration::from_secs(RUN_SECS.into());
+        let (claim, complete, wrapped) = self.rt.block_on(async {
+            let clients = CONCURRENCY as usize;
+            let claims = redis_load::claims(&url, "bench-floor", clients, run).await?;
+            let (completions, wrapped) =
+                redis_load::completions(&url, "bench-floor", &claims, run).await?;
+            let mut conn = redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            let () = redis::cmd("FLUSHDB").query_async(&mut conn).await?;
+            anyhow::Ok((claims.per_sec, completions.per_sec, wrapped))
+        })?;
+        if wrapped {
+            self.notes.push(
+                "the completions' run outran the claims' keys: some completions took the script's shorter path"
+                    .into(),
+            );
+        }
+        let floor_of = |redis_secs: f64| 1.0 / (1.0 / axum + 1.0 / upsert.per_sec + redis_secs);
+        // k = 2: the claim and the completion, each at its own rate.
+        let floor = floor_of(1.0 / claim + 1.0 / complete);
+        let minimal = floor_of(1.0 / claim);
+        println!(
+            "   alone at {CONCURRENCY} connections: bare axum {axum:.0}/s, pgbench login statement {:.0}/s, \
+             SET NX PX {claim:.0}/s, EVALSHA complete {complete:.0}/s",
+            upsert.per_sec
+        );
+        println!(
+            "   sso-login {:.0}/s: {:.2} of pgbench of its statement alone; {:.2} of the minimal login's floor \
+             (one HTTP request, one Redis command, one upsert: {minimal:.0}/s)",
+            function.per_sec,
+            function.per_sec / upsert.per_sec,
+            function.per_sec / minimal
+        );
+        let reference = Load {
+            per_sec: floor,
+            ..upsert
+        };
+        self.throughput(
+            "sso-login req/s",
+            function,
+            reference,
+            "its parts: axum, upsert, SET NX, EVALSHA",
+            0.85,
+        );
+        Ok(())
+    }
+
+    /// The function's own CPU per login against its CPU per /health
+    /// request, both from this run's best load runs.
+    fn login_cpu(&mut self, login: Load) {
+        let Some(health) = self
+            .budgets
+            .iter()
+            .find_map(|(name, function, _)| (name == "/health").then_some(*function))
+        else {
+            return;
+        };
+        let (per_login, per_health) = (function_cpu_us(&login), function_cpu_us(&health));
+        self.rows.push(Row {
+            figure: "sso-login: function CPU per login / per /health".into(),
+            function: format!("{per_login:.1} us"),
+            reference: format!("{per_health:.1} us (its CPU per /health request)"),
+            ratio: per_login / per_health,
+            target: Target::AtMost(3.0),
+        });
+    }
+}
+
+/// A login's own round trips, each alone from one connection: the claim
+/// (`SET NX PX`), the completion (sso-login's compare-and-set script, by
+/// EVALSHA), the upsert.
+async fn login_round_trips(pg_url: &str, redis_url: &str) -> anyhow::Result<(f64, String)> {
+    let (claim, complete) = redis_round_trips(redis_url).await?;
+    let upsert = upsert_round_trip(pg_url).await?;
+    Ok((
+        claim + complete + upsert,
+        format!("SET NX {claim:.3} + EVALSHA {complete:.3} + record and upsert {upsert:.3}"),
+    ))
+}
+
+/// The claim's and the completion's p50s (ms).
+async fn redis_round_trips(redis_url: &str) -> anyhow::Result<(f64, f64)> {
+    let redis = redis::Client::open(redis_url)?;
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let claim = p50(500, async |i| {
+        let _: Option<String> = redis::cmd("SET")
+            .arg(format!("bench-alone:{i}"))
+            .arg("pending:x")
+            .arg("NX")
+            .arg("PX")
+            .arg(60000)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    })
+    .await?;
+    let complete_script = redis::Script::new(redis_load::COMPLETE_SCRIPT);
+    let complete = p50(500, async |i| {
+        let _: i64 = complete_script
+            .key(format!("bench-alone:{i}"))
+            .arg("pending:x")
+            .arg("done:x")
+            .arg(redis_load::PENDING_TTL_MS)
+            .arg(redis_load::PENDING_TTL_MS)
+            .arg(3600)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    })
+    .await?;
+    Ok((claim, complete))
+}
+
+/// The record of a fresh token and the upsert, its p50 (ms).
+async fn upsert_round_trip(pg_url: &str) -> anyhow::Result<f64> {
+    let mut pg = sqlx::PgConnection::connect(pg_url).await?;
+    p50(500, async |i| {
+        let sub = format!("bench-sso-{}", i as u32 % LOGIN_USERS);
+        sqlx::query(sso_login::users::LOGIN_SQL)
+            .bind(&sub)
+            .bind(format!("{sub}@example.com"))
+            .bind("Test User")
+            .bind(1_764_000_000_000_000_i64)
+            .bind(format!(
+                "sso:jti:bench-alone-{}",
+                uuid::Uuid::new_v4().simple()
+            ))
+            .bind("attempt")
+            .bind(shared::clock::unix_secs() as i64 + 3600)
+            .bind(i64::MAX)
+            .fetch_one(&mut pg)
+            .await?;
+        Ok(())
+    })
+    .await
+}
