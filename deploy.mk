@@ -6,7 +6,7 @@ _deploy_mk_default_goal := $(.DEFAULT_GOAL)
 
 STACK_NAME ?= tms-chat
 SAM_CONFIG ?= samconfig.toml
-export STACK_NAME
+export STACK_NAME SAM_CONFIG
 
 .PHONY: build-lambda build-fc deploy-aws deploy-fc rollback-aws rollback-fc check-templates check-sam-build
 
@@ -46,25 +46,8 @@ build-fc:
 	@cargo xtask build-fc
 
 ## deploy-aws: sam build + sam deploy of template.yaml (guided on the first run, then samconfig.toml)
-# CAPABILITY_AUTO_EXPAND: the template's AWS::LanguageExtensions transform
-# (its Fn::ForEach) is expanded by CloudFormation, which asks for it.
 deploy-aws:
-	@command -v sam >/dev/null 2>&1 || { echo "deploy-aws: the AWS SAM CLI (sam) is missing. Install it with: python3 -m pip install aws-sam-cli" >&2; exit 1; }
-	@cargo lambda --version >/dev/null 2>&1 || { echo "deploy-aws: sam build needs cargo-lambda. Install it with: python3 -m pip install cargo-lambda ziglang" >&2; exit 1; }
-	@# The functions verify RDS with its public CA bundle, shipped in CaBundleLayer (ca/).
-	@[ -f ca/rds-global-bundle.pem ] || scripts/fetch-ca-bundles.sh
-	sam build --template-file template.yaml
-	@if [ -f "$(SAM_CONFIG)" ]; then \
-		echo "sam deploy (settings from $(SAM_CONFIG))"; \
-		sam deploy --config-file "$(SAM_CONFIG)"; \
-	else \
-		echo "No $(SAM_CONFIG) yet: guided first deploy (it saves your answers to $(SAM_CONFIG))."; \
-		echo "First deploy: no canary yet, see docs/deploy.md."; \
-		sam deploy --guided --stack-name "$(STACK_NAME)" --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --config-file "$(SAM_CONFIG)"; \
-	fi
-	@aws cloudformation describe-stacks --stack-name "$(STACK_NAME)" \
-		--query "Stacks[0].Outputs[?OutputKey=='ApiUrl'].OutputValue" --output text 2>/dev/null \
-		| sed 's/^/ApiUrl: /' || true
+	@cargo xtask deploy-aws
 
 ## deploy-fc: deploy s.yaml to Alibaba FC and move the `live` aliases (needs s: npm install -g @serverless-devs/s)
 deploy-fc:

@@ -1,6 +1,6 @@
-//! AWS: rolling the Lambda functions of the stack back (`make rollback-aws`).
-//! `make deploy-aws` stays `sam build` + `sam deploy` (deploy.mk): SAM and
-//! CodeDeploy do the versions, the `live` alias and the canary themselves.
+//! AWS: deploying the stack (`make deploy-aws`: `sam build` + `sam deploy`;
+//! SAM and CodeDeploy do the versions, the `live` alias and the canary
+//! themselves) and rolling its Lambda functions back (`make rollback-aws`).
 //!
 //! Every call asks the AWS CLI for `--output json`; the fields read are
 //! those of the API responses (DescribeStackResources, ListDeployments,
@@ -20,6 +20,73 @@ const ALIAS: &str = "live";
 const INSTALL_AWS: &str = "the AWS CLI (aws) is missing. Install it with:
     python3 -m pip install awscli      (or AWS CLI v2 from your package manager)
 then configure credentials (aws configure, or AWS_PROFILE / AWS_* variables)";
+
+const INSTALL_SAM: &str = "the AWS SAM CLI (sam) is missing. Install it with:
+    python3 -m pip install aws-sam-cli";
+const INSTALL_CARGO_LAMBDA: &str =
+    "sam build needs cargo-lambda. Install it with: python3 -m pip install cargo-lambda ziglang";
+/// The public CA bundle the functions verify RDS with, shipped in the
+/// template's CaBundleLayer (ca/; scripts/fetch-ca-bundles.sh fetches it).
+const RDS_CA_BUNDLE: &str = "ca/rds-global-bundle.pem";
+/// Acknowledged on the guided first deploy: the template's IAM roles, and its
+/// AWS::LanguageExtensions transform (Fn::ForEach), which CloudFormation expands.
+const CAPABILITIES: [&str; 2] = ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"];
+
+/// `make deploy-aws`: sam build, then sam deploy: guided on the first run
+/// (no SAM_CONFIG file yet; it saves the answers there), then from that
+/// file; then the stack's ApiUrl, for `make verify`.
+pub fn deploy(root: &Path) -> Result<()> {
+    if !cli::have("sam") {
+        bail!("{INSTALL_SAM}");
+    }
+    if !cli::succeeds(Command::new("cargo").args(["lambda", "--version"])) {
+        bail!("{INSTALL_CARGO_LAMBDA}");
+    }
+    let stack = setting("STACK_NAME").unwrap_or_else(|| "tms-chat".into());
+    let config = setting("SAM_CONFIG").unwrap_or_else(|| "samconfig.toml".into());
+    if !root.join(RDS_CA_BUNDLE).is_file() {
+        cli::run(Command::new(root.join("scripts/fetch-ca-bundles.sh")).current_dir(root))?;
+    }
+    let sam = || {
+        let mut command = Command::new("sam");
+        command.current_dir(root);
+        command
+    };
+    cli::run(sam().args(["build", "--template-file", "template.yaml"]))?;
+    if root.join(&config).is_file() {
+        println!("deploy-aws: sam deploy (settings from {config})");
+        cli::run(sam().args(["deploy", "--config-file", &config]))?;
+    } else {
+        println!(
+            "deploy-aws: no {config} yet: guided first deploy (it saves your answers to {config})."
+        );
+        println!("deploy-aws: first deploy: no canary yet, see docs/deploy.md.");
+        let guided = [
+            "deploy",
+            "--guided",
+            "--stack-name",
+            &stack,
+            "--config-file",
+            &config,
+        ];
+        cli::run(sam().args(guided).arg("--capabilities").args(CAPABILITIES))?;
+    }
+    print_api_url(&stack);
+    Ok(())
+}
+
+/// The stack's ApiUrl output, when the AWS CLI can read it (the deploy is
+/// done either way).
+fn print_api_url(stack: &str) {
+    let stacks = Aws::new()
+        .and_then(|aws| aws.json(&["cloudformation", "describe-stacks", "--stack-name", stack]));
+    match stacks.as_ref().ok().and_then(|s| stack_output(s, "ApiUrl")) {
+        Some(url) => println!("ApiUrl: {url}"),
+        None => eprintln!(
+            "deploy-aws: could not read the stack's ApiUrl output (aws cloudformation describe-stacks)"
+        ),
+    }
+}
 
 /// The AWS CLI with AWS_REGION / AWS_PROFILE when set, answering in JSON.
 struct Aws {
@@ -100,7 +167,7 @@ pub fn rollback(root: &Path) -> Result<()> {
     let mut failed = Vec::new();
     for prefix in prefixes {
         let output = format!("{prefix}FunctionName");
-        let function = function_name(&stacks, &output)
+        let function = stack_output(&stacks, &output)
             .with_context(|| format!("stack {stack} has no output {output}"))?;
         if let Err(error) = rollback_one(&aws, function, wanted) {
             eprintln!("rollback-aws: {function}: {error:#}");
@@ -166,7 +233,7 @@ fn stop_deployments(aws: &Aws, stack: &str) -> Result<bool> {
 }
 
 /// The value of a stack output (describe-stacks' Stacks[0].Outputs).
-fn function_name<'a>(stacks: &'a Value, output: &str) -> Option<&'a str> {
+fn stack_output<'a>(stacks: &'a Value, output: &str) -> Option<&'a str> {
     let outputs = stacks.pointer("/Stacks/0/Outputs")?.as_array()?;
     let found = outputs.iter().find(|o| o["OutputKey"] == output)?;
     text(found, "/OutputValue")

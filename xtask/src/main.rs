@@ -19,6 +19,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
   build-lambda        release arm64 zips for AWS Lambda -> dist/lambda/<name>/
   build-fc            static x86_64 (musl) builds for Alibaba FC -> dist/fc/<name>/
+  deploy-aws          sam build + sam deploy of template.yaml (guided the first time; STACK_NAME=, SAM_CONFIG=)
   deploy-fc           deploy s.yaml, publish versions, move `live` (FC_CANARY_WEIGHT=...)
   rollback-fc         FC `live` aliases one version back (FUNCTIONS=, VERSION=N, S_ARGS=)
   rollback-aws        Lambda `live` aliases one version back, or stop a canary (STACK_NAME=, FUNCTIONS=, VERSION=N)
@@ -50,6 +51,7 @@ fn run(task: &str, rest: &[String]) -> Result<()> {
     match task {
         "build-lambda" => build::lambda(&root),
         "build-fc" => build::fc(&root),
+        "deploy-aws" => aws::deploy(&root),
         "deploy-fc" => fc::deploy(&root),
         "rollback-fc" => fc::rollback(&root),
         "rollback-aws" => aws::rollback(&root),

@@ -131,3 +131,77 @@ fn an_unreadable_stack_says_which_settings_to_check() {
     );
     assert_eq!(alias_updates(&sandbox), Vec::<String>::new());
 }
+
+/// A workspace with the stand-ins `sam`, `aws` and `cargo` (cargo-lambda
+/// present), the CA bundle already fetched, and a stack whose ApiUrl is known.
+fn deployable(test: &str) -> Sandbox {
+    let sandbox = stack(test);
+    sandbox.fake_cli("sam");
+    sandbox.fake_cli("cargo");
+    sandbox.write("ca/rds-global-bundle.pem", "a CA bundle");
+    sandbox
+}
+
+fn sam_calls(sandbox: &Sandbox) -> Vec<String> {
+    let calls = sandbox.calls().into_iter();
+    calls.filter(|call| call.starts_with("sam ")).collect()
+}
+
+#[test]
+fn the_first_deploy_is_guided_and_saves_its_answers() {
+    let sandbox = deployable("aws-deploy-first");
+    let output = sandbox.xtask(&["deploy-aws"], &[("STACK_NAME", "tms-test")]);
+    assert!(output.status.success(), "{}", printed(&output));
+    assert_eq!(
+        sam_calls(&sandbox),
+        [
+            "sam build --template-file template.yaml",
+            "sam deploy --guided --stack-name tms-test --config-file samconfig.toml --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND",
+        ]
+    );
+    assert!(
+        sandbox.calls().contains(
+            &"aws cloudformation describe-stacks --stack-name tms-test --output json".into()
+        ),
+        "{:?}",
+        sandbox.calls()
+    );
+    assert!(printed(&output).contains("ApiUrl: https://api.example.com"));
+}
+
+#[test]
+fn a_later_deploy_takes_its_settings_from_the_saved_config() {
+    let sandbox = deployable("aws-deploy-later");
+    sandbox.write("prod.toml", "version = 0.1");
+    let output = sandbox.xtask(&["deploy-aws"], &[("SAM_CONFIG", "prod.toml")]);
+    assert!(output.status.success(), "{}", printed(&output));
+    assert_eq!(
+        sam_calls(&sandbox),
+        [
+            "sam build --template-file template.yaml",
+            "sam deploy --config-file prod.toml",
+        ]
+    );
+}
+
+#[test]
+fn a_failed_build_deploys_nothing_and_a_missing_sam_says_how_to_install_it() {
+    let sandbox = deployable("aws-deploy-build-fails");
+    sandbox.refuse("build");
+    let output = sandbox.xtask(&["deploy-aws"], &[]);
+    assert!(!output.status.success());
+    assert_eq!(
+        sam_calls(&sandbox),
+        ["sam build --template-file template.yaml"]
+    );
+
+    let sandbox = stack("aws-deploy-no-sam");
+    let output = sandbox.xtask(&["deploy-aws"], &[]);
+    assert!(!output.status.success());
+    assert!(
+        printed(&output).contains("pip install aws-sam-cli"),
+        "{}",
+        printed(&output)
+    );
+    assert!(sandbox.calls().is_empty(), "{:?}", sandbox.calls());
+}
