@@ -31,7 +31,7 @@ use crate::secret::Secret;
 #[cfg(feature = "embedded-db")]
 mod embedded;
 #[cfg(feature = "embedded-db")]
-pub use embedded::{SQLITE_MIGRATIONS, run_sqlite};
+pub use embedded::run_sqlite;
 mod postgres_pool;
 mod postgres_target;
 mod postgres_tls;
@@ -80,6 +80,10 @@ const POSTGRES_MIGRATION_FILES: &[(i64, &str, &str)] = &[
 
 pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> =
     LazyLock::new(|| migrator(POSTGRES_MIGRATION_FILES));
+
+#[cfg(feature = "embedded-db")]
+pub static SQLITE_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| migrator(embedded::MIGRATION_FILES));
 
 fn migrator(files: &[(i64, &str, &'static str)]) -> Migrator {
     Migrator::with_migrations(
@@ -195,15 +199,28 @@ pub struct DatabaseSettings {
 }
 
 impl Database {
+    /// The embedded database at `url`, created if missing (not migrated).
+    #[cfg(feature = "embedded-db")]
+    pub async fn open_sqlite(url: &str) -> anyhow::Result<Self> {
+        Ok(Self::Sqlite(embedded::open(url, ACQUIRE_TIMEOUT).await?))
+    }
+
     /// Opens the configured database. PostgreSQL connects lazily, on first
     /// use, and is migrated by `make migrate`; the embedded file is created
     /// and migrated here.
     pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
         #[cfg(feature = "embedded-db")]
-        if let Some(url) = embedded::url(settings) {
-            let db = Self::open_sqlite(&url).await?;
-            db.migrate().await?;
-            return Ok(db);
+        {
+            let embedded = match &settings.url {
+                Some(DatabaseUrl::Embedded(url)) => Some(url.clone()),
+                Some(DatabaseUrl::Postgres(_)) => None,
+                None => Some(embedded::default_url()),
+            };
+            if let Some(url) = embedded {
+                let db = Self::open_sqlite(&url).await?;
+                db.migrate().await?;
+                return Ok(db);
+            }
         }
         // The settings refused a SQLite or missing URL in builds without one.
         let Some(DatabaseUrl::Postgres(url)) = &settings.url else {
@@ -457,6 +474,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The embedded database is a leaf: `db` opens it with its pieces, and it
+    /// names nothing of `db` (or of the crate) back.
+    #[test]
+    fn the_embedded_database_names_nothing_of_its_parent() {
+        let text = include_str!("db/embedded.rs");
+        for path in ["super::", "crate::"] {
+            assert!(!text.contains(path), "db/embedded.rs names {path}");
+        }
+    }
 
     #[test]
     fn every_migration_file_is_listed_in_order() {

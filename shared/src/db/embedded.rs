@@ -2,18 +2,15 @@
 //! when `DATABASE_URL` is unset or `sqlite:`. Only in builds with shared's
 //! `embedded-db` feature: a default feature of the functions (local use),
 //! which their deploy builds (make build-lambda, make build-fc) leave out,
-//! since production requires PostgreSQL.
+//! since production requires PostgreSQL. It names nothing of `db`: the
+//! parent opens it with these pieces (`Database::open_sqlite`).
 
 use std::str::FromStr;
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
 };
-
-use super::{ACQUIRE_TIMEOUT, Database, DatabaseSettings, DatabaseUrl, migrator};
 
 /// Generous: opening and migrating the file happens at start, where a
 /// loaded machine may take longer; requests are bounded by `bounded` anyway.
@@ -21,7 +18,7 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The file used when `DATABASE_URL` is unset, in the temporary directory.
 const FILE_NAME: &str = "tms-chat.sqlite3";
 
-/// As [`super::POSTGRES_MIGRATION_FILES`], for `migrations/sqlite/`.
+/// As `db`'s PostgreSQL migration files, for `migrations/sqlite/`.
 pub(super) const MIGRATION_FILES: &[(i64, &str, &str)] = &[
     (
         1,
@@ -50,27 +47,16 @@ pub(super) const MIGRATION_FILES: &[(i64, &str, &str)] = &[
     ),
 ];
 
-pub static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| migrator(MIGRATION_FILES));
-
-/// The embedded database's URL, if this configuration uses one: a
-/// `sqlite:` `DATABASE_URL`, or the default file when it is unset.
-pub(super) fn url(settings: &DatabaseSettings) -> Option<String> {
-    match &settings.url {
-        Some(DatabaseUrl::Embedded(url)) => Some(url.clone()),
-        Some(DatabaseUrl::Postgres(_)) => None,
-        None => {
-            tracing::warn!(
-                "DATABASE_URL is unset: using an embedded SQLite file, for local use only"
-            );
-            Some(format!(
-                "sqlite://{}",
-                std::env::temp_dir().join(FILE_NAME).display()
-            ))
-        }
-    }
+/// The file used when `DATABASE_URL` is unset, in the temporary directory.
+pub(super) fn default_url() -> String {
+    tracing::warn!("DATABASE_URL is unset: using an embedded SQLite file, for local use only");
+    format!(
+        "sqlite://{}",
+        std::env::temp_dir().join(FILE_NAME).display()
+    )
 }
 
-/// [`super::PgConnectionPool::run`]'s counterpart for the embedded database.
+/// `PgConnectionPool::run`'s counterpart for the embedded database.
 pub async fn run_sqlite<T>(
     pool: &SqlitePool,
     operation: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, sqlx::Error>,
@@ -79,25 +65,24 @@ pub async fn run_sqlite<T>(
     operation(&mut connection).await
 }
 
-impl Database {
-    pub async fn open_sqlite(url: &str) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid SQLite URL: {e}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            .busy_timeout(ACQUIRE_TIMEOUT);
-        // An in-memory database lives as long as its one connection.
-        let in_memory = url.contains(":memory:");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(if in_memory { 1 } else { 4 })
-            .min_connections(u32::from(in_memory))
-            .idle_timeout((!in_memory).then_some(Duration::from_secs(600)))
-            .max_lifetime((!in_memory).then_some(Duration::from_secs(1800)))
-            .acquire_timeout(OPEN_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open the embedded database {url}: {e}"))?;
-        Ok(Self::Sqlite(pool))
-    }
+/// The pool of the SQLite database at `url`, created if missing; a write
+/// waits up to `busy_timeout` for another's lock.
+pub(super) async fn open(url: &str, busy_timeout: Duration) -> anyhow::Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid SQLite URL: {e}"))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(busy_timeout);
+    // An in-memory database lives as long as its one connection.
+    let in_memory = url.contains(":memory:");
+    SqlitePoolOptions::new()
+        .max_connections(if in_memory { 1 } else { 4 })
+        .min_connections(u32::from(in_memory))
+        .idle_timeout((!in_memory).then_some(Duration::from_secs(600)))
+        .max_lifetime((!in_memory).then_some(Duration::from_secs(1800)))
+        .acquire_timeout(OPEN_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the embedded database {url}: {e}"))
 }
