@@ -71,11 +71,6 @@ const POSTGRES_MIGRATION_FILES: &[(i64, &str, &str)] = &[
         "sessions that end",
         include_str!("../migrations/postgres/0005_sessions_that_end.sql"),
     ),
-    (
-        6,
-        "login function",
-        include_str!("../migrations/postgres/0006_login_function.sql"),
-    ),
 ];
 
 pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> =

@@ -134,13 +134,24 @@ pub const RECORD_DEADLINE: Duration = Duration::from_millis(1500);
 /// nothing (`AlreadyUsed`). Expired records are deleted apart, by
 /// [`sweep_expired`], off the login's path: a per-login delete cost each
 /// login about as much as the record itself (`docs/architecture.md`).
-/// The statement is the database's function `record_sso_login` (migration
-/// 0006), whose plan PostgreSQL keeps per server session: sent unnamed, as
-/// every statement is, the statement itself would be planned at each login.
 /// $1 external id, $2 email, $3 name, $4 now, $5 token key, $6 attempt,
 /// $7 token exp (seconds), $8 deadline (microseconds, as $4).
-pub const LOGIN_SQL: &str = "SELECT in_time, id, email, name, token_generation \
-     FROM record_sso_login($1, $2, $3, $4, $5, $6, $7, $8)";
+pub const LOGIN_SQL: &str = "WITH clock AS MATERIALIZED ( \
+       SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint < $8 AS in_time \
+     ), used AS ( \
+       INSERT INTO sso_logins (token_exp, token_key, attempt) \
+       SELECT $7, $5, $6 FROM clock WHERE clock.in_time \
+       ON CONFLICT (token_exp, token_key) DO NOTHING \
+       RETURNING 1 \
+     ), upserted AS ( \
+       INSERT INTO users (external_id, email, name, created_at, updated_at) \
+       SELECT $1, $2, $3, $4, $4 WHERE EXISTS (SELECT 1 FROM used) \
+       ON CONFLICT (external_id) DO UPDATE \
+       SET email = excluded.email, name = excluded.name, updated_at = excluded.updated_at \
+       RETURNING id, email, name, token_generation \
+     ) \
+     SELECT clock.in_time, u.id, u.email, u.name, u.token_generation \
+     FROM clock LEFT JOIN upserted u ON true";
 
 /// Deletes a login's record, only its own ($1 token exp, $2 token key, $3
 /// attempt): a login that issued nothing gives its token back.

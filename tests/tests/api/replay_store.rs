@@ -271,10 +271,7 @@ async fn records_written_before_migration_0004_still_refuse_their_tokens() {
             ],
             [
                 migration!("postgres", "0004_sso_logins_by_expiry.sql"),
-                concat!(
-                    migration!("postgres", "0005_sessions_that_end.sql"),
-                    migration!("postgres", "0006_login_function.sql"),
-                ),
+                migration!("postgres", "0005_sessions_that_end.sql"),
             ],
         ),
         (
