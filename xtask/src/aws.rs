@@ -136,10 +136,7 @@ fn text<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
 /// The stack's function outputs to roll back: FUNCTIONS (output prefixes
 /// such as SsoLogin, or functions/LIST names), else every function.
 fn output_prefixes(root: &Path) -> Result<Vec<String>> {
-    let names = match setting("FUNCTIONS") {
-        Some(list) => list.split_whitespace().map(String::from).collect(),
-        None => functions::read(root)?,
-    };
+    let names = functions::chosen_or_all(root, setting("FUNCTIONS"))?;
     Ok(names
         .iter()
         .map(|name| functions::aws_output_prefix(name))

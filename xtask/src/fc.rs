@@ -146,10 +146,7 @@ pub fn component_result(output: Value, resource: &str) -> Value {
 
 /// s.yaml's resources: FUNCTIONS (s.yaml or functions/LIST names), else every function.
 fn resources(root: &Path) -> Result<Vec<String>> {
-    let names = match setting("FUNCTIONS") {
-        Some(list) => list.split_whitespace().map(String::from).collect(),
-        None => functions::read(root)?,
-    };
+    let names = functions::chosen_or_all(root, setting("FUNCTIONS"))?;
     Ok(names
         .iter()
         .map(|name| functions::fc_resource(name))

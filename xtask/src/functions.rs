@@ -15,6 +15,15 @@ pub fn read(root: &Path) -> Result<Vec<String>> {
     Ok(parse(&text))
 }
 
+/// The functions a task acts on: those of `chosen` (a space-separated list,
+/// the FUNCTIONS setting) when given, else every one of functions/LIST.
+pub fn chosen_or_all(root: &Path, chosen: Option<String>) -> Result<Vec<String>> {
+    match chosen {
+        Some(list) => Ok(list.split_whitespace().map(String::from).collect()),
+        None => read(root),
+    }
+}
+
 /// The names of this workspace's functions/LIST as it was built, for the
 /// programs that run from anywhere (the load tools).
 pub fn of_this_workspace() -> Vec<String> {

@@ -50,6 +50,12 @@ fn deployable(test: &str) -> Sandbox {
     sandbox
 }
 
+/// The calls that moved an alias, in order.
+fn alias_moves(calls: &[String]) -> Vec<&String> {
+    let moves = calls.iter().filter(|call| call.contains("alias publish"));
+    moves.collect()
+}
+
 fn live_to(resource: &str, version: u64, weights: &str) -> String {
     format!(
         "s {resource} alias publish --alias-name live --version-id {version} --additionalVersionWeight {weights}"
@@ -101,10 +107,7 @@ fn a_canary_that_passes_its_check_shares_live_then_moves_it() {
     let output = sandbox.xtask(&["deploy-fc"], &env);
     assert!(output.status.success(), "{}", printed(&output));
     let calls = sandbox.calls();
-    let moves: Vec<&String> = calls
-        .iter()
-        .filter(|call| call.contains("alias publish"))
-        .collect();
+    let moves = alias_moves(&calls);
     let expected = [
         live_to("health", 3, r#"{"4":0.1}"#),
         live_to("sso_login", 7, r#"{"8":0.1}"#),
@@ -127,10 +130,7 @@ fn a_canary_whose_check_fails_puts_live_back_and_fails() {
     let output = sandbox.xtask(&["deploy-fc"], &env);
     assert!(!output.status.success(), "{}", printed(&output));
     let calls = sandbox.calls();
-    let moves: Vec<&String> = calls
-        .iter()
-        .filter(|call| call.contains("alias publish"))
-        .collect();
+    let moves = alias_moves(&calls);
     let expected = [
         live_to("health", 3, r#"{"4":0.1}"#),
         live_to("sso_login", 7, r#"{"8":0.1}"#),
@@ -220,10 +220,7 @@ fn rollback_moves_live_one_version_back() {
     let output = sandbox.xtask(&["rollback-fc"], &[]);
     assert!(output.status.success(), "{}", printed(&output));
     let calls = sandbox.calls();
-    let moves: Vec<&String> = calls
-        .iter()
-        .filter(|call| call.contains("alias publish"))
-        .collect();
+    let moves = alias_moves(&calls);
     assert_eq!(
         moves,
         [&live_to("health", 4, "{}"), &live_to("sso_login", 4, "{}")]
