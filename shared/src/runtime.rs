@@ -19,6 +19,7 @@ use lambda_http::lambda_runtime::{LambdaEvent, Service, service_fn};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, TransformResponse};
 use tokio::net::TcpListener;
+use tracing_subscriber::filter::Targets;
 
 use crate::config::{Config, ConfigError, Platform, Section};
 use crate::error::ApiError;
@@ -41,41 +42,82 @@ pub type LogGuard = Option<crate::log_writer::Flush>;
 
 /// JSON log lines on stderr, `RUST_LOG` to filter (default `info`). Set up once.
 ///
+/// `RUST_LOG` is a list of `target=level` and a bare default level, such as
+/// `info,sso_login=debug` (tracing-subscriber's `Targets`: the same
+/// directives as its `EnvFilter` without span and field filters, whose
+/// regular expressions cost each binary a quarter of a MiB); one it cannot
+/// read is logged and replaced by `info`.
+///
 /// On Lambda each line is written before the request's response is handed
 /// back (a frozen or recycled instance must not lose lines of finished
 /// requests). Elsewhere (FC, local) a thread writes them ([`crate::log_writer`]),
 /// off the requests' path; the returned guard writes what is still queued
 /// when `start` returns.
 pub fn init_tracing(on_lambda: bool) -> LogGuard {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_env_filter(filter);
+    let (filter, unreadable) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let guard = if on_lambda {
-        let _ = builder.with_writer(std::io::stderr).try_init();
+        install_log(filter, std::io::stderr);
         None
     } else {
         match crate::log_writer::spawn(std::io::stderr()) {
             Ok((writer, flush)) => {
                 // The access lines (metrics.rs) take the same way as tracing's.
                 crate::log_writer::route_stderr_lines_to(&writer);
-                builder.with_writer(writer).try_init().ok().map(|()| flush)
+                install_log(filter, writer).then_some(flush)
             }
             Err(_) => {
-                let _ = builder.with_writer(std::io::stderr).try_init();
+                install_log(filter, std::io::stderr);
                 None
             }
         }
     };
+    if let Some(problem) = unreadable {
+        tracing::warn!(%problem, "RUST_LOG is not a list of target=level: logging at info");
+    }
     // A panic's message is logged as JSON too; its response is the catch-panic layer's.
     std::panic::set_hook(Box::new(|info| {
         tracing::error!(panic = %info, "panic");
     }));
     guard
+}
+
+/// The filter of `RUST_LOG` (unset: `info`), and why it could not be read.
+fn log_filter(rust_log: Option<&str>) -> (Targets, Option<String>) {
+    let info = || Targets::new().with_default(tracing::Level::INFO);
+    match rust_log.map(str::trim).filter(|v| !v.is_empty()) {
+        None => (info(), None),
+        Some(directives) => match directives.parse::<Targets>() {
+            Ok(filter) => (filter, None),
+            Err(e) => (info(), Some(e.to_string())),
+        },
+    }
+}
+
+/// Installs [`log_subscriber`] as the process's; false if one was already.
+fn install_log<W>(filter: Targets, writer: W) -> bool
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::util::SubscriberInitExt;
+    log_subscriber(filter, writer).try_init().is_ok()
+}
+
+/// JSON lines, one per event, to `writer`, through `filter`.
+fn log_subscriber<W>(filter: Targets, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt;
+    tracing_subscriber::fmt()
+        // The builder's own default (INFO) would cap what `filter` lets through.
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(writer)
+        .finish()
+        .with(filter)
 }
 
 /// The whole of a function's `main`: read the config and the sections `S`
@@ -235,5 +277,59 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[test]
+    fn rust_log_is_a_list_of_targets_and_levels() {
+        use tracing::Level;
+        let (unset, problem) = log_filter(None);
+        assert!(problem.is_none());
+        assert!(unset.would_enable("sso_login", &Level::INFO));
+        assert!(!unset.would_enable("sso_login", &Level::DEBUG));
+        let (filter, problem) = log_filter(Some("warn,sso_login=debug"));
+        assert!(problem.is_none());
+        assert!(filter.would_enable("sso_login::users", &Level::DEBUG));
+        assert!(!filter.would_enable("shared", &Level::INFO));
+        assert!(filter.would_enable("shared", &Level::WARN));
+        let (fallback, problem) = log_filter(Some("sso_login=loud"));
+        assert!(problem.is_some(), "an unreadable RUST_LOG is reported");
+        assert!(fallback.would_enable("shared", &Level::INFO));
+        assert!(!fallback.would_enable("shared", &Level::DEBUG));
+    }
+
+    /// What `RUST_LOG` lets through reaches the log, debug included: the
+    /// subscriber adds no cap of its own.
+    #[test]
+    fn the_log_writes_what_rust_log_asks_for() {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let (filter, _) = log_filter(Some("info,shared=debug"));
+        let subscriber = log_subscriber(filter, move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "shared::db", "kept");
+            tracing::debug!(target: "sqlx", "dropped");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("\"kept\""), "{text}");
+        assert!(!text.contains("dropped"), "{text}");
+        assert!(text.starts_with('{'), "JSON lines: {text}");
     }
 }
