@@ -63,17 +63,31 @@ pub struct Config {
 /// function's `build` names the sections it takes; a tuple of sections is one.
 pub trait Section: Sized {
     fn from_vars(vars: &Vars, config: &Config) -> Result<Self, ConfigError>;
+
+    /// Whether this section reads the setting `name`. A function reads a
+    /// setting's secret (`*_SECRET_ARN`, [`crate::secrets`]) at start only
+    /// when [`Config`] or one of its sections reads the setting: no start
+    /// waits for, nor needs the permission to read, a secret it never uses.
+    fn reads(name: &str) -> bool;
 }
 
 impl Section for () {
     fn from_vars(_: &Vars, _: &Config) -> Result<Self, ConfigError> {
         Ok(())
     }
+
+    fn reads(_: &str) -> bool {
+        false
+    }
 }
 
 impl<A: Section, B: Section> Section for (A, B) {
     fn from_vars(vars: &Vars, config: &Config) -> Result<Self, ConfigError> {
         Ok((A::from_vars(vars, config)?, B::from_vars(vars, config)?))
+    }
+
+    fn reads(name: &str) -> bool {
+        A::reads(name) || B::reads(name)
     }
 }
 
@@ -84,6 +98,10 @@ impl<A: Section, B: Section, C: Section> Section for (A, B, C) {
             B::from_vars(vars, config)?,
             C::from_vars(vars, config)?,
         ))
+    }
+
+    fn reads(name: &str) -> bool {
+        A::reads(name) || B::reads(name) || C::reads(name)
     }
 }
 
@@ -106,7 +124,7 @@ impl Config {
 
     /// [`Config::load_with`] of these variables: their secrets read, then parsed.
     pub async fn load_from<S: Section>(mut vars: Vars) -> Result<(Self, S), ConfigError> {
-        crate::secrets::resolve(&mut vars).await?;
+        crate::secrets::resolve(&mut vars, |name| Self::reads(name) || S::reads(name)).await?;
         Self::with_sections(&vars)
     }
 
@@ -117,6 +135,13 @@ impl Config {
         let config = Self::from_vars(vars)?;
         let sections = S::from_vars(vars, &config)?;
         Ok((config, sections))
+    }
+
+    /// Whether what every function uses reads the setting `name` (the
+    /// database's URL, of the settings a secret may hold): see
+    /// [`Section::reads`].
+    pub fn reads(name: &str) -> bool {
+        name == "DATABASE_URL"
     }
 
     /// What every function uses, of these variables: the same rules as
@@ -280,6 +305,57 @@ mod tests {
         assert!(Config::with_sections::<JwtSettings>(&vars(&production)).is_ok());
         let redis = Config::with_sections::<RedisSettings>(&vars(&production)).unwrap_err();
         assert_eq!(redis.variable, "REDIS_URL");
+    }
+
+    /// `reads` says what `from_vars` reads: of the settings a secret may
+    /// hold, a bad value stops exactly the settings that claim to read it.
+    /// (A section that read a setting it does not claim would start without
+    /// its secret; one that claimed a setting it does not read would wait
+    /// for a secret it never uses.)
+    #[test]
+    fn each_section_reads_the_secrets_it_says_it_reads() {
+        let good = [
+            ("JWT_SECRET", SECRET),
+            ("SSO_JWT_SECRET", "default-sso-secret-0123456789abcdef"),
+            ("DATABASE_URL", "postgres://db/tms"),
+        ];
+        assert!(all_sections(&good).is_ok());
+        let config = Config::from_vars(&vars(&good)).unwrap();
+        let stopped_by = |section: fn(&Vars, &Config) -> bool, vars: &Vars| section(vars, &config);
+        fn fails<S: Section>(vars: &Vars, config: &Config) -> bool {
+            S::from_vars(vars, config).is_err()
+        }
+        for (_, name) in crate::secrets::SECRET_VARIABLES {
+            let mut bad = vars(&good);
+            bad.insert(name.to_owned(), "x".to_owned());
+            let cases = [
+                (
+                    Config::reads(name),
+                    Config::from_vars(&bad).is_err(),
+                    "Config",
+                ),
+                (
+                    JwtSettings::reads(name),
+                    stopped_by(fails::<JwtSettings>, &bad),
+                    "JwtSettings",
+                ),
+                (
+                    SsoSettings::reads(name),
+                    stopped_by(fails::<SsoSettings>, &bad),
+                    "SsoSettings",
+                ),
+                (
+                    RedisSettings::reads(name),
+                    stopped_by(fails::<RedisSettings>, &bad),
+                    "RedisSettings",
+                ),
+            ];
+            let readers: Vec<&str> = cases.iter().filter(|c| c.0).map(|c| c.2).collect();
+            assert_eq!(readers.len(), 1, "{name} is read by {readers:?}");
+            for (reads, stopped, section) in cases {
+                assert_eq!(reads, stopped, "{section} and {name}");
+            }
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Secrets read at start from AWS Secrets Manager, so that they never sit in
 //! template parameters or plain environment variables: each `*_SECRET_ARN`
 //! variable names a secret whose `SecretString` becomes the setting it names.
-//! Credentials, region and endpoint come from aws-config's usual chain
-//! (`AWS_ENDPOINT_URL` points it at a compatible server in tests).
+//! Credentials and region come from the environment, through aws-config's
+//! environment providers (Lambda puts the role's credentials there);
+//! `AWS_ENDPOINT_URL` points the reads at a compatible server (moto in
+//! tests). [`secrets_manager`] is the client.
 //!
 //! `JWT_SECRET_ARN` also brings its secret's rotation: the versions staged
 //! `AWSPREVIOUS` (the key before the last rotation) and `AWSPENDING` (the
@@ -10,13 +12,16 @@
 //! verify-only, so that a rotation signs nobody out (docs/deploy.md, "Rotating
 //! the API token key").
 //!
-//! The AWS SDK is behind the `aws-secrets` feature: every function's own
+//! The client is behind the `aws-secrets` feature: every function's own
 //! build has it; a build without it (the local developer tools) refuses an
 //! ARN with a clear error instead of ignoring it.
 
 use std::collections::HashMap;
 
 use crate::config_error::ConfigError;
+
+#[cfg(feature = "aws-secrets")]
+mod secrets_manager;
 
 /// Each ARN variable and the setting its secret fills.
 /// (`JWT_PREVIOUS_SECRETS` before `JWT_SECRET`, whose rotation adds to it.)
@@ -55,12 +60,17 @@ fn is_set(vars: &HashMap<String, String>, name: &str) -> bool {
     setting(vars, name).is_some()
 }
 
-/// Replaces each `*_SECRET_ARN` in `vars` by the secret's value. Does nothing
-/// (and loads no AWS configuration) when none is set.
-pub async fn resolve(vars: &mut HashMap<String, String>) -> Result<(), ConfigError> {
+/// Replaces each `*_SECRET_ARN` in `vars` whose setting the function `reads`
+/// by the secret's value; the others are left unread (a secret the function
+/// has no use for, and may have no permission to read). Does nothing (and
+/// loads no AWS configuration) when no such ARN is set.
+pub async fn resolve(
+    vars: &mut HashMap<String, String>,
+    reads: impl Fn(&str) -> bool,
+) -> Result<(), ConfigError> {
     let wanted: Vec<(&'static str, &'static str)> = SECRET_VARIABLES
         .into_iter()
-        .filter(|(arn_var, _)| is_set(vars, arn_var))
+        .filter(|&(arn_var, target)| reads(target) && is_set(vars, arn_var))
         .collect();
     if wanted.is_empty() {
         return Ok(());
@@ -88,52 +98,8 @@ async fn fetch(
     vars: &mut HashMap<String, String>,
     wanted: Vec<(&'static str, &'static str)>,
 ) -> Result<(), ConfigError> {
-    use aws_sdk_secretsmanager::error::DisplayErrorContext;
+    use secrets_manager::{ReadError, SecretsManager};
     const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-    let mut sdk = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if reaches_aws_over_plain_http(vars) {
-        // No TLS, so no trust store: loading the platform's roots (every
-        // file of /etc/ssl/certs) costs ~2.5 ms of start-up (docs/benchmarks/history.md).
-        sdk = sdk.http_client(aws_smithy_http_client::Builder::new().build_http());
-    }
-    let sdk = sdk.load().await;
-    let client = aws_sdk_secretsmanager::Client::new(&sdk);
-    // The version staged `stage`; with `optional`, None when no version
-    // carries that label. (`AWSCURRENT` is named, not left implied: some
-    // compatible servers keep their first version as the default.)
-    let read = async |arn_var: &'static str, arn: &str, stage: &str, optional: bool| {
-        let request = client
-            .get_secret_value()
-            .secret_id(arn)
-            .version_stage(stage);
-        let output = match tokio::time::timeout(FETCH_TIMEOUT, request.send())
-            .await
-            .map_err(|_| {
-                ConfigError::new(arn_var, "AWS Secrets Manager did not answer within 5 s")
-            })? {
-            Ok(output) => output,
-            // A stage that no version carries (no rotation yet): nothing to add.
-            Err(e)
-                if optional
-                    && e.as_service_error()
-                        .is_some_and(|e| e.is_resource_not_found_exception()) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => {
-                return Err(ConfigError::new(
-                    arn_var,
-                    format!("cannot read the secret: {}", DisplayErrorContext(&e)),
-                ));
-            }
-        };
-        let value = output
-            .secret_string()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| ConfigError::new(arn_var, "the secret has no SecretString"))?;
-        Ok::<_, ConfigError>(Some(value.to_owned()))
-    };
     for &(arn_var, target) in &wanted {
         if is_set(vars, target) {
             return Err(ConfigError::new(
@@ -142,6 +108,41 @@ async fn fetch(
             ));
         }
     }
+    let client = SecretsManager::from_environment(vars)
+        .await
+        .map_err(|e| ConfigError::new(wanted[0].0, e))?;
+    // The version staged `stage`; with `optional`, None when no version
+    // carries that label. (`AWSCURRENT` is named, not left implied: some
+    // compatible servers keep their first version as the default.)
+    let read = async |arn_var: &'static str, arn: &str, stage: &str, optional: bool| {
+        let answer = tokio::time::timeout(FETCH_TIMEOUT, client.get_secret_value(arn, stage))
+            .await
+            .map_err(|_| {
+                ConfigError::new(arn_var, "AWS Secrets Manager did not answer within 5 s")
+            })?;
+        let value = match answer {
+            Ok(value) => value,
+            // A stage that no version carries (no rotation yet): nothing to add.
+            Err(ReadError::NotFound) if optional => return Ok(None),
+            Err(ReadError::NotFound) => {
+                return Err(ConfigError::new(
+                    arn_var,
+                    format!("cannot read the secret: no secret `{arn}` staged {stage}"),
+                ));
+            }
+            Err(ReadError::Failed(e)) => {
+                return Err(ConfigError::new(
+                    arn_var,
+                    format!("cannot read the secret: {e}"),
+                ));
+            }
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(ConfigError::new(arn_var, "the secret has no SecretString"));
+        }
+        Ok::<_, ConfigError>(Some(value.to_owned()))
+    };
     // Every version at once: start-up waits for one answer, not for one
     // after the other (JWT_SECRET_ARN alone is three: its rotation).
     let reads = wanted.iter().map(async |&(arn_var, target)| {
@@ -184,71 +185,9 @@ async fn fetch(
     Ok(())
 }
 
-/// Whether every AWS endpoint the SDK may call is plain HTTP (a local
-/// Secrets Manager such as moto): `AWS_ENDPOINT_URL`, which also serves the
-/// credential providers' services, and `AWS_ENDPOINT_URL_SECRETS_MANAGER`
-/// if set, as aws-config reads them. AWS itself is always HTTPS.
-#[cfg_attr(not(feature = "aws-secrets"), allow(dead_code))]
-fn reaches_aws_over_plain_http(vars: &HashMap<String, String>) -> bool {
-    let plain_http = |url: &str| {
-        url.get(..7)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
-    };
-    // aws-config reads this flag without regard to case.
-    if setting(vars, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-    {
-        return false;
-    }
-    setting(vars, "AWS_ENDPOINT_URL").is_some_and(plain_http)
-        && setting(vars, "AWS_ENDPOINT_URL_SECRETS_MANAGER").is_none_or(plain_http)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_a_configured_plain_http_endpoint_is_reached_without_tls() {
-        let with = |pairs: &[(&str, &str)]| {
-            reaches_aws_over_plain_http(
-                &pairs
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            )
-        };
-        assert!(!with(&[]), "AWS itself: HTTPS");
-        assert!(with(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")]));
-        assert!(with(&[("AWS_ENDPOINT_URL", " HTTP://localhost:4566")]));
-        assert!(!with(&[("AWS_ENDPOINT_URL", "https://vpce.example")]));
-        assert!(!with(&[("AWS_ENDPOINT_URL", "http")]));
-        // Secrets Manager's own endpoint counts too; alone it is not enough
-        // (credentials may come from STS over HTTPS).
-        assert!(!with(&[
-            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
-            (
-                "AWS_ENDPOINT_URL_SECRETS_MANAGER",
-                "https://secrets.example"
-            ),
-        ]));
-        assert!(with(&[
-            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
-            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:5001"),
-        ]));
-        assert!(!with(&[(
-            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
-            "http://127.0.0.1:5000"
-        )]));
-        assert!(!with(&[
-            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
-            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
-        ]));
-        assert!(!with(&[
-            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
-            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "TRUE"),
-        ]));
-    }
 
     #[test]
     fn a_rotations_keys_join_the_previous_secrets() {
@@ -265,10 +204,32 @@ mod tests {
         );
     }
 
+    /// The ARN of a setting the function does not read is never resolved: no
+    /// AWS configuration is loaded, nothing is asked (the ARN here names no
+    /// reachable server, and a build without the SDK would refuse it).
+    #[tokio::test]
+    async fn a_secret_the_function_does_not_read_is_left_unread() {
+        let mut vars = HashMap::from([
+            (
+                "JWT_SECRET_ARN".to_owned(),
+                "arn:aws:secretsmanager:eu-west-1:1:secret:tms/jwt".to_owned(),
+            ),
+            (
+                "AWS_ENDPOINT_URL".to_owned(),
+                "http://127.0.0.1:1".to_owned(),
+            ),
+        ]);
+        let before = vars.clone();
+        resolve(&mut vars, |name| name == "DATABASE_URL")
+            .await
+            .unwrap();
+        assert_eq!(vars, before);
+    }
+
     #[tokio::test]
     async fn without_an_arn_nothing_is_read() {
         let mut vars = HashMap::from([("JWT_SECRET".to_owned(), "s".to_owned())]);
-        resolve(&mut vars).await.unwrap();
+        resolve(&mut vars, |_| true).await.unwrap();
         assert_eq!(vars.len(), 1);
     }
 
@@ -282,7 +243,7 @@ mod tests {
             "JWT_SECRET_ARN".to_owned(),
             "arn:aws:secretsmanager:eu-west-1:1:secret:tms/jwt".to_owned(),
         )]);
-        let e = resolve(&mut vars).await.unwrap_err().to_string();
+        let e = resolve(&mut vars, |_| true).await.unwrap_err().to_string();
         assert!(
             e.contains("JWT_SECRET_ARN") && e.contains("without AWS Secrets Manager support"),
             "{e}"

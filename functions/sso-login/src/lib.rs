@@ -95,6 +95,10 @@ impl Section for Settings {
         sso.check_apart_from(&jwt)?;
         Ok(Self { jwt, sso, redis })
     }
+
+    fn reads(name: &str) -> bool {
+        <(JwtSettings, SsoSettings, RedisSettings)>::reads(name)
+    }
 }
 
 /// The function's routes for its configuration and its [`Settings`].

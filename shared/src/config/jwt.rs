@@ -27,6 +27,10 @@ impl JwtSettings {
 }
 
 impl Section for JwtSettings {
+    fn reads(name: &str) -> bool {
+        name.starts_with("JWT_")
+    }
+
     fn from_vars(vars: &Vars, _: &Config) -> Result<Self, ConfigError> {
         let secret = match setting(vars, "JWT_SECRET") {
             None => {

@@ -7,6 +7,10 @@ use crate::redis_client::CLUSTER_SCHEMES;
 const DEFAULT_REDIS_KEY_PREFIX: &str = "tms:";
 
 impl Section for RedisSettings {
+    fn reads(name: &str) -> bool {
+        name.starts_with("REDIS_")
+    }
+
     fn from_vars(vars: &Vars, config: &Config) -> Result<Self, ConfigError> {
         let url = match setting(vars, "REDIS_URL") {
             Some(u)

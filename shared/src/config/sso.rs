@@ -19,6 +19,10 @@ pub struct SsoSettings {
 }
 
 impl Section for SsoSettings {
+    fn reads(name: &str) -> bool {
+        name.starts_with("SSO_")
+    }
+
     fn from_vars(vars: &Vars, config: &Config) -> Result<Self, ConfigError> {
         let production = config.app_env == AppEnv::Production;
         let keys = keys(vars, production)?;

@@ -23,7 +23,7 @@ pub use ca::{ServerCert, TestCa};
 pub use pgbouncer::PgBouncer;
 pub use postgres::PgServer;
 pub use redis::{RedisCluster, RedisServer, clear_redis_prefix, write_other_data};
-pub use secrets_manager::SecretsManager;
+pub use secrets_manager::{RoleCredentials, SecretsManager};
 
 /// The machine's PostgreSQL, where each test creates (and drops) its own database.
 pub fn admin_database_url() -> String {

@@ -8,10 +8,36 @@ pub struct SecretsManager {
     child: Child,
 }
 
+/// Temporary credentials of an assumed role: what Lambda gives a function
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+pub struct RoleCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+}
+
 impl SecretsManager {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// moto with its IAM access control on after `setup_calls` requests:
+    /// from then on each request must be signed (SigV4, checked by
+    /// recomputing the signature with botocore) with credentials moto
+    /// issued, whose policy allows the action. The setup calls
+    /// ([`SecretsManager::create`], [`SecretsManager::role_reading_secrets`]'s
+    /// three) go unsigned before that.
+    pub fn start_checking_signatures(setup_calls: u32) -> Self {
+        Self::start_with(Some(setup_calls))
+    }
+
+    fn start_with(unchecked_calls: Option<u32>) -> Self {
         let port = free_port();
-        let child = Command::new("python3")
+        let mut command = Command::new("python3");
+        if let Some(calls) = unchecked_calls {
+            command.env("INITIAL_NO_AUTH_ACTION_COUNT", calls.to_string());
+        }
+        let child = command
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -24,7 +50,8 @@ impl SecretsManager {
         }
     }
 
-    /// The variables that point aws-config at this server.
+    /// The variables that point the functions' Secrets Manager client at
+    /// this server, with credentials moto accepts while it checks none.
     pub fn aws_vars(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),
@@ -35,8 +62,9 @@ impl SecretsManager {
     }
 
     /// Creates a secret; returns its ARN. A plain call of the service's JSON
-    /// protocol (moto does not check signatures), so that the test kit
-    /// needs no AWS SDK: only the functions read secrets.
+    /// protocol, unsigned (moto checks no signature unless started with
+    /// [`SecretsManager::start_checking_signatures`], and not in the setup
+    /// calls then), so that the test kit needs no AWS client of its own.
     pub async fn create(&self, name: &str, value: &str) -> String {
         let created = self
             .call(
@@ -47,6 +75,87 @@ impl SecretsManager {
             .await
             .expect("create secret");
         created["ARN"].as_str().expect("arn").to_owned()
+    }
+
+    /// A role allowed `secretsmanager:GetSecretValue` and nothing else,
+    /// assumed: its temporary credentials. Three calls (CreateRole,
+    /// PutRolePolicy, AssumeRole), unsigned.
+    pub async fn role_reading_secrets(&self) -> RoleCredentials {
+        let client = reqwest::Client::new();
+        let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#;
+        let allow = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"secretsmanager:GetSecretValue","Resource":"*"}]}"#;
+        let role = "tms-function";
+        let created = self
+            .query(
+                &client,
+                "iam",
+                &[
+                    ("Action", "CreateRole"),
+                    ("Version", "2010-05-08"),
+                    ("RoleName", role),
+                    ("AssumeRolePolicyDocument", trust),
+                ],
+            )
+            .await;
+        let role_arn = xml_value(&created, "Arn");
+        self.query(
+            &client,
+            "iam",
+            &[
+                ("Action", "PutRolePolicy"),
+                ("Version", "2010-05-08"),
+                ("RoleName", role),
+                ("PolicyName", "read-secrets"),
+                ("PolicyDocument", allow),
+            ],
+        )
+        .await;
+        let assumed = self
+            .query(
+                &client,
+                "sts",
+                &[
+                    ("Action", "AssumeRole"),
+                    ("Version", "2011-06-15"),
+                    ("RoleArn", &role_arn),
+                    ("RoleSessionName", "tms-test"),
+                ],
+            )
+            .await;
+        RoleCredentials {
+            access_key_id: xml_value(&assumed, "AccessKeyId"),
+            secret_access_key: xml_value(&assumed, "SecretAccessKey"),
+            session_token: xml_value(&assumed, "SessionToken"),
+        }
+    }
+
+    /// One call of an AWS query-protocol service (IAM, STS): its XML answer.
+    async fn query(
+        &self,
+        client: &reqwest::Client,
+        service: &str,
+        params: &[(&str, &str)],
+    ) -> String {
+        let body: String = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let answer = client
+            .post(&self.endpoint)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header(
+                "Authorization",
+                format!("AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("moto answers");
+        let status = answer.status();
+        let text = answer.text().await.expect("moto's answer");
+        assert!(status.is_success(), "{service} {params:?}: {status} {text}");
+        text
     }
 
     /// One call of the service's JSON protocol, such as `GetSecretValue`.
@@ -78,4 +187,27 @@ impl Drop for SecretsManager {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The text of the first `<tag>` of an XML answer.
+fn xml_value(xml: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let start = xml
+        .find(&open)
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        + open.len();
+    let end = start + xml[start..].find('<').expect("a closing tag");
+    xml[start..end].to_owned()
+}
+
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

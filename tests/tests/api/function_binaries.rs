@@ -79,7 +79,9 @@ async fn a_bad_setting_stops_the_function_with_one_line_naming_it() {
 #[tokio::test]
 async fn health_reads_no_setting_of_the_api_tokens_or_the_gcgc_keys() {
     // Settings that would stop sso-login or conversations: health has no
-    // use for them, so they cannot stop it.
+    // use for them, so they cannot stop it. Nor are their secrets read (the
+    // ARNs name secrets on an endpoint where nothing listens).
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
     let (process, base) = start_function(
         "health",
         &[
@@ -87,6 +89,18 @@ async fn health_reads_no_setting_of_the_api_tokens_or_the_gcgc_keys() {
             ("JWT_EXPIRATION_HOURS", "forever"),
             ("SSO_JWKS_URL", "ftp://idp"),
             ("SSO_JWT_SECRET", "short"),
+            (
+                "JWT_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:1:secret:tms/jwt",
+            ),
+            (
+                "SSO_JWT_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:1:secret:tms/sso",
+            ),
+            ("AWS_ENDPOINT_URL", &unreachable),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
         ],
     )
     .await;

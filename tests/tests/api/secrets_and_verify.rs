@@ -195,11 +195,20 @@ async fn the_api_token_key_rotates_in_secrets_manager_without_signing_anyone_out
 /// warning about root certificates reaches the log.
 #[tokio::test]
 async fn a_plain_http_secrets_manager_needs_no_trust_store() {
-    let (_sm, vars) = secrets_manager_holding(&[("JWT_SECRET_ARN", SM_JWT_SECRET)]).await;
+    let (_sm, vars) = secrets_manager_holding(&[
+        ("JWT_SECRET_ARN", SM_JWT_SECRET),
+        ("SSO_JWT_SECRET_ARN", SM_SSO_SECRET),
+    ])
+    .await;
     let mut vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     vars.push(("SSL_CERT_FILE", "/nonexistent/tms-test/ca-bundle.crt"));
-    let (process, base) = start_function("health", &vars).await;
-    let r = client().get(format!("{base}/health")).send().await.unwrap();
+    let (process, base) = start_function("sso-login", &vars).await;
+    let r = client()
+        .post(format!("{base}/api/v1/auth/login/sso"))
+        .json(&json!({ "token": gcgc(SM_SSO_SECRET, "plain-http-user") }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let logs = process.stop().await;
     assert!(
@@ -392,9 +401,14 @@ async fn start_up_asks_for_every_secret_at_once() {
         .map(|(k, v)| (*k, v.as_str()))
         .collect();
     vars.push(("AWS_ENDPOINT_URL", &gate_url));
-    // The function binary: the test crate's own build has no AWS SDK.
-    let (process, base) = start_function("health", &vars).await;
-    let r = client().get(format!("{base}/health")).send().await.unwrap();
+    // The function binary: the test crate's own build reads no secrets.
+    let (process, base) = start_function("sso-login", &vars).await;
+    let r = client()
+        .post(format!("{base}/api/v1/auth/login/sso"))
+        .json(&json!({ "token": gcgc(SM_SSO_SECRET, "all-at-once-user") }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let logs = process.stop().await;
     assert!(logs.contains("read from AWS Secrets Manager"), "{logs}");
@@ -403,4 +417,69 @@ async fn start_up_asks_for_every_secret_at_once() {
         4,
         "the four reads were sent together"
     );
+}
+
+/// The reads are signed as AWS checks them: moto with its access control on
+/// recomputes each request's SigV4 signature (botocore's signer) and checks
+/// the session token and the role's policy. With the temporary credentials
+/// of an assumed role, the form Lambda gives, health reads its database URL;
+/// a wrong secret key or session token stops it with the service's reason.
+#[tokio::test]
+async fn secrets_are_read_with_the_roles_credentials_and_a_signature_aws_checks() {
+    // The setup's four calls go unsigned: the secret, then the role's three.
+    let sm = SecretsManager::start_checking_signatures(4);
+    let arn = sm
+        .create(
+            &format!("tms/database-url-{}", uuid_simple()),
+            "sqlite::memory:",
+        )
+        .await;
+    let role = sm.role_reading_secrets().await;
+    let with = |key: &str, token: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", sm.endpoint.clone()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", role.access_key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", key.into()),
+            ("AWS_SESSION_TOKEN", token.into()),
+            ("DATABASE_URL", String::new()),
+            ("DATABASE_URL_SECRET_ARN", arn.clone()),
+        ]
+    };
+    let good = with(&role.secret_access_key, &role.session_token);
+    let vars: Vec<(&str, &str)> = good.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (process, base) = start_function("health", &vars).await;
+    let r = client().get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let logs = process.stop().await;
+    assert!(logs.contains("read from AWS Secrets Manager"), "{logs}");
+    assert!(
+        !logs.contains(&role.secret_access_key) && !logs.contains(&role.session_token),
+        "{logs}"
+    );
+
+    let refused = [
+        (
+            with("not-the-secret-key", &role.session_token),
+            "SignatureDoesNotMatch",
+        ),
+        (
+            with(&role.secret_access_key, "not-the-session-token"),
+            "InvalidClientTokenId",
+        ),
+    ];
+    for (vars, reason) in refused {
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut vars = test_vars(&vars);
+        vars.insert("FC_CUSTOM_LISTEN_PORT".into(), free_port().to_string());
+        let (code, stderr) = Process::start("health", &vars).exit().await;
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.lines().any(
+                |l| l.starts_with("invalid configuration: DATABASE_URL_SECRET_ARN")
+                    && l.contains(reason)
+            ),
+            "{reason}: {stderr}"
+        );
+    }
 }
