@@ -247,9 +247,9 @@ fn endpoint(vars: &HashMap<String, String>, region: &str) -> Result<Uri, String>
         } else {
             "amazonaws.com"
         };
-        return Ok(format!("https://secretsmanager.{region}.{suffix}/")
+        return format!("https://secretsmanager.{region}.{suffix}/")
             .parse()
-            .map_err(|_| format!("`{region}` is not a region (AWS_REGION)"))?);
+            .map_err(|_| format!("`{region}` is not a region (AWS_REGION)"));
     };
     let uri: Uri = url
         .parse()
