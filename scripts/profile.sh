@@ -42,5 +42,5 @@ for name in "${FUNCTION_NAMES[@]}"; do
   echo
   echo "== $name: hottest symbols, self time ($out/$name.data)"
   perf report -i "$out/$name.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null |
-    grep -E '^ +[0-9]' | sed 's/ \+$//' | head -40 || true  # head closes the pipe early (SIGPIPE)
+    grep -E '^ +[0-9]' | sed -E 's/ +- +- *$//; s/ +$//' | head -40 || true  # head closes the pipe early (SIGPIPE)
 done
