@@ -84,12 +84,21 @@ pub fn init_tracing(on_lambda: bool) -> LogGuard {
 /// The filter of `RUST_LOG` (unset: `info`), and why it could not be read.
 fn log_filter(rust_log: Option<&str>) -> (Targets, Option<String>) {
     let info = || Targets::new().with_default(tracing::Level::INFO);
-    match rust_log.map(str::trim).filter(|v| !v.is_empty()) {
-        None => (info(), None),
-        Some(directives) => match directives.parse::<Targets>() {
-            Ok(filter) => (filter, None),
-            Err(e) => (info(), Some(e.to_string())),
-        },
+    // Each directive trimmed and empty ones dropped, as EnvFilter did:
+    // `Targets` would read `info,` as "every target at TRACE" and
+    // `info, sso_login=debug` as a target named " sso_login".
+    let directives: Vec<&str> = rust_log
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return (info(), None);
+    }
+    match directives.join(",").parse::<Targets>() {
+        Ok(filter) => (filter, None),
+        Err(e) => (info(), Some(e.to_string())),
     }
 }
 
@@ -298,6 +307,18 @@ mod tests {
         assert!(filter.would_enable("sso_login::users", &Level::DEBUG));
         assert!(!filter.would_enable("shared", &Level::INFO));
         assert!(filter.would_enable("shared", &Level::WARN));
+        // Spaces and a trailing comma, as people write lists.
+        let (empty, problem) = log_filter(Some(" , "));
+        assert!(problem.is_none());
+        assert!(
+            empty.would_enable("shared", &Level::INFO),
+            "no directive: info"
+        );
+        let (filter, problem) = log_filter(Some("info, sso_login=debug,"));
+        assert!(problem.is_none());
+        assert!(filter.would_enable("sso_login", &Level::DEBUG));
+        assert!(!filter.would_enable("shared", &Level::DEBUG));
+        assert!(!filter.would_enable("hyper", &Level::TRACE));
         let (fallback, problem) = log_filter(Some("sso_login=loud"));
         assert!(problem.is_some(), "an unreadable RUST_LOG is reported");
         assert!(fallback.would_enable("shared", &Level::INFO));

@@ -206,7 +206,7 @@ mod tests {
 
     /// The ARN of a setting the function does not read is never resolved: no
     /// AWS configuration is loaded, nothing is asked (the ARN here names no
-    /// reachable server, and a build without the SDK would refuse it).
+    /// reachable server, and a build without the client would refuse it).
     #[tokio::test]
     async fn a_secret_the_function_does_not_read_is_left_unread() {
         let mut vars = HashMap::from([
@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(vars.len(), 1);
     }
 
-    /// A build without the AWS SDK (the local tools) refuses an ARN instead
+    /// A build without the Secrets Manager client (the local tools) refuses an ARN instead
     /// of starting without the secret. Runs in `make test-no-sdk` (CI), a
     /// build of `shared` alone, where the feature is off.
     #[cfg(not(feature = "aws-secrets"))]

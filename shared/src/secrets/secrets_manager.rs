@@ -5,6 +5,11 @@
 //! HTTP/1.1 request on a connection of its own (hyper, already linked for
 //! the runtime API; rustls with the webpki roots, as for the database).
 //!
+//! Credentials and region come from the process environment only (the
+//! other settings from the variables given, which at start are the same):
+//! Lambda always puts the role's credentials there; the SDK's other sources
+//! (profiles, SSO, IMDS, container credentials) are not read.
+//!
 //! Not the SDK's client: aws-sdk-secretsmanager with its HTTP/2 client, its
 //! credential chain (profiles, SSO, IMDS, STS) and its retry machinery was a
 //! third of each function's binary for this one call (BENCHMARKS.md, "Zip
@@ -121,7 +126,17 @@ impl SecretsManager {
             .authority()
             .ok_or("the endpoint has no host")?
             .as_str();
-        let mut request = Request::post(self.endpoint.clone())
+        // The request line in origin form (`POST / HTTP/1.1`), as a client
+        // that is not talking to a proxy sends it: hyper's connection-level
+        // client writes the URI it is given as it is. The signature covers
+        // the same path and the `host` header.
+        let path: Uri = self
+            .endpoint
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .map_err(|_| "the endpoint's path is not a URI path")?;
+        let mut request = Request::post(path)
             .header("host", host)
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-target", "secretsmanager.GetSecretValue")
@@ -184,14 +199,22 @@ async fn exchange<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    /// Stops the connection's task when the exchange ends, or is dropped by
+    /// the start-up's timeout: no socket outlives its request.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let connection = tokio::spawn(connection);
+    let _connection = AbortOnDrop(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
     let response = sender.send_request(request).await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
-    drop(sender);
-    connection.abort();
     Ok((status, body))
 }
 
@@ -218,6 +241,16 @@ fn service_error(status: StatusCode, body: &[u8]) -> ReadError {
     if kind == "ResourceNotFoundException" {
         return ReadError::NotFound;
     }
+    // Its first line, at most 200 characters: a signature error's message
+    // may go on with the canonical request, session token included, and
+    // this reason is a start-up error's one line in the log.
+    let message: String = message
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect();
     let reason = format!("{status} {kind}: {message}");
     ReadError::Failed(reason.trim_end_matches([' ', ':']).to_owned())
 }
@@ -242,12 +275,31 @@ fn endpoint(vars: &HashMap<String, String>, region: &str) -> Result<Uri, String>
         .filter(|_| !ignore_configured)
         .find_map(|name| setting(vars, name).map(|url| (name, url)));
     let Some((name, url)) = configured else {
-        let suffix = if region.starts_with("cn-") {
-            "amazonaws.com.cn"
+        // The SDKs' endpoint rules for the `aws` and `aws-cn` partitions
+        // (another partition: set AWS_ENDPOINT_URL_SECRETS_MANAGER).
+        let flag = |name| setting(vars, name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let service = if flag("AWS_USE_FIPS_ENDPOINT") {
+            "secretsmanager-fips"
         } else {
-            "amazonaws.com"
+            "secretsmanager"
         };
-        return format!("https://secretsmanager.{region}.{suffix}/")
+        let suffix = match (
+            region.starts_with("cn-"),
+            flag("AWS_USE_DUALSTACK_ENDPOINT"),
+        ) {
+            (false, false) => "amazonaws.com",
+            (false, true) => "api.aws",
+            (true, false) => "amazonaws.com.cn",
+            (true, true) => "api.amazonwebservices.com.cn",
+        };
+        if region.is_empty()
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!("`{region}` is not a region (AWS_REGION)"));
+        }
+        return format!("https://{service}.{region}.{suffix}/")
             .parse()
             .map_err(|_| format!("`{region}` is not a region (AWS_REGION)"));
     };
@@ -341,8 +393,94 @@ mod tests {
         );
         let e = at(&[("AWS_ENDPOINT_URL", "localhost")], "us-east-1").unwrap_err();
         assert!(e.contains("AWS_ENDPOINT_URL"), "{e}");
+        assert_eq!(
+            at(&[("AWS_USE_FIPS_ENDPOINT", "true")], "us-east-1")
+                .unwrap()
+                .to_string(),
+            "https://secretsmanager-fips.us-east-1.amazonaws.com/"
+        );
+        assert_eq!(
+            at(&[("AWS_USE_DUALSTACK_ENDPOINT", "TRUE")], "eu-west-1")
+                .unwrap()
+                .to_string(),
+            "https://secretsmanager.eu-west-1.api.aws/"
+        );
+        assert_eq!(
+            at(&[("AWS_USE_DUALSTACK_ENDPOINT", "true")], "cn-north-1")
+                .unwrap()
+                .to_string(),
+            "https://secretsmanager.cn-north-1.api.amazonwebservices.com.cn/"
+        );
         let e = at(&[], "bad region").unwrap_err();
         assert!(e.contains("AWS_REGION"), "{e}");
+        let e = at(&[], "evil.example/x").unwrap_err();
+        assert!(e.contains("AWS_REGION"), "{e}");
+    }
+
+    /// What goes on the wire, as a server that is not a proxy expects it:
+    /// `POST / HTTP/1.1` (origin form, not the absolute URI), the `host`
+    /// the signature covers, the JSON protocol's headers, and a SigV4
+    /// `authorization` of these credentials with their session token.
+    #[tokio::test]
+    async fn the_request_is_an_origin_form_post_signed_for_secrets_manager() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                head.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"{"SecretString":" the value "}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(head).unwrap().to_lowercase()
+        });
+        let client = SecretsManager {
+            endpoint: format!("http://127.0.0.1:{port}").parse().unwrap(),
+            region: "eu-west-1".into(),
+            credentials: Credentials::new(
+                "AKIDTEST",
+                "secret-key",
+                Some("the-token".into()),
+                None,
+                "test",
+            ),
+            tls: None,
+        };
+        let value = client
+            .get_secret_value("tms/db", "AWSCURRENT")
+            .await
+            .unwrap();
+        assert_eq!(value, " the value ", "the SecretString as stored");
+        let head = server.await.unwrap();
+        assert!(head.starts_with("post / http/1.1\r\n"), "{head}");
+        for line in [
+            format!("host: 127.0.0.1:{port}\r\n"),
+            "x-amz-target: secretsmanager.getsecretvalue\r\n".to_owned(),
+            "content-type: application/x-amz-json-1.1\r\n".to_owned(),
+            "x-amz-security-token: the-token\r\n".to_owned(),
+        ] {
+            assert!(head.contains(&line), "{line:?} in {head}");
+        }
+        let authorization = head
+            .lines()
+            .find(|l| l.starts_with("authorization: "))
+            .expect("signed");
+        assert!(
+            authorization.starts_with("authorization: aws4-hmac-sha256 credential=akidtest/")
+                && authorization.contains("/eu-west-1/secretsmanager/aws4_request")
+                && authorization.contains("host")
+                && authorization.contains("x-amz-security-token")
+                && !authorization.contains("secret-key"),
+            "{authorization}"
+        );
     }
 
     #[test]
@@ -385,6 +523,17 @@ mod tests {
             e,
             "403 Forbidden SignatureDoesNotMatch: The request signature we calculated does not match"
         );
+        // A message that goes on with the canonical request (the session
+        // token in it) keeps its first line only, at most 200 characters.
+        let long = serde_json::json!({
+            "__type": "InvalidSignatureException",
+            "message": format!("The request signature we calculated does not match. {}\nThe Canonical String for this request should have been\nx-amz-security-token:the-session-token", "x".repeat(300))
+        });
+        let ReadError::Failed(e) = service_error(StatusCode::BAD_REQUEST, &json(&long)) else {
+            panic!("a bad signature is a failure");
+        };
+        assert!(!e.contains("the-session-token") && !e.contains('\n'), "{e}");
+        assert!(e.len() < 260, "{e}");
         let ReadError::Failed(e) = service_error(StatusCode::BAD_GATEWAY, b"") else {
             panic!("a proxy's error is a failure");
         };

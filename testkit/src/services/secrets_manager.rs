@@ -158,6 +158,51 @@ impl SecretsManager {
         text
     }
 
+    /// An HTTPS endpoint for this server: a TLS front on a free port that
+    /// presents `cert` and forwards each connection to moto in plain HTTP
+    /// (on the current Tokio runtime, for as long as it runs). Returns
+    /// `https://localhost:<port>`.
+    pub async fn behind_tls(&self, cert: &super::ServerCert) -> String {
+        use std::sync::Arc;
+        use tokio_rustls::rustls::ServerConfig;
+        use tokio_rustls::rustls::crypto::aws_lc_rs;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert.cert)
+            .expect("certificate file")
+            .map(|c| c.expect("certificate"))
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&cert.key).expect("key file");
+        let config = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server certificate");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let upstream = self.endpoint.trim_start_matches("http://").to_owned();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    let Ok(mut client) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        format!("https://localhost:{port}")
+    }
+
     /// One call of the service's JSON protocol, such as `GetSecretValue`.
     pub async fn call(
         &self,

@@ -189,35 +189,55 @@ async fn the_api_token_key_rotates_in_secrets_manager_without_signing_anyone_out
     database.close().await;
 }
 
-/// A plain-HTTP Secrets Manager (moto here, LocalStack in a developer's
-/// setup) is read without TLS, so without loading a trust store: even an
-/// unusable one (`SSL_CERT_FILE` naming no file) changes nothing, and no
-/// warning about root certificates reaches the log.
+/// Secrets Manager over HTTPS, as on AWS: the TLS handshake names the
+/// endpoint's host, the certificate is checked against the webpki roots
+/// and `AWS_CA_BUNDLE`'s CA (a private endpoint's), and the signed request
+/// goes through. Without the bundle the test CA is unknown and the start
+/// stops, naming the variable and the certificate problem.
 #[tokio::test]
-async fn a_plain_http_secrets_manager_needs_no_trust_store() {
-    let (_sm, vars) = secrets_manager_holding(&[
-        ("JWT_SECRET_ARN", SM_JWT_SECRET),
-        ("SSO_JWT_SECRET_ARN", SM_SSO_SECRET),
-    ])
-    .await;
-    let mut vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    vars.push(("SSL_CERT_FILE", "/nonexistent/tms-test/ca-bundle.crt"));
-    let (process, base) = start_function("sso-login", &vars).await;
-    let r = client()
-        .post(format!("{base}/api/v1/auth/login/sso"))
-        .json(&json!({ "token": gcgc(SM_SSO_SECRET, "plain-http-user") }))
-        .send()
-        .await
-        .unwrap();
+async fn secrets_manager_over_https_is_trusted_through_aws_ca_bundle() {
+    let sm = SecretsManager::start();
+    let arn = sm
+        .create(
+            &format!("tms/database-url-{}", uuid_simple()),
+            "sqlite::memory:",
+        )
+        .await;
+    let ca = tests::services::TestCa::new();
+    let https = sm.behind_tls(&ca.issue(&["localhost"])).await;
+    let bundle = ca.cert_path().to_string_lossy().into_owned();
+    let mut vars: Vec<(&str, String)> = sm
+        .aws_vars()
+        .into_iter()
+        .filter(|(k, _)| *k != "AWS_ENDPOINT_URL")
+        .collect();
+    vars.extend([
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", https),
+        ("DATABASE_URL", String::new()),
+        ("DATABASE_URL_SECRET_ARN", arn),
+    ]);
+    let trusting: Vec<(&str, &str)> = vars
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain([("AWS_CA_BUNDLE", bundle.as_str())])
+        .collect();
+    let (process, base) = start_function("health", &trusting).await;
+    let r = client().get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let logs = process.stop().await;
+    assert!(logs.contains("read from AWS Secrets Manager"), "{logs}");
+
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut untrusting = test_vars(&vars);
+    untrusting.insert("FC_CUSTOM_LISTEN_PORT".into(), free_port().to_string());
+    let (code, stderr) = Process::start("health", &untrusting).exit().await;
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        logs.contains("read from AWS Secrets Manager"),
-        "the secret came from Secrets Manager: {logs}"
-    );
-    assert!(
-        !logs.to_lowercase().contains("certificate"),
-        "no trust store was loaded: {logs}"
+        stderr.lines().any(
+            |l| l.starts_with("invalid configuration: DATABASE_URL_SECRET_ARN")
+                && l.contains("certificate")
+        ),
+        "{stderr}"
     );
 }
 
@@ -481,5 +501,6 @@ async fn secrets_are_read_with_the_roles_credentials_and_a_signature_aws_checks(
             ),
             "{reason}: {stderr}"
         );
+        assert!(!stderr.contains(&role.session_token), "{stderr}");
     }
 }
