@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+use tokio_rustls::rustls::RootCertStore;
+use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
+
 use crate::config_error::ConfigError;
 
 /// A CA bundle (PEM) that a setting names, read once at start: the provider's
@@ -34,4 +37,18 @@ impl CaBundle {
             pem: pem.into(),
         })
     }
+}
+
+/// What the TLS clients here trust: the public roots (webpki's: AWS's,
+/// Alibaba's and the other public CAs) and the certificates of `extra_pem`,
+/// a deployment's CA bundle. `Err` is the bundle's certificate problem.
+pub fn public_roots_and(extra_pem: Option<&[u8]>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in CertificateDer::pem_slice_iter(extra_pem.unwrap_or_default()) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(roots)
 }

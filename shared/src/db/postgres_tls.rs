@@ -15,11 +15,11 @@ use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
 use tokio_rustls::rustls::crypto::{CryptoProvider, aws_lc_rs};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, RootCertStore};
+use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct};
 
 use super::postgres_target::{PgTarget, SslMode};
+use crate::ca_bundle::public_roots_and;
 
 /// The TLS side of connections to one target, built once per pool.
 #[derive(Clone)]
@@ -35,17 +35,8 @@ impl PgTls {
             .with_safe_default_protocol_versions()?;
         let config = match target.ssl_mode {
             SslMode::VerifyFull | SslMode::VerifyCa => {
-                let mut roots = RootCertStore::empty();
-                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-                if let Some(pem) = &target.ca_pem {
-                    for cert in CertificateDer::pem_slice_iter(pem) {
-                        roots
-                            .add(
-                                cert.map_err(|e| anyhow::anyhow!("the database's CA bundle: {e}"))?,
-                            )
-                            .map_err(|e| anyhow::anyhow!("the database's CA bundle: {e}"))?;
-                    }
-                }
+                let roots = public_roots_and(target.ca_pem.as_deref())
+                    .map_err(|e| anyhow::anyhow!("the database's CA bundle: {e}"))?;
                 let verifier = WebPkiServerVerifier::builder_with_provider(
                     Arc::new(roots),
                     Arc::clone(&provider),

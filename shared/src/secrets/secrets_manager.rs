@@ -33,11 +33,11 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::aws_lc_rs};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, crypto::aws_lc_rs};
 
 use super::setting;
-use crate::ca_bundle::CaBundle;
+use crate::ca_bundle::{CaBundle, public_roots_and};
 
 /// Why a read failed, as the caller tells a missing version from a fault.
 #[derive(Debug)]
@@ -318,15 +318,12 @@ fn endpoint(vars: &HashMap<String, String>, region: &str) -> Result<Uri, String>
 
 /// rustls with the webpki roots (AWS's CAs among them), and `AWS_CA_BUNDLE`'s.
 fn tls_connector(vars: &HashMap<String, String>) -> Result<TlsConnector, String> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = setting(vars, "AWS_CA_BUNDLE") {
-        let bundle = CaBundle::read("AWS_CA_BUNDLE", path).map_err(|e| e.to_string())?;
-        for cert in CertificateDer::pem_slice_iter(&bundle.pem) {
-            let cert = cert.map_err(|e| format!("AWS_CA_BUNDLE: {e}"))?;
-            roots.add(cert).map_err(|e| format!("AWS_CA_BUNDLE: {e}"))?;
-        }
-    }
+    let bundle = setting(vars, "AWS_CA_BUNDLE")
+        .map(|path| CaBundle::read("AWS_CA_BUNDLE", path))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let roots = public_roots_and(bundle.as_ref().map(|b| &*b.pem))
+        .map_err(|e| format!("AWS_CA_BUNDLE: {e}"))?;
     let config = ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

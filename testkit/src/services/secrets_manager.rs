@@ -136,11 +136,9 @@ impl SecretsManager {
         service: &str,
         params: &[(&str, &str)],
     ) -> String {
-        let body: String = params
-            .iter()
-            .map(|(k, v)| format!("{k}={}", percent_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
         let answer = client
             .post(&self.endpoint)
             .header("Content-Type", "application/x-www-form-urlencoded")
@@ -243,16 +241,4 @@ fn xml_value(xml: &str, tag: &str) -> String {
         + open.len();
     let end = start + xml[start..].find('<').expect("a closing tag");
     xml[start..end].to_owned()
-}
-
-fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -68,20 +68,45 @@ async fn secrets_come_from_secrets_manager_at_start_and_never_reach_a_log() {
     );
 
     // A secret that cannot be read stops the function, naming the variable.
-    let mut bad = test_vars(&vars);
-    bad.insert(
-        "JWT_SECRET_ARN".into(),
-        "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf".into(),
-    );
-    bad.insert("FC_CUSTOM_LISTEN_PORT".into(), free_port().to_string());
-    let (code, stderr) = Process::start("sso-login", &bad).exit().await;
-    assert_eq!(code, Some(1));
+    let bad: Vec<(&str, &str)> = vars
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "JWT_SECRET_ARN")
+        .chain([(
+            "JWT_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf",
+        )])
+        .collect();
+    refused_start(
+        "sso-login",
+        &bad,
+        "JWT_SECRET_ARN",
+        "cannot read the secret",
+    )
+    .await;
+}
+
+/// `function` refuses to start with `vars` (over the test defaults): exit
+/// code 1, and its configuration line names `variable` and says `reason`.
+/// Its stderr.
+async fn refused_start(
+    function: &str,
+    vars: &[(&str, &str)],
+    variable: &str,
+    reason: &str,
+) -> String {
+    let mut vars = test_vars(vars);
+    vars.insert("FC_CUSTOM_LISTEN_PORT".into(), free_port().to_string());
+    let (code, stderr) = Process::start(function, &vars).exit().await;
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = format!("invalid configuration: {variable}");
     assert!(
         stderr
             .lines()
-            .any(|l| l.starts_with("invalid configuration: JWT_SECRET_ARN")),
-        "{stderr}"
+            .any(|l| l.starts_with(&line) && l.contains(reason)),
+        "{reason}: {stderr}"
     );
+    stderr
 }
 
 /// docs/deploy.md's rotation of the API token key in Secrets Manager, step
@@ -227,18 +252,14 @@ async fn secrets_manager_over_https_is_trusted_through_aws_ca_bundle() {
     let logs = process.stop().await;
     assert!(logs.contains("read from AWS Secrets Manager"), "{logs}");
 
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut untrusting = test_vars(&vars);
-    untrusting.insert("FC_CUSTOM_LISTEN_PORT".into(), free_port().to_string());
-    let (code, stderr) = Process::start("health", &untrusting).exit().await;
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.lines().any(
-            |l| l.starts_with("invalid configuration: DATABASE_URL_SECRET_ARN")
-                && l.contains("certificate")
-        ),
-        "{stderr}"
-    );
+    let untrusting: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    refused_start(
+        "health",
+        &untrusting,
+        "DATABASE_URL_SECRET_ARN",
+        "certificate",
+    )
+    .await;
 }
 
 async fn run_verify(vars: &[(&str, &str)]) -> (Option<i32>, String) {
@@ -490,17 +511,7 @@ async fn secrets_are_read_with_the_roles_credentials_and_a_signature_aws_checks(
     ];
     for (vars, reason) in refused {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut vars = test_vars(&vars);
-        vars.insert("FC_CUSTOM_LISTEN_PORT".into(), free_port().to_string());
-        let (code, stderr) = Process::start("health", &vars).exit().await;
-        assert_eq!(code, Some(1), "{stderr}");
-        assert!(
-            stderr.lines().any(
-                |l| l.starts_with("invalid configuration: DATABASE_URL_SECRET_ARN")
-                    && l.contains(reason)
-            ),
-            "{reason}: {stderr}"
-        );
+        let stderr = refused_start("health", &vars, "DATABASE_URL_SECRET_ARN", reason).await;
         assert!(!stderr.contains(&role.session_token), "{stderr}");
     }
 }
