@@ -192,6 +192,12 @@ pub fn signal(pid: i32, sig: &str) {
     unsafe { libc::kill(pid, number) };
 }
 
+/// Whether `pid` (or, negative, any process of that group) still exists.
+pub fn is_alive(pid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks; a process gone is ESRCH.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
 fn find_binary(name: &str, dirs: &[PathBuf]) -> PathBuf {
     for dir in dirs {
         let candidate = dir.join(name);

@@ -217,7 +217,16 @@ async fn open_in_chromium(url: String) -> BrowserLog {
     .await;
     let group = -(child.id().expect("chromium runs") as i32);
     services::signal(group, "TERM");
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+    // The whole group, not only the browser's process: the network
+    // service writes the net log, and may still be finishing it after the
+    // browser has exited (a log cut short was seen under `cargo test`).
+    let group_gone = async {
+        let _ = child.wait().await;
+        while services::is_alive(group) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), group_gone)
         .await
         .is_err()
     {
