@@ -206,18 +206,7 @@ async fn login_round_trips(pg_url: &str, redis_url: &str) -> anyhow::Result<(f64
 async fn redis_round_trips(redis_url: &str) -> anyhow::Result<(f64, f64)> {
     let redis = redis::Client::open(redis_url)?;
     let mut conn = redis.get_multiplexed_async_connection().await?;
-    let claim = p50(500, async |i| {
-        let _: Option<String> = redis::cmd("SET")
-            .arg(format!("bench-alone:{i}"))
-            .arg("pending:x")
-            .arg("NX")
-            .arg("PX")
-            .arg(60000)
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    })
-    .await?;
+    let claim = claim_p50(&mut conn, "bench-alone").await?;
     let complete_script = redis::Script::new(redis_load::COMPLETE_SCRIPT);
     let complete = p50(500, async |i| {
         let _: i64 = complete_script
@@ -235,8 +224,28 @@ async fn redis_round_trips(redis_url: &str) -> anyhow::Result<(f64, f64)> {
     Ok((claim, complete))
 }
 
+/// The claim's p50 (ms): a login's `SET NX PX`, on fresh keys
+/// `{prefix}:0`, `{prefix}:1`, ...
+pub(super) async fn claim_p50(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> anyhow::Result<f64> {
+    p50(500, async |i| {
+        let _: Option<String> = redis::cmd("SET")
+            .arg(format!("{prefix}:{i}"))
+            .arg("pending:x")
+            .arg("NX")
+            .arg("PX")
+            .arg(60000)
+            .query_async(conn)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
 /// The record of a fresh token and the upsert, its p50 (ms).
-async fn upsert_round_trip(pg_url: &str) -> anyhow::Result<f64> {
+pub(super) async fn upsert_round_trip(pg_url: &str) -> anyhow::Result<f64> {
     let mut pg = sqlx::PgConnection::connect(pg_url).await?;
     p50(500, async |i| {
         let sub = format!("bench-sso-{}", i as u32 % LOGIN_USERS);
