@@ -129,6 +129,36 @@ where
         .with(filter)
 }
 
+/// A function's `main`: [`start`] on a runtime of one thread, the one place
+/// that chooses it.
+///
+/// One thread, not tokio's one per core: a login hands its work between
+/// four tasks (its request's, its own, the Redis and the PostgreSQL
+/// connections'), and on a multi-thread runtime each hand-off may wake the
+/// other worker. Measured in alternating runs (BENCHMARKS.md), one thread
+/// took sso-login's CPU per login from 86 to 56 µs and its logins/s up 15 %,
+/// with health and conversations unchanged. Lambda sends an instance one
+/// invocation at a time anyway; an FC instance serving many requests at
+/// once gets one core's worth (above 15,000 logins/s, more than its stores
+/// take), and more come from more instances. Nothing here blocks its thread:
+/// the log lines have a thread of their own ([`crate::log_writer`]).
+pub fn main<S: Section>(
+    build: impl AsyncFnOnce(&Config, S) -> Result<Router, StartError>,
+) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        // What tokio starts for `spawn_blocking` is not a request worker.
+        .thread_name("blocking")
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(start(build)),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// The whole of a function's `main`: read the config and the sections `S`
 /// that the function's `build` takes, build its routes, wrap them in the
 /// shared layers, serve.

@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    shared::runtime::start(conversations::build).await
+fn main() -> std::process::ExitCode {
+    shared::runtime::main(conversations::build)
 }

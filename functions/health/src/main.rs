@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    shared::runtime::start(health::build).await
+fn main() -> std::process::ExitCode {
+    shared::runtime::main(health::build)
 }

@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    shared::runtime::start(sso_login::build).await
+fn main() -> std::process::ExitCode {
+    shared::runtime::main(sso_login::build)
 }

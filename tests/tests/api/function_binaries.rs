@@ -77,6 +77,50 @@ async fn a_bad_setting_stops_the_function_with_one_line_naming_it() {
 }
 
 #[tokio::test]
+async fn each_function_serves_its_requests_on_one_thread() {
+    // shared::runtime::main: one thread runs the requests and the stores'
+    // connections (no tokio workers, which tokio names `tokio-runtime-worker`);
+    // beside it only threads that serve no request: the log writer, and
+    // what tokio or SQLite's driver start for blocking work.
+    let not_serving = |thread: &str| {
+        thread == "log-writer"
+            || thread.starts_with("blocking")
+            || thread.starts_with("sqlx-sqlite")
+    };
+    for (function, vars) in [
+        ("health", vec![]),
+        (
+            "sso-login",
+            vec![(
+                "SSO_JWT_SECRET",
+                "sso-secret-for-the-thread-test-0123456789",
+            )],
+        ),
+        ("conversations", vec![]),
+    ] {
+        let (process, base) = start_function(function, &vars).await;
+        // Served, whatever the route answers: the function is at work.
+        let r = client().get(format!("{base}/health")).send().await.unwrap();
+        assert!(
+            r.status() == 200 || r.status() == 404,
+            "{function}: {}",
+            r.status()
+        );
+        let pid = process.child.id().expect("running");
+        let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .map(|task| {
+                let comm = task.unwrap().path().join("comm");
+                std::fs::read_to_string(comm).unwrap().trim().to_owned()
+            })
+            .collect();
+        process.stop().await;
+        let serving: Vec<&String> = threads.iter().filter(|t| !not_serving(t)).collect();
+        assert_eq!(serving, [function], "{function}'s threads: {threads:?}");
+    }
+}
+
+#[tokio::test]
 async fn health_reads_no_setting_of_the_api_tokens_or_the_gcgc_keys() {
     // Settings that would stop sso-login or conversations: health has no
     // use for them, so they cannot stop it. Nor are their secrets read (the
