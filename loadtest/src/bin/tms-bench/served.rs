@@ -34,17 +34,11 @@ impl Bench<'_> {
 
 /// What every program the bench starts gets.
 pub fn common_vars() -> Vec<(&'static str, String)> {
-    let mut vars = vec![
+    vec![
         ("LISTEN_HOST", "127.0.0.1".into()),
         ("ALLOWED_HOSTS", "127.0.0.1,localhost".into()),
         ("RUST_LOG", "info".into()),
-    ];
-    // tokio's worker count for the functions and the ceiling alike (to
-    // compare runtimes; tokio reads TOKIO_WORKER_THREADS itself).
-    if let Ok(workers) = std::env::var("BENCH_TOKIO_WORKER_THREADS") {
-        vars.push(("TOKIO_WORKER_THREADS", workers));
-    }
-    vars
+    ]
 }
 
 /// The functions' `DB_POOL_SIZE`: the load's concurrency unless
