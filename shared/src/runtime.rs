@@ -129,8 +129,8 @@ where
         .with(filter)
 }
 
-/// A function's `main`: [`start`] on a runtime of one thread, the one place
-/// that chooses it.
+/// A deployed function's `main`: [`start`] on a runtime of one thread, the
+/// one place that chooses it.
 ///
 /// One thread, not tokio's one per core: a login hands its work between
 /// four tasks (its request's, its own, the Redis and the PostgreSQL
@@ -138,17 +138,17 @@ where
 /// other worker. Measured in alternating runs (BENCHMARKS.md), one thread
 /// took sso-login's CPU per login from 86 to 56 µs and its logins/s up 15 %,
 /// with health and conversations unchanged. Lambda sends an instance one
-/// invocation at a time anyway; an FC instance serving many requests at
-/// once gets one core's worth (above 15,000 logins/s, more than its stores
-/// take), and more come from more instances. Nothing here blocks its thread:
-/// the log lines have a thread of their own ([`crate::log_writer`]).
+/// invocation at a time; an instance that serves many at once (an FC
+/// instance, or Lambda Managed Instances' `AWS_LAMBDA_MAX_CONCURRENCY`)
+/// gets one core's worth (above 15,000 logins/s, more than its stores
+/// take), and more come from more instances. The log lines are written by
+/// a thread of their own ([`crate::log_writer`]); only when stderr falls a
+/// whole MiB behind does a logging request, and with it this thread, wait.
 pub fn main<S: Section>(
     build: impl AsyncFnOnce(&Config, S) -> Result<Router, StartError>,
 ) -> ExitCode {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        // What tokio starts for `spawn_blocking` is not a request worker.
-        .thread_name("blocking")
         .build()
     {
         Ok(runtime) => runtime.block_on(start(build)),

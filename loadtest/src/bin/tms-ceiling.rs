@@ -1,7 +1,7 @@
 //! The ceiling of `make bench`: what this machine serves when nothing but
-//! axum answers `/health`. The same tokio runtime as the functions
-//! (`#[tokio::main]`), the same JSON body as health's `GET /health`, and no
-//! layer, no log, no request id.
+//! axum answers `/health`: on tokio's default runtime (`#[tokio::main]`, a
+//! worker per core; the functions run on one thread), the same JSON body as
+//! health's `GET /health`, and no layer, no log, no request id.
 
 #![warn(clippy::too_many_lines)]
 
