@@ -172,9 +172,9 @@ impl Bench<'_> {
     /// health, sso-login and conversations (on the latency scenario's
     /// database) pointed at Redis and PostgreSQL on these ports.
     fn serve_on(&self, (redis, pg): (u16, u16)) -> anyhow::Result<[FunctionProcess; 3]> {
-        let main_db = format!("postgres://postgres@127.0.0.1:{pg}/postgres");
-        let conversations_db = format!("postgres://postgres@127.0.0.1:{pg}/bench_latency");
-        let redis = format!("redis://127.0.0.1:{redis}");
+        let main_db = postgres_url(pg, "postgres");
+        let conversations_db = postgres_url(pg, "bench_latency");
+        let redis = redis_url(redis);
         let stores = [("DATABASE_URL", main_db.as_str()), ("REDIS_URL", &redis)];
         Ok([
             self.serve("health", &stores)?,
@@ -226,14 +226,24 @@ impl Bench<'_> {
     }
 }
 
+/// Redis on this port of 127.0.0.1 (the store, or its proxy).
+fn redis_url(port: u16) -> String {
+    format!("redis://127.0.0.1:{port}")
+}
+
+/// A database of the PostgreSQL on this port of 127.0.0.1 (the server, or its proxy).
+fn postgres_url(port: u16, database: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/{database}")
+}
+
 /// The claim's and the record's p50s (ms), each alone from one connection
 /// to Redis and PostgreSQL on these ports (the stores, or their proxies).
 async fn critical_path_p50s((redis, pg): (u16, u16), keys: &str) -> anyhow::Result<(f64, f64)> {
-    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{redis}"))?
+    let mut conn = redis::Client::open(redis_url(redis))?
         .get_multiplexed_async_connection()
         .await?;
     let claim = claim_p50(&mut conn, keys).await?;
-    let record = upsert_round_trip(&format!("postgres://postgres@127.0.0.1:{pg}/postgres")).await?;
+    let record = upsert_round_trip(&postgres_url(pg, "postgres")).await?;
     Ok((claim, record))
 }
 
@@ -241,7 +251,7 @@ async fn critical_path_p50s((redis, pg): (u16, u16), keys: &str) -> anyhow::Resu
 async fn ping_p50s(direct: u16, proxied: u16) -> anyhow::Result<(f64, f64)> {
     let mut p50s = [0.0; 2];
     for (p, port) in p50s.iter_mut().zip([direct, proxied]) {
-        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))?
+        let mut conn = redis::Client::open(redis_url(port))?
             .get_multiplexed_async_connection()
             .await?;
         *p = p50(500, async |_| {
