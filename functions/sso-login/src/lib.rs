@@ -163,9 +163,13 @@ async fn login(
     let token = state.verifier.verify(token).await?;
     // From the claim on, the login runs to its end even if the client goes
     // away, so that its claim is completed or given back, not left hanging.
-    let response = tokio::spawn(async move { claim_and_issue(&state, &token).await })
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("login task failed: {e}")))??;
+    // Boxed: tokio moves a task's future by value (into the task, and its
+    // stage when it ends): a pointer rather than the whole login's state.
+    let response = tokio::spawn(Box::pin(
+        async move { claim_and_issue(&state, &token).await },
+    ))
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("login task failed: {e}")))??;
     Ok((outcome::SUCCEEDED, ApiJson(response)))
 }
 
