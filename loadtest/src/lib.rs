@@ -2,7 +2,7 @@
 //! process serving plain HTTP, the identity provider's key endpoint, their
 //! settings from the environment, and the pieces of a load that are not a
 //! scenario of their own (a Lambda bill, a latency-injecting proxy, Redis's
-//! side of a login under load).
+//! side of a login under load, a login's store work without its HTTP).
 
 #![warn(clippy::too_many_lines)]
 
@@ -10,6 +10,7 @@ pub mod function_process;
 pub mod key_server;
 pub mod lambda_cost;
 pub mod latency_proxy;
+pub mod login_store_work;
 pub mod redis_load;
 
 /// A whole number from the environment (`name`), or `default` when unset:

@@ -2,7 +2,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use loadtest::function_process::FunctionProcess;
-use loadtest::redis_load;
+use loadtest::{login_store_work, redis_load};
 use sqlx::Connection;
 
 use crate::load::{
@@ -43,7 +43,7 @@ impl Bench<'_> {
         self.login_floor(function, reference)?;
         self.budgets
             .push(("sso-login".into(), function, Some(reference)));
-        self.login_cpu(function);
+        self.login_cpu(function)?;
 
         let tokens = self.tokens(ONE_CONNECTION_TOKENS)?;
         let one = wrk(
@@ -170,14 +170,15 @@ impl Bench<'_> {
     }
 
     /// The function's own CPU per login against its CPU per /health
-    /// request, both from this run's best load runs.
-    fn login_cpu(&mut self, login: Load) {
+    /// request, both from this run's best load runs; then what of it the
+    /// login's store work alone takes (a note).
+    fn login_cpu(&mut self, login: Load) -> anyhow::Result<()> {
         let Some(health) = self
             .budgets
             .iter()
             .find_map(|(name, function, _)| (name == "/health").then_some(*function))
         else {
-            return;
+            return Ok(());
         };
         let (per_login, per_health) = (function_cpu_us(&login), function_cpu_us(&health));
         self.rows.push(Row {
@@ -187,6 +188,26 @@ impl Bench<'_> {
             ratio: per_login / per_health,
             target: Target::AtMost(3.0),
         });
+        let stores = login_store_work::measure(
+            &self.pg.url(),
+            &format!("{}/2", self.redis.url()),
+            "bench-store:",
+            CONCURRENCY,
+            LOGIN_USERS,
+            Duration::from_secs(RUN_SECS.into()),
+        )?;
+        let floor = stores.cpu_us_per_login + per_health;
+        self.notes.push(format!(
+            "sso-login's CPU per login, {per_login:.1} us: its store work alone {:.1} us ({} logins' claim, \
+             record and completion by its own code, {CONCURRENCY} at a time on one thread, no HTTP, no tokens) \
+             + /health's {per_health:.1} us (an HTTP exchange) = {floor:.1} us, {:.2} x /health before a token \
+             is verified or signed; the rest, {:.1} us, is the tokens, the JSON and the login's task",
+            stores.cpu_us_per_login,
+            stores.logins,
+            floor / per_health,
+            per_login - floor,
+        ));
+        Ok(())
     }
 }
 

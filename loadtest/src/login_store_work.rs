@@ -1,0 +1,218 @@
+//! A login's store work alone, for `make bench`'s CPU budget of a login:
+//! the claim, the record and the completion, by sso-login's own code (its
+//! replay store and its database pool), many logins at a time on one
+//! thread as the function runs them, without HTTP and without tokens to
+//! verify or sign. Its thread's CPU per login is what any login built on
+//! these stores and these clients spends before it does anything else.
+
+use std::time::{Duration, Instant};
+
+use shared::config::RedisSettings;
+use shared::db::Database;
+use shared::secret::Secret;
+use sso_login::replay::ReplayStore;
+use sso_login::users::{self, Recorded};
+use sso_login::verify::{SsoClaims, VerifiedToken};
+
+/// What the run did.
+pub struct StoreWork {
+    pub logins: u64,
+    /// The thread's CPU (user and system) per login, µs.
+    pub cpu_us_per_login: f64,
+}
+
+/// `clients` logins at a time for `run`, each on a fresh token of one of
+/// `users` users, on a current-thread runtime of a thread of its own (as
+/// `shared::runtime::main` runs a function). Keys under `key_prefix`.
+pub fn measure(
+    pg_url: &str,
+    redis_url: &str,
+    key_prefix: &str,
+    clients: u32,
+    users: u32,
+    run: Duration,
+) -> anyhow::Result<StoreWork> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(logins(pg_url, redis_url, key_prefix, clients, users, run))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the store work's thread panicked"))?
+    })
+}
+
+async fn logins(
+    pg_url: &str,
+    redis_url: &str,
+    key_prefix: &str,
+    clients: u32,
+    users: u32,
+    run: Duration,
+) -> anyhow::Result<StoreWork> {
+    let replay = ReplayStore::from_settings(&RedisSettings {
+        url: Some(Secret::new(redis_url)),
+        key_prefix: key_prefix.to_owned(),
+        ca_cert: None,
+    })?;
+    let db = Database::open_postgres(pg_url, clients)?;
+    let one = |client: u32, n: u64| login(&replay, &db, client, n, users);
+    // Warm-up: the connections open and the statements are prepared, as
+    // they are before the function's measured runs.
+    for completion in futures_util::future::try_join_all((0..clients).map(|c| one(c, 0))).await? {
+        completion.await??;
+    }
+
+    let cpu_before = thread_cpu()?;
+    let deadline = Instant::now() + run;
+    let per_client = futures_util::future::try_join_all((0..clients).map(async |client| {
+        let mut completions = Vec::new();
+        let mut n = 0;
+        while Instant::now() < deadline {
+            completions.push(one(client, n).await?);
+            n += 1;
+        }
+        // Their CPU is counted too, though no login waits for it.
+        for completion in completions {
+            completion.await??;
+        }
+        anyhow::Ok(n)
+    }))
+    .await?;
+    let cpu = thread_cpu()? - cpu_before;
+    let logins: u64 = per_client.iter().sum();
+    Ok(StoreWork {
+        logins,
+        cpu_us_per_login: cpu.as_secs_f64() * 1e6 / logins.max(1) as f64,
+    })
+}
+
+/// One login's store work, as `sso_login`'s handler does it: the claim, the
+/// record and the user, then the completion in a task of its own (returned,
+/// so that the run can count it).
+async fn login(
+    replay: &ReplayStore,
+    db: &Database,
+    client: u32,
+    n: u64,
+    users: u32,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), sso_login::replay::ClaimError>>> {
+    let sub = format!(
+        "bench-sso-{}",
+        (u64::from(client) * 7919 + n) % u64::from(users)
+    );
+    let token = VerifiedToken {
+        claims: SsoClaims {
+            email: Some(format!("{sub}@example.com")),
+            name: Some("Test User".into()),
+            sub,
+            exp: shared::clock::unix_secs() + 3600,
+            iat: None,
+            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
+        },
+        signed_part: String::new(),
+    };
+    let claim = replay.claim(&token).await?;
+    let claims = &token.claims;
+    let recorded = users::record_login(
+        db,
+        &claim.record(),
+        &claims.sub,
+        claims.email.as_deref(),
+        claims.name.as_deref(),
+    )
+    .await?;
+    anyhow::ensure!(
+        matches!(recorded, Recorded::Login(_)),
+        "a fresh token's record was refused: {recorded:?}"
+    );
+    let replay = replay.clone();
+    Ok(tokio::spawn(async move { replay.complete(&claim).await }))
+}
+
+/// This thread's CPU time so far (user and system).
+fn thread_cpu() -> anyhow::Result<Duration> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    anyhow::ensure!(
+        rc == 0,
+        "clock_gettime: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection as _;
+    use testkit::services::{TestDb, clear_redis_prefix, connect};
+
+    use super::*;
+
+    const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+
+    /// Each login the run counts did the whole store work: a recorded
+    /// login in the database and a completed mark in Redis (the warm-up's
+    /// logins too).
+    #[tokio::test]
+    async fn each_counted_login_is_claimed_recorded_and_completed() {
+        let db = TestDb::postgres().await;
+        let prefix = format!("test-store-work-{}:", testkit::services::uuid_simple());
+        let clients = 3;
+        let (url, redis_prefix) = (db.url.clone(), prefix.clone());
+        let work = tokio::task::spawn_blocking(move || {
+            measure(
+                &url,
+                SHARED_REDIS,
+                &redis_prefix,
+                clients,
+                5,
+                Duration::from_millis(200),
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(work.logins > 0);
+        assert!(work.cpu_us_per_login > 0.0);
+        let expected = work.logins + u64::from(clients);
+
+        let mut pg = connect(&db.url).await.unwrap();
+        let (recorded,): (i64,) = sqlx::query_as("SELECT count(*) FROM sso_logins")
+            .fetch_one(&mut pg)
+            .await
+            .unwrap();
+        let (users,): (i64,) = sqlx::query_as("SELECT count(*) FROM users")
+            .fetch_one(&mut pg)
+            .await
+            .unwrap();
+        pg.close().await.unwrap();
+
+        let mut redis = ::redis::Client::open(SHARED_REDIS)
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut redis)
+            .unwrap();
+        let values: Vec<String> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            ::redis::cmd("MGET").arg(&keys).query(&mut redis).unwrap()
+        };
+        clear_redis_prefix(SHARED_REDIS, &prefix);
+
+        assert_eq!(recorded as u64, expected);
+        assert!(users > 0 && users <= 5, "{users} users");
+        assert_eq!(values.len() as u64, expected);
+        assert!(values.iter().all(|v| v.starts_with("done:")), "{values:?}");
+    }
+}
