@@ -21,73 +21,73 @@ pub struct StoreWork {
     pub cpu_us_per_login: f64,
 }
 
-/// `clients` logins at a time for `run`, each on a fresh token of one of
-/// `users` users, on a current-thread runtime of a thread of its own (as
-/// `shared::runtime::main` runs a function). Keys under `key_prefix`.
-pub fn measure(
-    pg_url: &str,
-    redis_url: &str,
-    key_prefix: &str,
-    clients: u32,
-    users: u32,
-    run: Duration,
-) -> anyhow::Result<StoreWork> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
-                    .block_on(logins(pg_url, redis_url, key_prefix, clients, users, run))
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("the store work's thread panicked"))?
-    })
+/// A run of the store work: `clients` logins at a time for `run`, each on
+/// a fresh token of one of `users` users, keys under `key_prefix`.
+pub struct Run<'a> {
+    pub pg_url: &'a str,
+    pub redis_url: &'a str,
+    pub key_prefix: &'a str,
+    pub clients: u32,
+    pub users: u32,
+    pub run: Duration,
 }
 
-async fn logins(
-    pg_url: &str,
-    redis_url: &str,
-    key_prefix: &str,
-    clients: u32,
-    users: u32,
-    run: Duration,
-) -> anyhow::Result<StoreWork> {
-    let replay = ReplayStore::from_settings(&RedisSettings {
-        url: Some(Secret::new(redis_url)),
-        key_prefix: key_prefix.to_owned(),
-        ca_cert: None,
-    })?;
-    let db = Database::open_postgres(pg_url, clients)?;
-    let one = |client: u32, n: u64| login(&replay, &db, client, n, users);
-    // Warm-up: the connections open and the statements are prepared, as
-    // they are before the function's measured runs.
-    for completion in futures_util::future::try_join_all((0..clients).map(|c| one(c, 0))).await? {
-        completion.await??;
+impl Run<'_> {
+    /// Runs on a current-thread runtime of a thread of its own (as
+    /// `shared::runtime::main` runs a function).
+    pub fn measure(&self) -> anyhow::Result<StoreWork> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?
+                        .block_on(self.logins())
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("the store work's thread panicked"))?
+        })
     }
 
-    let cpu_before = thread_cpu()?;
-    let deadline = Instant::now() + run;
-    let per_client = futures_util::future::try_join_all((0..clients).map(async |client| {
-        let mut completions = Vec::new();
-        let mut n = 0;
-        while Instant::now() < deadline {
-            completions.push(one(client, n).await?);
-            n += 1;
-        }
-        // Their CPU is counted too, though no login waits for it.
-        for completion in completions {
+    async fn logins(&self) -> anyhow::Result<StoreWork> {
+        let replay = ReplayStore::from_settings(&RedisSettings {
+            url: Some(Secret::new(self.redis_url)),
+            key_prefix: self.key_prefix.to_owned(),
+            ca_cert: None,
+        })?;
+        let db = Database::open_postgres(self.pg_url, self.clients)?;
+        let one = |client: u32, n: u64| login(&replay, &db, client, n, self.users);
+        // Warm-up: the connections open and the statements are prepared, as
+        // they are before the function's measured runs.
+        let warm_up = (0..self.clients).map(|c| one(c, 0));
+        for completion in futures_util::future::try_join_all(warm_up).await? {
             completion.await??;
         }
-        anyhow::Ok(n)
-    }))
-    .await?;
-    let cpu = thread_cpu()? - cpu_before;
-    let logins: u64 = per_client.iter().sum();
-    Ok(StoreWork {
-        logins,
-        cpu_us_per_login: cpu.as_secs_f64() * 1e6 / logins.max(1) as f64,
-    })
+
+        let cpu_before = thread_cpu()?;
+        let deadline = Instant::now() + self.run;
+        let per_client =
+            futures_util::future::try_join_all((0..self.clients).map(async |client| {
+                let mut completions = Vec::new();
+                let mut n = 0;
+                while Instant::now() < deadline {
+                    completions.push(one(client, n).await?);
+                    n += 1;
+                }
+                // Their CPU is counted too, though no login waits for it.
+                for completion in completions {
+                    completion.await??;
+                }
+                anyhow::Ok(n)
+            }))
+            .await?;
+        let cpu = thread_cpu()? - cpu_before;
+        let logins: u64 = per_client.iter().sum();
+        Ok(StoreWork {
+            logins,
+            cpu_us_per_login: cpu.as_secs_f64() * 1e6 / logins.max(1) as f64,
+        })
+    }
 }
 
 /// One login's store work, as `sso_login`'s handler does it: the claim, the
@@ -168,14 +168,15 @@ mod tests {
         let clients = 3;
         let (url, redis_prefix) = (db.url.clone(), prefix.clone());
         let work = tokio::task::spawn_blocking(move || {
-            measure(
-                &url,
-                SHARED_REDIS,
-                &redis_prefix,
+            Run {
+                pg_url: &url,
+                redis_url: SHARED_REDIS,
+                key_prefix: &redis_prefix,
                 clients,
-                5,
-                Duration::from_millis(200),
-            )
+                users: 5,
+                run: Duration::from_millis(200),
+            }
+            .measure()
         })
         .await
         .unwrap()

@@ -188,14 +188,15 @@ impl Bench<'_> {
             ratio: per_login / per_health,
             target: Target::AtMost(3.0),
         });
-        let stores = login_store_work::measure(
-            &self.pg.url(),
-            &format!("{}/2", self.redis.url()),
-            "bench-store:",
-            CONCURRENCY,
-            LOGIN_USERS,
-            Duration::from_secs(RUN_SECS.into()),
-        )?;
+        let stores = login_store_work::Run {
+            pg_url: &self.pg.url(),
+            redis_url: &format!("{}/2", self.redis.url()),
+            key_prefix: "bench-store:",
+            clients: CONCURRENCY,
+            users: LOGIN_USERS,
+            run: Duration::from_secs(RUN_SECS.into()),
+        }
+        .measure()?;
         let floor = stores.cpu_us_per_login + per_health;
         self.notes.push(format!(
             "sso-login's CPU per login, {per_login:.1} us: its store work alone {:.1} us ({} logins' claim, \
