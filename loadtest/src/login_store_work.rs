@@ -2,15 +2,17 @@
 //! the claim, the record and the completion, by sso-login's own code (its
 //! replay store and its database pool), many logins at a time on one
 //! thread as the function runs them, without HTTP and without tokens to
-//! verify or sign. Its thread's CPU per login is what any login built on
-//! these stores and these clients spends before it does anything else.
+//! verify or sign. Its thread's CPU per login estimates what a login built
+//! on these stores and these clients spends besides its tokens.
 
 use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
 
 use shared::config::RedisSettings;
 use shared::db::Database;
 use shared::secret::Secret;
-use sso_login::replay::ReplayStore;
+use sso_login::replay::{Claim, ClaimError, ReplayStore};
 use sso_login::users::{self, Recorded};
 use sso_login::verify::{SsoClaims, VerifiedToken};
 
@@ -22,15 +24,22 @@ pub struct StoreWork {
 }
 
 /// A run of the store work: `clients` logins at a time for `run`, each on
-/// a fresh token of one of `users` users, keys under `key_prefix`.
+/// a fresh token of one of `users` users, keys under `key_prefix`, on a
+/// pool of `pool_size` connections (the function's `DB_POOL_SIZE`).
 pub struct Run<'a> {
     pub pg_url: &'a str,
     pub redis_url: &'a str,
     pub key_prefix: &'a str,
     pub clients: u32,
+    pub pool_size: u32,
     pub users: u32,
     pub run: Duration,
+    /// Whether each login completes its claim (sso-login does): without,
+    /// the claim and the record alone.
+    pub complete: bool,
 }
+
+type Completions = JoinSet<Result<(), ClaimError>>;
 
 impl Run<'_> {
     /// Runs on a current-thread runtime of a thread of its own (as
@@ -55,28 +64,42 @@ impl Run<'_> {
             key_prefix: self.key_prefix.to_owned(),
             ca_cert: None,
         })?;
-        let db = Database::open_postgres(self.pg_url, self.clients)?;
-        let one = |client: u32, n: u64| login(&replay, &db, client, n, self.users);
+        let db = Database::open_postgres(self.pg_url, self.pool_size)?;
+        let one = async |client: u32, n: u64, completions: &mut Completions| {
+            let claim = login(&replay, &db, client, n, self.users).await?;
+            if self.complete {
+                let replay = replay.clone();
+                completions.spawn(async move { replay.complete(&claim).await });
+            }
+            anyhow::Ok(())
+        };
         // Warm-up: the connections open and the statements are prepared, as
         // they are before the function's measured runs.
-        let warm_up = (0..self.clients).map(|c| one(c, 0));
-        for completion in futures_util::future::try_join_all(warm_up).await? {
-            completion.await??;
+        let mut completions = Completions::new();
+        for client in 0..self.clients {
+            one(client, 0, &mut completions).await?;
+        }
+        while let Some(done) = completions.join_next().await {
+            done??;
         }
 
         let cpu_before = thread_cpu()?;
         let deadline = Instant::now() + self.run;
         let per_client =
             futures_util::future::try_join_all((0..self.clients).map(async |client| {
-                let mut completions = Vec::new();
+                let mut completions = Completions::new();
                 let mut n = 0;
                 while Instant::now() < deadline {
-                    completions.push(one(client, n).await?);
+                    one(client, n, &mut completions).await?;
                     n += 1;
+                    // Reaped as they end: the function keeps none either.
+                    while let Some(done) = completions.try_join_next() {
+                        done??;
+                    }
                 }
                 // Their CPU is counted too, though no login waits for it.
-                for completion in completions {
-                    completion.await??;
+                while let Some(done) = completions.join_next().await {
+                    done??;
                 }
                 anyhow::Ok(n)
             }))
@@ -90,16 +113,15 @@ impl Run<'_> {
     }
 }
 
-/// One login's store work, as `sso_login`'s handler does it: the claim, the
-/// record and the user, then the completion in a task of its own (returned,
-/// so that the run can count it).
+/// One login's claim and record, as `sso_login`'s handler does them: its
+/// claim, for the completion.
 async fn login(
     replay: &ReplayStore,
     db: &Database,
     client: u32,
     n: u64,
     users: u32,
-) -> anyhow::Result<tokio::task::JoinHandle<Result<(), sso_login::replay::ClaimError>>> {
+) -> anyhow::Result<Claim> {
     let sub = format!(
         "bench-sso-{}",
         (u64::from(client) * 7919 + n) % u64::from(users)
@@ -129,8 +151,7 @@ async fn login(
         matches!(recorded, Recorded::Login(_)),
         "a fresh token's record was refused: {recorded:?}"
     );
-    let replay = replay.clone();
-    Ok(tokio::spawn(async move { replay.complete(&claim).await }))
+    Ok(claim)
 }
 
 /// This thread's CPU time so far (user and system).
@@ -159,61 +180,70 @@ mod tests {
     const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
 
     /// Each login the run counts did the whole store work: a recorded
-    /// login in the database and a completed mark in Redis (the warm-up's
-    /// logins too).
+    /// login in the database and its mark in Redis, completed unless the
+    /// run leaves the completion out (the warm-up's logins too).
     #[tokio::test]
-    async fn each_counted_login_is_claimed_recorded_and_completed() {
-        let db = TestDb::postgres().await;
-        let prefix = format!("test-store-work-{}:", testkit::services::uuid_simple());
-        let clients = 3;
-        let (url, redis_prefix) = (db.url.clone(), prefix.clone());
-        let work = tokio::task::spawn_blocking(move || {
-            Run {
-                pg_url: &url,
-                redis_url: SHARED_REDIS,
-                key_prefix: &redis_prefix,
-                clients,
-                users: 5,
-                run: Duration::from_millis(200),
-            }
-            .measure()
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        assert!(work.logins > 0);
-        assert!(work.cpu_us_per_login > 0.0);
-        let expected = work.logins + u64::from(clients);
-
-        let mut pg = connect(&db.url).await.unwrap();
-        let (recorded,): (i64,) = sqlx::query_as("SELECT count(*) FROM sso_logins")
-            .fetch_one(&mut pg)
+    async fn each_counted_login_is_claimed_recorded_and_completed_if_asked() {
+        for (complete, mark) in [(true, "done:"), (false, "pending:")] {
+            let db = TestDb::postgres().await;
+            let prefix = format!("test-store-work-{}:", testkit::services::uuid_simple());
+            let clients = 3;
+            let (url, redis_prefix) = (db.url.clone(), prefix.clone());
+            let work = tokio::task::spawn_blocking(move || {
+                Run {
+                    pg_url: &url,
+                    redis_url: SHARED_REDIS,
+                    key_prefix: &redis_prefix,
+                    clients,
+                    pool_size: 2,
+                    users: 5,
+                    run: Duration::from_millis(200),
+                    complete,
+                }
+                .measure()
+            })
             .await
-            .unwrap();
-        let (users,): (i64,) = sqlx::query_as("SELECT count(*) FROM users")
-            .fetch_one(&mut pg)
-            .await
-            .unwrap();
-        pg.close().await.unwrap();
-
-        let mut redis = ::redis::Client::open(SHARED_REDIS)
             .unwrap()
-            .get_connection()
             .unwrap();
-        let keys: Vec<String> = ::redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query(&mut redis)
-            .unwrap();
-        let values: Vec<String> = if keys.is_empty() {
-            Vec::new()
-        } else {
-            ::redis::cmd("MGET").arg(&keys).query(&mut redis).unwrap()
-        };
-        clear_redis_prefix(SHARED_REDIS, &prefix);
+            assert!(work.logins > 0);
+            assert!(work.cpu_us_per_login > 0.0);
+            let expected = work.logins + u64::from(clients);
 
-        assert_eq!(recorded as u64, expected);
-        assert!(users > 0 && users <= 5, "{users} users");
-        assert_eq!(values.len() as u64, expected);
-        assert!(values.iter().all(|v| v.starts_with("done:")), "{values:?}");
+            let mut pg = connect(&db.url).await.unwrap();
+            let (recorded,): (i64,) = sqlx::query_as("SELECT count(*) FROM sso_logins")
+                .fetch_one(&mut pg)
+                .await
+                .unwrap();
+            let (users,): (i64,) = sqlx::query_as("SELECT count(*) FROM users")
+                .fetch_one(&mut pg)
+                .await
+                .unwrap();
+            pg.close().await.unwrap();
+
+            let mut redis = ::redis::Client::open(SHARED_REDIS)
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let keys: Vec<String> = ::redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query(&mut redis)
+                .unwrap();
+            let values: Vec<Option<String>> = if keys.is_empty() {
+                Vec::new()
+            } else {
+                ::redis::cmd("MGET").arg(&keys).query(&mut redis).unwrap()
+            };
+            clear_redis_prefix(SHARED_REDIS, &prefix);
+
+            assert_eq!(recorded as u64, expected, "complete: {complete}");
+            assert!(users > 0 && users <= 5, "{users} users");
+            assert_eq!(values.len() as u64, expected, "complete: {complete}");
+            assert!(
+                values
+                    .iter()
+                    .all(|v| v.as_deref().is_some_and(|v| v.starts_with(mark))),
+                "complete: {complete}: {values:?}"
+            );
+        }
     }
 }

@@ -135,7 +135,8 @@ where
 /// One thread, not tokio's one per core: a login hands its work between
 /// four tasks (its request's, its own, the Redis and the PostgreSQL
 /// connections'), and on a multi-thread runtime each hand-off may wake the
-/// other worker. Measured in alternating runs (BENCHMARKS.md), one thread
+/// other worker. Measured in alternating runs (docs/benchmarks/history.md,
+/// "The run before it (2026-12-06, evening)"), one thread
 /// took sso-login's CPU per login from 86 to 56 µs and its logins/s up 15 %,
 /// with health and conversations unchanged. Lambda sends an instance one
 /// invocation at a time; an instance that serves many at once (an FC

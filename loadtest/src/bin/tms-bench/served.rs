@@ -43,7 +43,7 @@ pub fn common_vars() -> Vec<(&'static str, String)> {
 
 /// The functions' `DB_POOL_SIZE`: the load's concurrency unless
 /// `BENCH_DB_POOL_SIZE` says otherwise (to compare pool sizes).
-fn db_pool_size() -> String {
+pub(crate) fn db_pool_size() -> String {
     std::env::var("BENCH_DB_POOL_SIZE").unwrap_or_else(|_| CONCURRENCY.to_string())
 }
 

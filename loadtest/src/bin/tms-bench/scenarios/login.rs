@@ -10,6 +10,7 @@ use crate::load::{
 };
 use crate::processes::function_cpu_us;
 use crate::report::{Row, Target};
+use crate::served::db_pool_size;
 use crate::{Bench, CONCURRENCY, LOGIN_USERS, ROUNDS, RUN_SECS, SSO_SECRET};
 
 /// GCGC tokens minted per second of a login run (each is single-use).
@@ -188,23 +189,36 @@ impl Bench<'_> {
             ratio: per_login / per_health,
             target: Target::AtMost(3.0),
         });
-        let stores = login_store_work::Run {
-            pg_url: &self.pg.url(),
-            redis_url: &format!("{}/2", self.redis.url()),
-            key_prefix: "bench-store:",
-            clients: CONCURRENCY,
-            users: LOGIN_USERS,
-            run: Duration::from_secs(RUN_SECS.into()),
-        }
-        .measure()?;
+        let redis_url = format!("{}/2", self.redis.url());
+        let pg_url = self.pg.url();
+        let store_work = |complete: bool| {
+            login_store_work::Run {
+                pg_url: &pg_url,
+                redis_url: &redis_url,
+                key_prefix: "bench-store:",
+                clients: CONCURRENCY,
+                pool_size: db_pool_size().parse()?,
+                users: LOGIN_USERS,
+                run: Duration::from_secs(RUN_SECS.into()),
+                complete,
+            }
+            .measure()
+        };
+        let stores = store_work(true)?;
+        let without_completion = store_work(false)?;
+        // A Redis database of its own, emptied after (as the floor's).
+        let mut redis = redis::Client::open(redis_url.as_str())?.get_connection()?;
+        let () = redis::cmd("FLUSHDB").query(&mut redis)?;
         let floor = stores.cpu_us_per_login + per_health;
         self.notes.push(format!(
             "sso-login's CPU per login, {per_login:.1} us: its store work alone {:.1} us ({} logins' claim, \
-             record and completion by its own code, {CONCURRENCY} at a time on one thread, no HTTP, no tokens) \
-             + /health's {per_health:.1} us (an HTTP exchange) = {floor:.1} us, {:.2} x /health before a token \
-             is verified or signed; the rest, {:.1} us, is the tokens, the JSON and the login's task",
+             record and completion by its own code, {CONCURRENCY} at a time on one thread, no HTTP, no tokens; \
+             {:.1} us without the completion) + /health's {per_health:.1} us (an HTTP exchange) = {floor:.1} us, \
+             {:.2} x /health besides verifying and signing tokens; the rest, {:.1} us, is the tokens, the login's \
+             log line, the JSON and the login's task (from unrounded figures)",
             stores.cpu_us_per_login,
             stores.logins,
+            without_completion.cpu_us_per_login,
             floor / per_health,
             per_login - floor,
         ));
