@@ -42,17 +42,12 @@ pub struct Run<'a> {
 type Completions = JoinSet<Result<(), ClaimError>>;
 
 impl Run<'_> {
-    /// Runs on a current-thread runtime of a thread of its own (as
-    /// `shared::runtime::main` runs a function).
+    /// Runs on a thread of its own, on the functions' runtime
+    /// (`shared::runtime::function_runtime`).
     pub fn measure(&self) -> anyhow::Result<StoreWork> {
         std::thread::scope(|scope| {
             scope
-                .spawn(|| {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?
-                        .block_on(self.logins())
-                })
+                .spawn(|| shared::runtime::function_runtime()?.block_on(self.logins()))
                 .join()
                 .map_err(|_| anyhow::anyhow!("the store work's thread panicked"))?
         })

@@ -22,16 +22,36 @@ pub struct Run {
     pub per_client: Vec<u64>,
 }
 
-/// Claims (`SET key pending:… NX PX 60000`, sso-login's fast path), each
-/// on a new key `<prefix>:<client>:<n>`, from `clients` connections.
+/// A login's claim of `key`, as sso-login sends it on its fast path:
+/// `SET key pending:… NX PX <PENDING_TTL>`.
+pub fn claim(key: String) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key)
+        .arg("pending:bench")
+        .arg("NX")
+        .arg("PX")
+        .arg(PENDING_TTL_MS);
+    cmd
+}
+
+/// A login's completion of its claim of `key` ([`claim`]), by EVALSHA of
+/// [`COMPLETE_SCRIPT`] (`script`), with a budget that is never too late.
+pub fn completion(script: &redis::Script, key: String) -> redis::ScriptInvocation<'_> {
+    let mut invocation = script.key(key);
+    invocation
+        .arg("pending:bench")
+        .arg("done:bench")
+        .arg(PENDING_TTL_MS)
+        .arg(PENDING_TTL_MS)
+        .arg(3600);
+    invocation
+}
+
+/// Claims ([`claim`]), each on a new key `<prefix>:<client>:<n>`, from
+/// `clients` connections.
 pub async fn claims(url: &str, prefix: &str, clients: usize, run: Duration) -> anyhow::Result<Run> {
     load(url, clients, run, async |conn, client, n| {
-        let _: Option<String> = redis::cmd("SET")
-            .arg(format!("{prefix}:{client}:{n}"))
-            .arg("pending:bench")
-            .arg("NX")
-            .arg("PX")
-            .arg(PENDING_TTL_MS)
+        let _: Option<String> = claim(format!("{prefix}:{client}:{n}"))
             .query_async(conn)
             .await?;
         Ok(())
@@ -55,18 +75,11 @@ pub async fn completions(
         claimed.per_client.len(),
         run,
         async |conn, client, n| {
-            let _: i64 = script
-                .key(format!(
-                    "{prefix}:{client}:{}",
-                    n % claimed.per_client[client].max(1)
-                ))
-                .arg("pending:bench")
-                .arg("done:bench")
-                .arg(PENDING_TTL_MS)
-                .arg(PENDING_TTL_MS) // budget: never too late here
-                .arg(3600)
-                .invoke_async(conn)
-                .await?;
+            let key = format!(
+                "{prefix}:{client}:{}",
+                n % claimed.per_client[client].max(1)
+            );
+            let _: i64 = completion(&script, key).invoke_async(conn).await?;
             Ok(())
         },
     )

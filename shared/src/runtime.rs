@@ -129,8 +129,8 @@ where
         .with(filter)
 }
 
-/// A deployed function's `main`: [`start`] on a runtime of one thread, the
-/// one place that chooses it.
+/// A deployed function's `main`: [`start`] on [`function_runtime`], one
+/// thread.
 ///
 /// One thread, not tokio's one per core: a login hands its work between
 /// four tasks (its request's, its own, the Redis and the PostgreSQL
@@ -148,16 +148,21 @@ where
 pub fn main<S: Section>(
     build: impl AsyncFnOnce(&Config, S) -> Result<Router, StartError>,
 ) -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    match function_runtime() {
         Ok(runtime) => runtime.block_on(start(build)),
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime a function runs on ([`main`]; the bench's store-work loop
+/// too): one thread, with I/O and timers, the one place that chooses it.
+pub fn function_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// The whole of a function's `main`: read the config and the sections `S`

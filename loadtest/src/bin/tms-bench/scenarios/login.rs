@@ -245,13 +245,7 @@ async fn redis_round_trips(redis_url: &str) -> anyhow::Result<(f64, f64)> {
     let claim = claim_p50(&mut conn, "bench-alone").await?;
     let complete_script = redis::Script::new(redis_load::COMPLETE_SCRIPT);
     let complete = p50(500, async |i| {
-        let _: i64 = complete_script
-            .key(format!("bench-alone:{i}"))
-            .arg("pending:x")
-            .arg("done:x")
-            .arg(redis_load::PENDING_TTL_MS)
-            .arg(redis_load::PENDING_TTL_MS)
-            .arg(3600)
+        let _: i64 = redis_load::completion(&complete_script, format!("bench-alone:{i}"))
             .invoke_async(&mut conn)
             .await?;
         Ok(())
@@ -267,12 +261,7 @@ pub(super) async fn claim_p50(
     prefix: &str,
 ) -> anyhow::Result<f64> {
     p50(500, async |i| {
-        let _: Option<String> = redis::cmd("SET")
-            .arg(format!("{prefix}:{i}"))
-            .arg("pending:x")
-            .arg("NX")
-            .arg("PX")
-            .arg(60000)
+        let _: Option<String> = redis_load::claim(format!("{prefix}:{i}"))
             .query_async(conn)
             .await?;
         Ok(())
