@@ -11,8 +11,9 @@ use loadtest::function_process::FunctionProcess;
 use serde_json::json;
 use testkit::services::PgServer;
 
-use crate::processes::{Cpu, Watch, settled_children};
-use crate::{Bench, LOGIN_USERS, ROUNDS, SSO_SECRET};
+use crate::processes::{Cpu, Watch, cpu_us_per_request, settled_children};
+use crate::report::Budget;
+use crate::{Bench, CONCURRENCY, LOGIN_USERS, ROUNDS, RUN_SECS, SSO_SECRET};
 
 /// Login bodies per one-connection run (a fresh token each; more than two
 /// seconds of logins at 0.13 ms).
@@ -50,6 +51,49 @@ impl Bench<'_> {
             best = Some(best_of(best, r, f));
         }
         Ok(best.expect("rounds"))
+    }
+
+    /// A database route's lines in the CPU budgets: the function, its
+    /// pgbench reference as fast as pgbench goes, and the same reference
+    /// run again at the function's rate (`-R`), since PostgreSQL spends
+    /// more per statement below its saturation (its backends sleep and
+    /// wake between statements). A note compares PostgreSQL's CPU per
+    /// request in the three.
+    pub fn database_budget(
+        &mut self,
+        name: &str,
+        function: Load,
+        reference: Load,
+        reference_script: &Path,
+    ) -> anyhow::Result<()> {
+        let paced = pgbench(
+            &self.pg,
+            reference_script,
+            CONCURRENCY,
+            RUN_SECS,
+            Some(function.per_sec),
+            self.watch(None),
+        )?;
+        let postgres_us = |load: &Load| cpu_us_per_request(load, load.cpu.postgres);
+        self.notes.push(format!(
+            "{name}: PostgreSQL's CPU per request {:.1} us from the function at {:.0}/s; from pgbench of the same SQL \
+             at that rate {:.1} us ({:.0}/s), as fast as pgbench goes {:.1} us ({:.0}/s)",
+            postgres_us(&function),
+            function.per_sec,
+            postgres_us(&paced),
+            paced.per_sec,
+            postgres_us(&reference),
+            reference.per_sec,
+        ));
+        self.budgets.push(Budget {
+            name: name.into(),
+            function,
+            references: vec![
+                ("its reference", reference),
+                ("its reference at the function's rate", paced),
+            ],
+        });
+        Ok(())
     }
 
     /// wrk from one connection: a second to warm up, then two measured; the
@@ -238,17 +282,23 @@ fn duration_ms(text: &str) -> Option<f64> {
     None
 }
 
+/// pgbench of `script` from `clients` connections for `secs`: as fast as
+/// it can, or at `rate` statements per second (`-R`: what PostgreSQL
+/// spends per statement at a function's rate rather than at its own
+/// saturation).
 pub fn pgbench(
     pg: &PgServer,
     script: &Path,
     clients: u32,
     secs: u32,
+    rate: Option<f64>,
     watch: Watch,
 ) -> anyhow::Result<Load> {
     let mut command = Command::new("pgbench");
     command
         .args(["-n", "-M", "prepared", "-j", "1"])
         .args(["-c", &clients.to_string(), "-T", &secs.to_string()])
+        .args(rate.map(|r| format!("-R{:.0}", r.max(1.0))))
         .arg("-f")
         .arg(script)
         .args([

@@ -35,8 +35,7 @@ use std::time::Instant;
 
 use testkit::services::{PgServer, RedisServer};
 
-use crate::load::Load;
-use crate::report::Row;
+use crate::report::{Budget, Row};
 
 const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
 const SSO_SECRET: &str = "bench-sso-secret-0123456789abcdef0123456789";
@@ -71,8 +70,8 @@ struct Bench<'a> {
     pg: PgServer,
     redis: RedisServer,
     rows: Vec<Row>,
-    /// (scenario, function load, reference load) for the CPU budget table.
-    budgets: Vec<(String, Load, Option<Load>)>,
+    /// The CPU budget table's runs.
+    budgets: Vec<Budget>,
     peak_rss_kib: Vec<(&'static str, u64)>,
     notes: Vec<String>,
     /// Lines printed after the CPU table (the Lambda costs).

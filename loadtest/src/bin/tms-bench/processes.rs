@@ -156,7 +156,13 @@ fn machine_busy_ticks() -> u64 {
 
 /// The function's CPU per request of a load run, in µs.
 pub fn function_cpu_us(load: &Load) -> f64 {
-    load.cpu.function as f64 * 1e6 / clock_ticks_per_sec() / load.done.max(1) as f64
+    cpu_us_per_request(load, load.cpu.function)
+}
+
+/// `ticks` of CPU (a process's, from a load run's [`Cpu`]) per request of
+/// that run, in µs.
+pub fn cpu_us_per_request(load: &Load, ticks: u64) -> f64 {
+    ticks as f64 * 1e6 / clock_ticks_per_sec() / load.done.max(1) as f64
 }
 
 pub fn clock_ticks_per_sec() -> f64 {

@@ -6,7 +6,15 @@ use loadtest::function_process::FunctionProcess;
 
 use crate::Bench;
 use crate::load::Load;
-use crate::processes::{clock_ticks_per_sec, status_kib};
+use crate::processes::{cpu_us_per_request, status_kib};
+
+/// A run's line in the CPU budgets, with its references' lines under it.
+pub struct Budget {
+    pub name: String,
+    pub function: Load,
+    /// (what it is, its load).
+    pub references: Vec<(&'static str, Load)>,
+}
 
 /// A row of the table.
 pub struct Row {
@@ -128,7 +136,7 @@ impl Bench<'_> {
             cores * 1e6
         );
         println!(
-            "{:<34} | {:>8} | {:>8} | {:>6} | {:>8} | {:>8} | {:>8} | {:>9} | {:>9}",
+            "{:<40} | {:>8} | {:>8} | {:>6} | {:>8} | {:>8} | {:>8} | {:>9} | {:>9}",
             "run",
             "req/s",
             "function",
@@ -139,10 +147,10 @@ impl Bench<'_> {
             "others",
             "if alone"
         );
-        for (name, function, reference) in &self.budgets {
-            print_budget(name, function, cores);
-            if let Some(r) = reference {
-                print_budget("  its reference", r, cores);
+        for budget in &self.budgets {
+            print_budget(&budget.name, &budget.function, cores);
+            for (what, load) in &budget.references {
+                print_budget(&format!("  {what}"), load, cores);
             }
         }
         println!(
@@ -154,14 +162,13 @@ impl Bench<'_> {
 
 /// A line of the CPU budgets: each process's CPU per request of `load`.
 fn print_budget(name: &str, load: &Load, cores: f64) {
-    let tick_us = 1e6 / clock_ticks_per_sec();
-    let per = |ticks: u64| ticks as f64 * tick_us / load.done.max(1) as f64;
+    let per = |ticks: u64| cpu_us_per_request(load, ticks);
     let c = load.cpu;
     let ours = c.function + c.redis + c.postgres + c.load_generator;
     // Everything else the machine ran meanwhile (other users' builds).
     let others = c.machine_busy.saturating_sub(ours);
     println!(
-        "{:<34} | {:>8.0} | {:>8.1} | {:>6.1} | {:>8.1} | {:>8.1} | {:>8.1} | {:>9.1} | {:>9.0}",
+        "{:<40} | {:>8.0} | {:>8.1} | {:>6.1} | {:>8.1} | {:>8.1} | {:>8.1} | {:>9.1} | {:>9.0}",
         name,
         load.per_sec,
         per(c.function),

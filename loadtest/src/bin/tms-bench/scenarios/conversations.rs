@@ -75,6 +75,7 @@ impl Bench<'_> {
                     &list_reference,
                     CONCURRENCY,
                     RUN_SECS,
+                    None,
                     self.watch(None),
                 )
             },
@@ -89,8 +90,7 @@ impl Bench<'_> {
             "pgbench its query",
             0.6,
         );
-        self.budgets
-            .push(("conversations list".into(), function, Some(reference)));
+        self.database_budget("conversations list", function, reference, &list_reference)?;
         let alone = self.rt.block_on(list_round_trips(&self.pg.url(), data))?;
         self.latency(
             "conversations list p50, 1 connection",
@@ -113,6 +113,7 @@ impl Bench<'_> {
                     &create_reference,
                     CONCURRENCY,
                     RUN_SECS,
+                    None,
                     self.watch(None),
                 )
             },
@@ -134,8 +135,12 @@ impl Bench<'_> {
             "pgbench its SQL",
             0.6,
         );
-        self.budgets
-            .push(("conversations create".into(), function, Some(reference)));
+        self.database_budget(
+            "conversations create",
+            function,
+            reference,
+            &create_reference,
+        )?;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 use loadtest::function_process::FunctionProcess;
 
 use crate::load::wrk;
+use crate::report::Budget;
 use crate::{Bench, CONCURRENCY, RUN_SECS};
 
 impl Bench<'_> {
@@ -29,8 +30,11 @@ impl Bench<'_> {
             "   one connection p50: health {:.3} ms, ceiling {:.3} ms",
             one.p50_ms, one_ceiling.p50_ms
         );
-        self.budgets
-            .push(("/health".into(), function, Some(reference)));
+        self.budgets.push(Budget {
+            name: "/health".into(),
+            function,
+            references: vec![("its reference", reference)],
+        });
         self.note_rss("health", &health);
         Ok(one.p50_ms)
     }

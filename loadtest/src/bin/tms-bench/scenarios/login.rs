@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use loadtest::function_process::FunctionProcess;
@@ -40,10 +40,10 @@ impl Bench<'_> {
             Some((&script, &warm)),
             self.watch(Some(&sso)),
         )?;
-        let (reference, function) = self.login_rounds(&url, &script, &sso)?;
+        let reference_script = self.login_reference_script()?;
+        let (reference, function) = self.login_rounds(&url, &script, &reference_script, &sso)?;
         self.login_floor(function, reference)?;
-        self.budgets
-            .push(("sso-login".into(), function, Some(reference)));
+        self.database_budget("sso-login", function, reference, &reference_script)?;
         self.login_cpu(function)?;
 
         let tokens = self.tokens(ONE_CONNECTION_TOKENS)?;
@@ -61,15 +61,9 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// pgbench of the login's statement (the record of a fresh token and
-    /// the upsert) and the logins, alternately: the best of each. Not
-    /// `pair`: each run needs tokens of its own.
-    fn login_rounds(
-        &mut self,
-        url: &str,
-        script: &Path,
-        sso: &FunctionProcess,
-    ) -> anyhow::Result<(Load, Load)> {
+    /// pgbench's script of the login's statement: the record of a fresh
+    /// token and the upsert.
+    fn login_reference_script(&self) -> anyhow::Result<PathBuf> {
         let upsert = pgbench_sql(
             sso_login::users::LOGIN_SQL,
             &[
@@ -83,20 +77,32 @@ impl Bench<'_> {
                 "9000000000000000000",
             ],
         );
-        let reference_script = self.write(
+        self.write(
             "login.sql",
             &format!(
                 "\\set n random(0, {})\n\\set k random(0, 9000000000000000000)\n\\set now 1764000000000000\n{upsert};\n",
                 LOGIN_USERS - 1
             ),
-        )?;
+        )
+    }
+
+    /// pgbench of the login's statement and the logins, alternately: the
+    /// best of each. Not `pair`: each run needs tokens of its own.
+    fn login_rounds(
+        &mut self,
+        url: &str,
+        script: &Path,
+        reference_script: &Path,
+        sso: &FunctionProcess,
+    ) -> anyhow::Result<(Load, Load)> {
         let mut best: Option<(Load, Load)> = None;
         for _ in 0..ROUNDS {
             let reference = pgbench(
                 &self.pg,
-                &reference_script,
+                reference_script,
                 CONCURRENCY,
                 RUN_SECS,
+                None,
                 self.watch(None),
             )?;
             let tokens = self.tokens(TOKENS_PER_SEC * RUN_SECS)?;
@@ -177,7 +183,7 @@ impl Bench<'_> {
         let Some(health) = self
             .budgets
             .iter()
-            .find_map(|(name, function, _)| (name == "/health").then_some(*function))
+            .find_map(|b| (b.name == "/health").then_some(b.function))
         else {
             return Ok(());
         };
