@@ -57,8 +57,9 @@ impl Bench<'_> {
     /// pgbench reference as fast as pgbench goes, and the same reference
     /// run again at the function's rate (`-R`), since PostgreSQL spends
     /// more per statement below its saturation (its backends sleep and
-    /// wake between statements). A note compares PostgreSQL's CPU per
-    /// request in the three.
+    /// wake between statements). The paced run runs twice and keeps the one
+    /// where PostgreSQL spent less per statement (as the pairs keep their
+    /// best run). A note compares PostgreSQL's CPU per request in the three.
     pub fn database_budget(
         &mut self,
         name: &str,
@@ -66,15 +67,22 @@ impl Bench<'_> {
         reference: Load,
         reference_script: &Path,
     ) -> anyhow::Result<()> {
-        let paced = pgbench(
-            &self.pg,
-            reference_script,
-            CONCURRENCY,
-            RUN_SECS,
-            Some(function.per_sec),
-            self.watch(None),
-        )?;
         let postgres_us = |load: &Load| cpu_us_per_request(load, load.cpu.postgres);
+        let mut paced: Option<Load> = None;
+        for _ in 0..ROUNDS {
+            let run = pgbench(
+                &self.pg,
+                reference_script,
+                CONCURRENCY,
+                RUN_SECS,
+                Some(function.per_sec),
+                self.watch(None),
+            )?;
+            if paced.is_none_or(|p| postgres_us(&run) < postgres_us(&p)) {
+                paced = Some(run);
+            }
+        }
+        let paced = paced.expect("rounds");
         self.notes.push(format!(
             "{name}: PostgreSQL's CPU per request {:.1} us from the function at {:.0}/s; from pgbench of the same SQL \
              at that rate {:.1} us ({:.0}/s), as fast as pgbench goes {:.1} us ({:.0}/s)",

@@ -131,8 +131,8 @@ impl Bench<'_> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         println!();
         println!(
-            "CPU per request (us), from /proc utime+stime over each best run; the machine's \
-             {cores:.0} cores give {:.0} us of CPU per second",
+            "CPU per request (us), from /proc utime+stime over each best run (at the function's rate: \
+             PostgreSQL's cheapest); the machine's {cores:.0} cores give {:.0} us of CPU per second",
             cores * 1e6
         );
         println!(

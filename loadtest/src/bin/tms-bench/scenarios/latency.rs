@@ -110,7 +110,7 @@ impl Bench<'_> {
             )
         };
         let far_parts = far.health + far_claim + far_record;
-        let left = if far_parts < bound {
+        let left = if far_parts <= bound {
             format!("leave {:.3} ms of it to the function", bound - far_parts)
         } else {
             "exceed it: no function could meet it in this run".to_owned()
