@@ -12,6 +12,7 @@ pub mod lambda_cost;
 pub mod latency_proxy;
 pub mod login_store_work;
 pub mod redis_load;
+pub mod statement_sharing;
 
 /// A whole number from the environment (`name`), or `default` when unset:
 /// the scenario tools' sizes (CHAOS_*, FLEET_*).

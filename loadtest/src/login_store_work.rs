@@ -150,7 +150,7 @@ async fn login(
 }
 
 /// This thread's CPU time so far (user and system).
-fn thread_cpu() -> anyhow::Result<Duration> {
+pub(crate) fn thread_cpu() -> anyhow::Result<Duration> {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -165,10 +165,26 @@ fn thread_cpu() -> anyhow::Result<Duration> {
     Ok(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
 }
 
+/// The logins recorded in a test's database, and its users.
+#[cfg(test)]
+pub(crate) async fn recorded_logins_and_users(pg_url: &str) -> (i64, i64) {
+    use sqlx::Connection as _;
+    let mut pg = testkit::services::connect(pg_url).await.unwrap();
+    let (recorded,): (i64,) = sqlx::query_as("SELECT count(*) FROM sso_logins")
+        .fetch_one(&mut pg)
+        .await
+        .unwrap();
+    let (users,): (i64,) = sqlx::query_as("SELECT count(*) FROM users")
+        .fetch_one(&mut pg)
+        .await
+        .unwrap();
+    pg.close().await.unwrap();
+    (recorded, users)
+}
+
 #[cfg(test)]
 mod tests {
-    use sqlx::Connection as _;
-    use testkit::services::{TestDb, clear_redis_prefix, connect};
+    use testkit::services::{TestDb, clear_redis_prefix};
 
     use super::*;
 
@@ -204,16 +220,7 @@ mod tests {
             assert!(work.cpu_us_per_login > 0.0);
             let expected = work.logins + u64::from(clients);
 
-            let mut pg = connect(&db.url).await.unwrap();
-            let (recorded,): (i64,) = sqlx::query_as("SELECT count(*) FROM sso_logins")
-                .fetch_one(&mut pg)
-                .await
-                .unwrap();
-            let (users,): (i64,) = sqlx::query_as("SELECT count(*) FROM users")
-                .fetch_one(&mut pg)
-                .await
-                .unwrap();
-            pg.close().await.unwrap();
+            let (recorded, users) = recorded_logins_and_users(&db.url).await;
 
             let mut redis = ::redis::Client::open(SHARED_REDIS)
                 .unwrap()

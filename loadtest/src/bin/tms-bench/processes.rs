@@ -162,7 +162,12 @@ pub fn function_cpu_us(load: &Load) -> f64 {
 /// `ticks` of CPU (a process's, from a load run's [`Cpu`]) per request of
 /// that run, in µs.
 pub fn cpu_us_per_request(load: &Load, ticks: u64) -> f64 {
-    ticks as f64 * 1e6 / clock_ticks_per_sec() / load.done.max(1) as f64
+    cpu_us_per_request_of(load.done, ticks)
+}
+
+/// `ticks` of CPU per one of `requests`, in µs.
+pub fn cpu_us_per_request_of(requests: u64, ticks: u64) -> f64 {
+    ticks as f64 * 1e6 / clock_ticks_per_sec() / requests.max(1) as f64
 }
 
 pub fn clock_ticks_per_sec() -> f64 {

@@ -2,19 +2,23 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use loadtest::function_process::FunctionProcess;
-use loadtest::{login_store_work, redis_load};
+use loadtest::{login_store_work, redis_load, statement_sharing};
 use sqlx::Connection;
 
 use crate::load::{
     LOGIN_LUA, Load, ONE_CONNECTION_TOKENS, best_of, p50, pgbench, pgbench_sql, wrk,
 };
-use crate::processes::function_cpu_us;
+use crate::processes::{cpu_us_per_request_of, function_cpu_us};
 use crate::report::{Row, Target};
 use crate::served::db_pool_size;
 use crate::{Bench, CONCURRENCY, LOGIN_USERS, ROUNDS, RUN_SECS, SSO_SECRET};
 
 /// GCGC tokens minted per second of a login run (each is single-use).
 const TOKENS_PER_SEC: u32 = 25_000;
+
+/// Connections shared by the load's senders in the sharing note: four
+/// senders each.
+const SHARED_CONNECTIONS: usize = CONCURRENCY as usize / 4;
 
 impl Bench<'_> {
     pub fn login(&mut self, health_p50: f64) -> anyhow::Result<()> {
@@ -45,6 +49,7 @@ impl Bench<'_> {
         self.login_floor(function, reference)?;
         self.database_budget("sso-login", function, reference, &reference_script)?;
         self.login_cpu(function)?;
+        self.login_statement_sharing(function)?;
 
         let tokens = self.tokens(ONE_CONNECTION_TOKENS)?;
         let one = wrk(
@@ -227,6 +232,44 @@ impl Bench<'_> {
             without_completion.cpu_us_per_login,
             floor / per_health,
             per_login - floor,
+        ));
+        Ok(())
+    }
+
+    /// The login's statement alone from the load's senders on one thread,
+    /// over a connection each (the function's pool today) and over
+    /// [`SHARED_CONNECTIONS`] shared ones (pipelined), at the login's rate
+    /// and as fast as they go: PostgreSQL's CPU per statement and the
+    /// senders' (a note: what sharing the pool's connections would change).
+    fn login_statement_sharing(&mut self, login: Load) -> anyhow::Result<()> {
+        let pg_url = self.pg.url();
+        let watch = self.watch(None);
+        let mut runs = Vec::new();
+        for rate in [Some(login.per_sec), None] {
+            for connections in [CONCURRENCY as usize, SHARED_CONNECTIONS] {
+                let (sharing, before, after) = statement_sharing::Run {
+                    pg_url: &pg_url,
+                    connections,
+                    senders: CONCURRENCY as usize,
+                    rate,
+                    users: LOGIN_USERS,
+                    run: Duration::from_secs(RUN_SECS.into()),
+                }
+                .measure(|| watch.snapshot())?;
+                let postgres = after.since(&before, 0.0).postgres;
+                runs.push(format!(
+                    "{connections} connections {:.0}/s: PostgreSQL {:.1} us, the senders {:.1} us",
+                    sharing.per_sec,
+                    cpu_us_per_request_of(sharing.statements, postgres),
+                    sharing.cpu_us_per_statement,
+                ));
+            }
+        }
+        self.notes.push(format!(
+            "sso-login's statement alone from {CONCURRENCY} senders on one thread, CPU per statement \
+             (fewer connections than senders: each shared by several, their statements pipelined): \
+             at the login's rate, {}; {}; as fast as they go, {}; {}",
+            runs[0], runs[1], runs[2], runs[3]
         ));
         Ok(())
     }
