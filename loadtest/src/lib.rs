@@ -6,6 +6,8 @@
 
 #![warn(clippy::too_many_lines)]
 
+use std::time::Duration;
+
 pub mod function_process;
 pub mod key_server;
 pub mod lambda_cost;
@@ -24,5 +26,41 @@ pub fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
             .parse()
             .with_context(|| format!("{name} must be a whole number, got `{v}`")),
         Err(_) => Ok(default),
+    }
+}
+
+/// This thread's CPU time so far (user and system).
+pub fn thread_cpu() -> anyhow::Result<Duration> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    anyhow::ensure!(
+        rc == 0,
+        "clock_gettime: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
+}
+
+/// What the modules' tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// The logins recorded in a test's database, and its users.
+    pub(crate) async fn recorded_logins_and_users(pg_url: &str) -> (i64, i64) {
+        use sqlx::Connection as _;
+        let mut pg = testkit::services::connect(pg_url).await.unwrap();
+        let (recorded,): (i64,) = sqlx::query_as("SELECT count(*) FROM sso_logins")
+            .fetch_one(&mut pg)
+            .await
+            .unwrap();
+        let (users,): (i64,) = sqlx::query_as("SELECT count(*) FROM users")
+            .fetch_one(&mut pg)
+            .await
+            .unwrap();
+        pg.close().await.unwrap();
+        (recorded, users)
     }
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
+use crate::thread_cpu;
+
 use shared::config::RedisSettings;
 use shared::db::Database;
 use shared::secret::Secret;
@@ -149,44 +151,12 @@ async fn login(
     Ok(claim)
 }
 
-/// This thread's CPU time so far (user and system).
-pub(crate) fn thread_cpu() -> anyhow::Result<Duration> {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec for the call to fill.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    anyhow::ensure!(
-        rc == 0,
-        "clock_gettime: {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
-}
-
-/// The logins recorded in a test's database, and its users.
-#[cfg(test)]
-pub(crate) async fn recorded_logins_and_users(pg_url: &str) -> (i64, i64) {
-    use sqlx::Connection as _;
-    let mut pg = testkit::services::connect(pg_url).await.unwrap();
-    let (recorded,): (i64,) = sqlx::query_as("SELECT count(*) FROM sso_logins")
-        .fetch_one(&mut pg)
-        .await
-        .unwrap();
-    let (users,): (i64,) = sqlx::query_as("SELECT count(*) FROM users")
-        .fetch_one(&mut pg)
-        .await
-        .unwrap();
-    pg.close().await.unwrap();
-    (recorded, users)
-}
-
 #[cfg(test)]
 mod tests {
     use testkit::services::{TestDb, clear_redis_prefix};
 
     use super::*;
+    use crate::test_support::recorded_logins_and_users;
 
     const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
 

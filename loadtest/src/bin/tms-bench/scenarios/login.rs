@@ -8,7 +8,7 @@ use sqlx::Connection;
 use crate::load::{
     LOGIN_LUA, Load, ONE_CONNECTION_TOKENS, best_of, p50, pgbench, pgbench_sql, wrk,
 };
-use crate::processes::{cpu_us_per_request_of, function_cpu_us};
+use crate::processes::{cpu_us_per_request_of, function_cpu_us, settled_children};
 use crate::report::{Row, Target};
 use crate::served::db_pool_size;
 use crate::{Bench, CONCURRENCY, LOGIN_USERS, ROUNDS, RUN_SECS, SSO_SECRET};
@@ -237,39 +237,55 @@ impl Bench<'_> {
     }
 
     /// The login's statement alone from the load's senders on one thread,
-    /// over a connection each (the function's pool today) and over
-    /// [`SHARED_CONNECTIONS`] shared ones (pipelined), at the login's rate
-    /// and as fast as they go: PostgreSQL's CPU per statement and the
-    /// senders' (a note: what sharing the pool's connections would change).
+    /// at the login's rate and as fast as they go: over the function's
+    /// `DB_POOL_SIZE` connections (a connection per sender by default, as
+    /// the pool), over [`SHARED_CONNECTIONS`] with as many senders (fewer
+    /// backends, none shared), and over as many shared by all the senders
+    /// (pipelined): PostgreSQL's CPU per statement and the senders' (a note:
+    /// what sharing the pool's connections would change). One run each.
     fn login_statement_sharing(&mut self, login: Load) -> anyhow::Result<()> {
         let pg_url = self.pg.url();
         let watch = self.watch(None);
-        let mut runs = Vec::new();
-        for rate in [Some(login.per_sec), None] {
-            for connections in [CONCURRENCY as usize, SHARED_CONNECTIONS] {
-                let (sharing, before, after) = statement_sharing::Run {
+        let senders = CONCURRENCY as usize;
+        let shapes = [
+            (db_pool_size().parse::<usize>()?, senders),
+            (SHARED_CONNECTIONS, SHARED_CONNECTIONS),
+            (SHARED_CONNECTIONS, senders),
+        ];
+        let mut halves = Vec::new();
+        for (rate, label) in [
+            (Some(login.per_sec), "at the login's rate"),
+            (None, "as fast as they go"),
+        ] {
+            let mut runs = Vec::new();
+            for (connections, senders) in shapes {
+                let (sent, before, after) = statement_sharing::Run {
                     pg_url: &pg_url,
                     connections,
-                    senders: CONCURRENCY as usize,
+                    senders,
                     rate,
                     users: LOGIN_USERS,
                     run: Duration::from_secs(RUN_SECS.into()),
                 }
-                .measure(|| watch.snapshot())?;
-                let postgres = after.since(&before, 0.0).postgres;
+                .measure(|| {
+                    // A backend exiting from the run before is counted nowhere
+                    // until reaped: wait for it.
+                    settled_children(watch.postgres, usize::MAX);
+                    watch.snapshot()
+                })?;
                 runs.push(format!(
-                    "{connections} connections {:.0}/s: PostgreSQL {:.1} us, the senders {:.1} us",
-                    sharing.per_sec,
-                    cpu_us_per_request_of(sharing.statements, postgres),
-                    sharing.cpu_us_per_statement,
+                    "{connections} connections, {senders} senders: {:.0}/s, PostgreSQL {:.1} us, the senders {:.1} us",
+                    sent.per_sec,
+                    cpu_us_per_request_of(sent.statements, after.since(&before, 0.0).postgres),
+                    sent.cpu_us_per_statement,
                 ));
             }
+            halves.push(format!("{label}, {}", runs.join("; ")));
         }
         self.notes.push(format!(
-            "sso-login's statement alone from {CONCURRENCY} senders on one thread, CPU per statement \
-             (fewer connections than senders: each shared by several, their statements pipelined): \
-             at the login's rate, {}; {}; as fast as they go, {}; {}",
-            runs[0], runs[1], runs[2], runs[3]
+            "sso-login's statement alone on one thread, CPU per statement (more senders than connections: \
+             each connection shared, its statements pipelined): {}",
+            halves.join("; ")
         ));
         Ok(())
     }
