@@ -29,6 +29,13 @@ pub fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
     }
 }
 
+/// The user of a measurement loop's `n`th login from `client`: one of
+/// `users` (`bench-sso-<i>`), spread so that concurrent clients seldom
+/// log the same user in at once.
+pub fn bench_user(client: u64, n: u64, users: u32) -> String {
+    format!("bench-sso-{}", (client * 7919 + n) % u64::from(users))
+}
+
 /// This thread's CPU time so far (user and system).
 pub fn thread_cpu() -> anyhow::Result<Duration> {
     let mut now = libc::timespec {

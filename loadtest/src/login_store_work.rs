@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::thread_cpu;
-
 use shared::config::RedisSettings;
 use shared::db::Database;
 use shared::secret::Secret;
 use sso_login::replay::{Claim, ClaimError, ReplayStore};
 use sso_login::users::{self, Recorded};
 use sso_login::verify::{SsoClaims, VerifiedToken};
+
+use crate::{bench_user, thread_cpu};
 
 /// What the run did.
 pub struct StoreWork {
@@ -119,10 +119,7 @@ async fn login(
     n: u64,
     users: u32,
 ) -> anyhow::Result<Claim> {
-    let sub = format!(
-        "bench-sso-{}",
-        (u64::from(client) * 7919 + n) % u64::from(users)
-    );
+    let sub = bench_user(u64::from(client), n, users);
     let token = VerifiedToken {
         claims: SsoClaims {
             email: Some(format!("{sub}@example.com")),

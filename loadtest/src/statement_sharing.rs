@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::thread_cpu;
+use crate::{bench_user, thread_cpu};
 
 /// What a run did.
 pub struct StatementsSent {
@@ -176,10 +176,7 @@ async fn record(
     sent: u64,
     users: u32,
 ) -> anyhow::Result<()> {
-    let user = format!(
-        "bench-sso-{}",
-        (sender as u64 * 7919 + sent) % u64::from(users)
-    );
+    let user = bench_user(sender as u64, sent, users);
     let email = format!("{user}@example.com");
     let token_key = format!("sso:jti:bench-sharing-{}", uuid::Uuid::new_v4().simple());
     let now = shared::clock::unix_micros();

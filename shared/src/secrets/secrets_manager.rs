@@ -12,10 +12,11 @@
 //!
 //! Not the SDK's client: aws-sdk-secretsmanager with its HTTP/2 client, its
 //! credential chain (profiles, SSO, IMDS, STS) and its retry machinery was a
-//! third of each function's binary for this one call (docs/benchmarks/history.md,
-//! "The run before it (2026-12-06): issue 25's two round trips", "Zip size"). Secrets Manager speaks HTTP/1.1; the start-up's 5 s bound
-//! (`secrets.rs`) is its retry policy: a failed start is retried by the
-//! platform, with a clear error in the log.
+//! third of each function's binary for this one call
+//! (docs/benchmarks/history.md, "The run before it (2026-12-06): issue
+//! 25's two round trips", "Zip size"). Secrets Manager speaks HTTP/1.1;
+//! the start-up's 5 s bound (`secrets.rs`) is its retry policy: a failed
+//! start is retried by the platform, with a clear error in the log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
