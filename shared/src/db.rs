@@ -252,7 +252,8 @@ impl Database {
     /// for the session, so two runs at once are safe; through a
     /// transaction pooler, point `DATABASE_HOST` at the database itself),
     /// with their own generous statement timeout and a short lock timeout
-    /// instead of the requests' 5 s.
+    /// instead of the requests' 5 s. On an embedded file, under a lock that
+    /// other processes migrating it wait for (`lock_for_migrations`).
     pub async fn migrate(&self) -> anyhow::Result<()> {
         crate::by_backend!(self,
             postgres(pool) => {
@@ -265,7 +266,10 @@ impl Database {
                 let _ = connection.close().await;
                 applied?
             },
-            sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            sqlite(pool) => {
+                let _migrating = embedded::lock_for_migrations(pool).await?;
+                SQLITE_MIGRATIONS.run(pool).await?
+            },
         );
         Ok(())
     }

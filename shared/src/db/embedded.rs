@@ -5,8 +5,10 @@
 //! since production requires PostgreSQL. It names nothing of `db`: the
 //! parent opens it with these pieces (`Database::open_sqlite`).
 
+use std::fs::{File, TryLockError};
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -17,6 +19,8 @@ use sqlx::sqlite::{
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The file used when `DATABASE_URL` is unset, in the temporary directory.
 const FILE_NAME: &str = "tms-chat.sqlite3";
+/// After the database's path: the file whose lock a migrating process holds.
+const MIGRATION_LOCK_SUFFIX: &str = "-migrations.lock";
 
 /// As `db`'s PostgreSQL migration files, for `migrations/sqlite/`.
 pub(super) const MIGRATION_FILES: &[(i64, &str, &str)] = &[
@@ -63,6 +67,45 @@ pub async fn run_sqlite<T>(
 ) -> Result<T, sqlx::Error> {
     let mut connection = pool.acquire().await?;
     operation(&mut connection).await
+}
+
+/// Held while this process migrates the file: sqlx's migrator takes no lock
+/// on SQLite, and two processes that open a fresh file at once (`make run`
+/// and `make token` started together) would both apply its first
+/// migrations, and one would fail ("table already exists"). An advisory
+/// lock on a file beside the database, never on the database itself:
+/// closing any descriptor of that file would drop the POSIX locks SQLite
+/// holds on it in this process. None for a database in memory.
+pub(super) async fn lock_for_migrations(pool: &SqlitePool) -> anyhow::Result<Option<File>> {
+    let database = pool.connect_options().get_filename().to_owned();
+    if !database.is_file() {
+        return Ok(None);
+    }
+    let mut path = database.into_os_string();
+    path.push(MIGRATION_LOCK_SUFFIX);
+    let path = PathBuf::from(path);
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let deadline = Instant::now() + OPEN_TIMEOUT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(Some(lock)),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(TryLockError::WouldBlock) => anyhow::bail!(
+                "another process has been migrating the embedded database for over {OPEN_TIMEOUT:?} (it holds {})",
+                path.display()
+            ),
+            Err(TryLockError::Error(e)) => {
+                anyhow::bail!("cannot lock {}: {e}", path.display())
+            }
+        }
+    }
 }
 
 /// The pool of the SQLite database at `url`, created if missing; a write

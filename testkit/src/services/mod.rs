@@ -45,7 +45,8 @@ pub struct TestDb {
     /// How the code under test reaches it (through the pooler, if any).
     pub url: String,
     drop_as: Option<(String, String)>,
-    file: Option<PathBuf>,
+    /// The embedded database's directory ([`TestDb::sqlite`]).
+    sqlite_dir: Option<PathBuf>,
     /// The transaction pooler in front of it ([`TestDb::pooled`]).
     pooler: Option<PgBouncer>,
 }
@@ -83,7 +84,7 @@ impl TestDb {
         Self {
             url,
             drop_as: Some((admin_url, name)),
-            file: None,
+            sqlite_dir: None,
             pooler: None,
         }
     }
@@ -113,13 +114,16 @@ impl TestDb {
         self.pooler.as_ref()
     }
 
-    /// A fresh embedded database file (migrated when the app opens it).
+    /// A fresh embedded database file (migrated when the app opens it), in
+    /// a directory of its own with the files SQLite and the migrations put
+    /// beside it.
     pub fn sqlite() -> Self {
-        let path = std::env::temp_dir().join(format!("tms-test-{}.sqlite3", uuid_simple()));
+        let dir = std::env::temp_dir().join(format!("tms-test-{}", uuid_simple()));
+        std::fs::create_dir(&dir).expect("a directory for the test's SQLite file");
         Self {
-            url: format!("sqlite://{}", path.display()),
+            url: format!("sqlite://{}", dir.join("tms.sqlite3").display()),
             drop_as: None,
-            file: Some(path),
+            sqlite_dir: Some(dir),
             pooler: None,
         }
     }
@@ -129,10 +133,8 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         // The pooler first: it holds server sessions to the database.
         drop(self.pooler.take());
-        if let Some(path) = &self.file {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
+        if let Some(dir) = &self.sqlite_dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
         if let Some((admin_url, name)) = self.drop_as.take() {
             // Drop runs inside a test's runtime: do the async work on a thread of its own.

@@ -972,6 +972,39 @@ async fn sqlite_memberships_inserted_without_activity_get_their_conversations() 
     assert_eq!(listed, [newer.id, older], "newest activity first");
 }
 
+/// Two processes that open a fresh embedded file at once (`make run` and
+/// `make token`, started together on a new machine) both migrate it: neither
+/// fails on the other's half-applied migrations, and each migration is
+/// applied once.
+#[tokio::test]
+async fn sqlite_files_migrated_by_several_at_once_are_migrated_once() {
+    let file = TestDb::sqlite();
+    let open = || async {
+        let db = Database::open_sqlite(&file.url).await?;
+        db.migrate().await?;
+        anyhow::Ok(db)
+    };
+    // In one task: each waits on SQLite's own threads, so the four overlap.
+    let opened = tokio::join!(open(), open(), open(), open());
+    let dbs = [opened.0, opened.1, opened.2, opened.3].map(|db| db.unwrap());
+    let Database::Sqlite(pool) = &dbs[0] else {
+        unreachable!("a sqlite: URL")
+    };
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let shipped: Vec<i64> = shared::db::SQLITE_MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(applied, shipped);
+    for db in dbs {
+        db.close().await;
+    }
+}
+
 /// A conversation `by` creates through the store, as the route does.
 async fn create_in_store(
     db: &Database,
