@@ -96,7 +96,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         match self {
             Self::Internal(cause) => {
-                let request_id = crate::request_id::current();
+                let request_id = crate::request_scope::current_id();
                 let request_id = request_id.as_deref().unwrap_or("-");
                 tracing::error!(request_id, cause = %format!("{cause:#}"), "internal error");
                 let body = ErrorBody {

@@ -119,12 +119,12 @@ async fn edge(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Re
     let allowed_origin = edge.cors.allowed_origin(&request);
     let preflight = cors::is_preflight(&request);
 
-    let response = if !edge.hosts.allows(&request) {
-        host::refusal()
+    let (response, user_id) = if !edge.hosts.allows(&request) {
+        (host::refusal(), None)
     } else if preflight {
-        cors::preflight_response()
+        (cors::preflight_response(), None)
     } else {
-        crate::request_id::scope(request_id.clone(), next.run(request)).await
+        crate::request_scope::scope(request_id.clone(), next.run(request)).await
     };
     let mut response = detail_body_for_errors(response);
     cors::add_headers(&mut response, allowed_origin, preflight);
@@ -140,6 +140,7 @@ async fn edge(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Re
         status: response.status().as_u16(),
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         outcome: response.extensions().get::<Outcome>().copied(),
+        user_id,
         cold_start: edge.access_log.take_cold_start(),
     });
     response

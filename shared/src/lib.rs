@@ -19,7 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod redis_client;
 pub mod redis_settings;
-pub mod request_id;
+pub mod request_scope;
 pub mod runtime;
 pub mod secret;
 pub mod secrets;

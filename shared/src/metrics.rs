@@ -61,6 +61,10 @@ pub struct AccessEntry<'a> {
     pub status: u16,
     pub latency_ms: f64,
     pub outcome: Option<Outcome>,
+    /// The user the request acted for, once known (the API token's, or
+    /// the one a login signed in): `shared::request_scope::acts_for_user`.
+    /// A field, never a metric dimension.
+    pub user_id: Option<i64>,
     /// The first request this instance serves.
     pub cold_start: bool,
 }
@@ -150,6 +154,7 @@ impl AccessLog {
             http_4xx: u8::from((400..500).contains(&entry.status)),
             http_5xx: u8::from(entry.status >= 500),
             outcome: entry.outcome.map(Outcome::name),
+            user_id: entry.user_id,
             function: self.source.function.as_deref(),
             aws: self.source.emf_namespace.as_deref().map(|namespace| Emf {
                 timestamp: at
@@ -233,6 +238,8 @@ struct AccessRecord<'a> {
     http_5xx: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     outcome: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     function: Option<&'a str>,
     #[serde(rename = "_aws", skip_serializing_if = "Option::is_none")]
@@ -330,6 +337,7 @@ mod tests {
             status: 401,
             latency_ms: 12.5,
             outcome,
+            user_id: None,
             cold_start: true,
         }
     }

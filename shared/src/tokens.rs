@@ -306,6 +306,9 @@ where
         if uuid::Uuid::try_parse(&claims.jti).is_err() {
             return Err(ApiError::unauthorized("Could not validate credentials"));
         }
+        // Whatever the route answers now (an ended token's 401 too), its
+        // access line says whose token it was.
+        crate::request_scope::acts_for_user(user_id);
         Ok(Self {
             user_id,
             jti: claims.jti,

@@ -170,6 +170,7 @@ async fn login(
     ))
     .await
     .map_err(|e| ApiError::Internal(anyhow::anyhow!("login task failed: {e}")))??;
+    shared::request_scope::acts_for_user(response.user.id);
     Ok((outcome::SUCCEEDED, ApiJson(response)))
 }
 
@@ -241,7 +242,6 @@ async fn claim_and_issue(
         }
     });
     state.sweeps.sweep_if_due(&state.db);
-    tracing::info!(user_id = user.id, "sso login");
     Ok(LoginResponse {
         access_token: issued.token,
         token_type: "bearer",
@@ -269,7 +269,6 @@ async fn sign_out(
 ) -> Result<(StatusCode, Outcome, ()), ApiError> {
     sessions::sign_out(&state.db, &caller).await?;
     state.sweeps.sweep_if_due(&state.db);
-    tracing::info!(user_id = caller.user_id, "signed out");
     Ok((StatusCode::NO_CONTENT, outcome::SIGNED_OUT, ()))
 }
 
@@ -291,7 +290,6 @@ async fn sign_out_everywhere(
     caller: AuthUser,
 ) -> Result<(StatusCode, Outcome, ()), ApiError> {
     sessions::sign_out_everywhere(&state.db, &caller).await?;
-    tracing::info!(user_id = caller.user_id, "signed out everywhere");
     Ok((StatusCode::NO_CONTENT, outcome::SIGNED_OUT_EVERYWHERE, ()))
 }
 

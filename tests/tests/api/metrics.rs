@@ -142,6 +142,22 @@ async fn on_lambda_each_login_writes_one_emf_line_with_its_outcome() {
             "{line}"
         );
     }
+    // The line says who signed in (no line of its own does): the user of
+    // the answer; the refusals name nobody.
+    let body: Value = serde_json::from_str(success["body"].as_str().unwrap()).unwrap();
+    assert_eq!(line_of(&stderr, &success_id)["user_id"], body["user"]["id"]);
+    for request_id in [&replay_id, &invalid_id] {
+        assert!(line_of(&stderr, request_id).get("user_id").is_none());
+    }
+    let lines = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok());
+    assert!(
+        lines
+            .filter(|line| line.get("user_id").is_some())
+            .all(|line| line["target"] == "access"),
+        "a login's user in a line besides its access line: {stderr}"
+    );
     // The first request of the instance is its cold start, and only that one.
     assert_eq!(line_of(&stderr, &success_id)["cold_start"], 1);
     assert_eq!(line_of(&stderr, &replay_id)["cold_start"], 0);
@@ -187,7 +203,7 @@ async fn off_fc_a_clients_fc_request_id_is_ignored() {
 }
 
 #[tokio::test]
-async fn conversations_created_and_listed_are_outcomes() {
+async fn conversations_created_and_listed_are_outcomes_with_their_caller() {
     let db = TestDb::postgres().await;
     let pool = Database::open_postgres(&db.url, 1).unwrap();
     let user = upsert_user(&pool, "metrics-conversations", None, None)
@@ -210,9 +226,28 @@ async fn conversations_created_and_listed_are_outcomes() {
         .await
         .unwrap();
     assert_eq!(listed.status(), 200);
+    let missing = client()
+        .get(format!("{base}/api/v1/conversations/999999"))
+        .header("Authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let anonymous = client()
+        .get(format!("{base}/api/v1/conversations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
     let id_of = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().unwrap().to_owned();
     let (created_id, listed_id) = (id_of(&created), id_of(&listed));
+    let (missing_id, anonymous_id) = (id_of(&missing), id_of(&anonymous));
     let stderr = process.stop().await;
+    // Each line names the caller whose token passed, whatever the answer.
+    for request_id in [&created_id, &listed_id, &missing_id] {
+        assert_eq!(line_of(&stderr, request_id)["user_id"], user.id);
+    }
+    assert!(line_of(&stderr, &anonymous_id).get("user_id").is_none());
     let created = line_of(&stderr, &created_id);
     assert_eq!(created["outcome"], "conversation_created", "{created}");
     assert_eq!(created["route"], "/api/v1/conversations");
