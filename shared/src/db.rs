@@ -267,7 +267,8 @@ impl Database {
                 applied?
             },
             sqlite(pool) => {
-                let _migrating = embedded::lock_for_migrations(pool).await?;
+                let _migrating =
+                    embedded::lock_for_migrations(pool, MIGRATION_LOCK_TIMEOUT).await?;
                 SQLITE_MIGRATIONS.run(pool).await?
             },
         );

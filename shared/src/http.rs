@@ -107,7 +107,7 @@ impl Edge {
 /// 4. then the routes; on the way out, every error gets a `{"detail"}` body,
 ///    every response its CORS headers (the host check's 400 included), and
 ///    the request its one access log line: route, status, latency, request
-///    id, and the figures that are metrics (`metrics.rs`). Never a header or
+///    id, its user once known, and the figures that are metrics (`metrics.rs`). Never a header or
 ///    a body.
 async fn edge(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
     let started = Instant::now();

@@ -61,8 +61,8 @@ pub struct AccessEntry<'a> {
     pub status: u16,
     pub latency_ms: f64,
     pub outcome: Option<Outcome>,
-    /// The user the request acted for, once known (the API token's, or
-    /// the one a login signed in): `shared::request_scope::acts_for_user`.
+    /// The request's user, once known (the API token's, ended or not, or
+    /// the one a login signed in): `shared::request_scope::names_user`.
     /// A field, never a metric dimension.
     pub user_id: Option<i64>,
     /// The first request this instance serves.

@@ -1,5 +1,5 @@
 //! The request being served, for what its handling writes: its id (a 500's
-//! body and its log line) and the user it acts for (its access line). Set
+//! body and its log line) and the user it names (its access line). Set
 //! by the edge layer (`http`), read by the errors (`error`), told the user
 //! by whoever learns it (the API token's check, a login): its own module,
 //! so that none of them imports another.
@@ -19,7 +19,7 @@ tokio::task_local! {
 }
 
 /// Runs `future` as the handling of the request `id`: its output, and the
-/// user the request acted for, if it named one ([`acts_for_user`]).
+/// user the request named, if any ([`names_user`]).
 pub async fn scope<F: Future>(id: Arc<str>, future: F) -> (F::Output, Option<i64>) {
     let served = ServedRequest {
         id,
@@ -36,10 +36,12 @@ pub fn current_id() -> Option<Arc<str>> {
     CURRENT.try_with(|served| Arc::clone(&served.id)).ok()
 }
 
-/// Names the user the request being served acts for: its access line
-/// carries the id, so that one line tells who, what and how it ended. Only
-/// in the request's own task (a task it spawns has no request).
-pub fn acts_for_user(user_id: i64) {
+/// Names the request's user: the one whose API token it carries (whether
+/// the route then serves the token or refuses it as ended) or the one a
+/// login signed in. Its access line carries the id, so that one line tells
+/// who, what and how it ended. Only in the request's own task (a task it
+/// spawns has no request).
+pub fn names_user(user_id: i64) {
     let _ = CURRENT.try_with(|served| served.user_id.set(Some(user_id)));
 }
 
@@ -50,7 +52,7 @@ mod tests {
     #[tokio::test]
     async fn the_scope_returns_the_user_its_request_named() {
         let (id, user) = scope("req-1".into(), async {
-            acts_for_user(7);
+            names_user(7);
             current_id()
         })
         .await;
@@ -60,7 +62,7 @@ mod tests {
         let ((), user) = scope("req-2".into(), async {}).await;
         assert_eq!(user, None, "a request that names no user");
         // Outside a request: nothing to name, and no panic.
-        acts_for_user(8);
+        names_user(8);
         assert_eq!(current_id(), None);
     }
 }

@@ -307,8 +307,9 @@ where
             return Err(ApiError::unauthorized("Could not validate credentials"));
         }
         // Whatever the route answers now (an ended token's 401 too), its
-        // access line says whose token it was.
-        crate::request_scope::acts_for_user(user_id);
+        // access line says whose token it was: signed and unexpired, so no
+        // client can make it name someone else.
+        crate::request_scope::names_user(user_id);
         Ok(Self {
             user_id,
             jti: claims.jti,

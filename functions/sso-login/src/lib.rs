@@ -165,12 +165,25 @@ async fn login(
     // away, so that its claim is completed or given back, not left hanging.
     // Boxed: tokio moves a task's future by value (into the task, and its
     // stage when it ends): a pointer rather than the whole login's state.
-    let response = tokio::spawn(Box::pin(
-        async move { claim_and_issue(&state, &token).await },
-    ))
-    .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("login task failed: {e}")))??;
-    shared::request_scope::acts_for_user(response.user.id);
+    let request_id = shared::request_scope::current_id();
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    tokio::spawn(Box::pin(async move {
+        let result = claim_and_issue(&state, &token).await;
+        if let Err(Ok(response)) = answer.send(result) {
+            // No access line is written for a request whose client left:
+            // this line is the login's trace (its record and its API token
+            // exist all the same).
+            tracing::warn!(
+                request_id = request_id.as_deref().unwrap_or("-"),
+                user_id = response.user.id,
+                "login completed after its client left"
+            );
+        }
+    }));
+    let response = answered.await.map_err(|_| {
+        ApiError::Internal(anyhow::anyhow!("the login's task ended without an answer"))
+    })??;
+    shared::request_scope::names_user(response.user.id);
     Ok((outcome::SUCCEEDED, ApiJson(response)))
 }
 

@@ -75,8 +75,13 @@ pub async fn run_sqlite<T>(
 /// migrations, and one would fail ("table already exists"). An advisory
 /// lock on a file beside the database, never on the database itself:
 /// closing any descriptor of that file would drop the POSIX locks SQLite
-/// holds on it in this process. None for a database in memory.
-pub(super) async fn lock_for_migrations(pool: &SqlitePool) -> anyhow::Result<Option<File>> {
+/// holds on it in this process. Waits up to `wait` for another holder.
+/// None for a database in memory (no file: [`open`] connects at once,
+/// which creates a file database's file).
+pub(super) async fn lock_for_migrations(
+    pool: &SqlitePool,
+    wait: Duration,
+) -> anyhow::Result<Option<File>> {
     let database = pool.connect_options().get_filename().to_owned();
     if !database.is_file() {
         return Ok(None);
@@ -90,7 +95,7 @@ pub(super) async fn lock_for_migrations(pool: &SqlitePool) -> anyhow::Result<Opt
         .write(true)
         .open(&path)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    let deadline = Instant::now() + OPEN_TIMEOUT;
+    let deadline = Instant::now() + wait;
     loop {
         match lock.try_lock() {
             Ok(()) => return Ok(Some(lock)),
@@ -98,7 +103,7 @@ pub(super) async fn lock_for_migrations(pool: &SqlitePool) -> anyhow::Result<Opt
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(TryLockError::WouldBlock) => anyhow::bail!(
-                "another process has been migrating the embedded database for over {OPEN_TIMEOUT:?} (it holds {})",
+                "something else (another process or pool) has been migrating the embedded database for over {wait:?} (it holds {})",
                 path.display()
             ),
             Err(TryLockError::Error(e)) => {

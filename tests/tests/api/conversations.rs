@@ -972,10 +972,11 @@ async fn sqlite_memberships_inserted_without_activity_get_their_conversations() 
     assert_eq!(listed, [newer.id, older], "newest activity first");
 }
 
-/// Two processes that open a fresh embedded file at once (`make run` and
-/// `make token`, started together on a new machine) both migrate it: neither
-/// fails on the other's half-applied migrations, and each migration is
-/// applied once.
+/// Several that open a fresh embedded file at once (`make run` and `make
+/// token`, started together on a new machine) all migrate it: none fails on
+/// another's half-applied migrations, and each migration is applied once.
+/// Four pools of one process here: the lock (`flock`) is per open file, so
+/// they exclude each other as processes do.
 #[tokio::test]
 async fn sqlite_files_migrated_by_several_at_once_are_migrated_once() {
     let file = TestDb::sqlite();

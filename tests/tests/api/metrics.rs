@@ -145,7 +145,8 @@ async fn on_lambda_each_login_writes_one_emf_line_with_its_outcome() {
     // The line says who signed in (no line of its own does): the user of
     // the answer; the refusals name nobody.
     let body: Value = serde_json::from_str(success["body"].as_str().unwrap()).unwrap();
-    assert_eq!(line_of(&stderr, &success_id)["user_id"], body["user"]["id"]);
+    let success_line = line_of(&stderr, &success_id);
+    assert_eq!(success_line["user_id"], body["user"]["id"]);
     for request_id in [&replay_id, &invalid_id] {
         assert!(line_of(&stderr, request_id).get("user_id").is_none());
     }
@@ -159,7 +160,7 @@ async fn on_lambda_each_login_writes_one_emf_line_with_its_outcome() {
         "a login's user in a line besides its access line: {stderr}"
     );
     // The first request of the instance is its cold start, and only that one.
-    assert_eq!(line_of(&stderr, &success_id)["cold_start"], 1);
+    assert_eq!(success_line["cold_start"], 1);
     assert_eq!(line_of(&stderr, &replay_id)["cold_start"], 0);
 }
 
@@ -239,12 +240,23 @@ async fn conversations_created_and_listed_are_outcomes_with_their_caller() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
+    // Signed out everywhere: the token is refused, and its line says whose.
+    sso_login::sessions::end_sessions_of(&pool, "metrics-conversations")
+        .await
+        .unwrap();
+    let ended = client()
+        .get(format!("{base}/api/v1/conversations"))
+        .header("Authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 401);
     let id_of = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().unwrap().to_owned();
     let (created_id, listed_id) = (id_of(&created), id_of(&listed));
-    let (missing_id, anonymous_id) = (id_of(&missing), id_of(&anonymous));
+    let (missing_id, anonymous_id, ended_id) = (id_of(&missing), id_of(&anonymous), id_of(&ended));
     let stderr = process.stop().await;
     // Each line names the caller whose token passed, whatever the answer.
-    for request_id in [&created_id, &listed_id, &missing_id] {
+    for request_id in [&created_id, &listed_id, &missing_id, &ended_id] {
         assert_eq!(line_of(&stderr, request_id)["user_id"], user.id);
     }
     assert!(line_of(&stderr, &anonymous_id).get("user_id").is_none());

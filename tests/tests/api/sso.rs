@@ -565,13 +565,13 @@ async fn sso_behind(proxy: &ReplyLosingProxy) -> Sso {
         sso.login(&gcgc(&claims("warm"))).await.status(),
         StatusCode::OK
     );
-    done_marks_reach(&proxy.upstream_url, &sso, 1).await;
+    done_marks_reach(&proxy.upstream_url, &sso.prefix, 1).await;
     sso
 }
 
 /// The done marks under the instance's prefix, read past any proxy.
-async fn done_marks(redis_url: &str, sso: &Sso) -> usize {
-    let keys = keys_at(redis_url, &sso.prefix).await;
+async fn done_marks(redis_url: &str, prefix: &str) -> usize {
+    let keys = keys_at(redis_url, prefix).await;
     if keys.is_empty() {
         return 0;
     }
@@ -591,16 +591,16 @@ async fn done_marks(redis_url: &str, sso: &Sso) -> usize {
 
 /// Waits until `count` done marks are there: a login's completion is sent
 /// as it answers, not awaited by the answer.
-async fn done_marks_reach(redis_url: &str, sso: &Sso, count: usize) {
+async fn done_marks_reach(redis_url: &str, prefix: &str, count: usize) {
     let started = Instant::now();
-    while done_marks(redis_url, sso).await < count {
+    while done_marks(redis_url, prefix).await < count {
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "the completion never landed"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(done_marks(redis_url, sso).await, count);
+    assert_eq!(done_marks(redis_url, prefix).await, count);
 }
 
 /// Retries a login as a client does after a 503, and returns the first
@@ -629,12 +629,12 @@ async fn a_completion_whose_reply_is_lost_still_logs_in_once() {
     let sso = sso_behind(&proxy).await;
     let other = sso.another_instance(&proxy.url).await;
     let token = gcgc(&claims("reply-lost"));
-    let marks = done_marks(&proxy.upstream_url, &sso).await;
+    let marks = done_marks(&proxy.upstream_url, &sso.prefix).await;
     proxy.armed.store(true, Ordering::SeqCst);
     let r = sso.login(&token).await;
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     // The completion was applied.
-    done_marks_reach(&proxy.upstream_url, &sso, marks + 1).await;
+    done_marks_reach(&proxy.upstream_url, &sso.prefix, marks + 1).await;
     for instance in [&sso, &other] {
         let (status, body) = first_answer_but_503(instance, &token).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
@@ -662,7 +662,7 @@ async fn a_completion_whose_connection_breaks_succeeds_on_a_fresh_one() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // The warm-up's mark and this one, completed past the broken connection.
-    done_marks_reach(&proxy.upstream_url, &sso, 2).await;
+    done_marks_reach(&proxy.upstream_url, &sso.prefix, 2).await;
     assert_eq!(sso.login(&token).await.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -673,15 +673,18 @@ async fn a_completion_whose_connection_breaks_succeeds_on_a_fresh_one() {
 /// only after the hold.
 struct ReplyHoldingProxy {
     url: String,
+    /// Holds the reply to the next command carrying `marker` once set.
     armed: Arc<std::sync::atomic::AtomicBool>,
-    /// Whether the held completion's reply has reached the function.
+    /// Whether the held reply has reached the function.
     delivered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 const HELD_FOR: Duration = Duration::from_millis(350);
 
 impl ReplyHoldingProxy {
-    async fn start(upstream: &str) -> Self {
+    /// `marker`: what the held command carries (`done:` the completion,
+    /// `pending:` the claim).
+    async fn start(upstream: &str, marker: &'static [u8]) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let upstream = upstream.trim_start_matches("redis://").to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -705,8 +708,8 @@ impl ReplyHoldingProxy {
                                 if redis.write_all(&from_client[..n]).await.is_err() {
                                     break;
                                 }
-                                let completion = from_client[..n].windows(5).any(|w| w == b"done:");
-                                if completion && armed.swap(false, Ordering::SeqCst) {
+                                let marked = from_client[..n].windows(marker.len()).any(|w| w == marker);
+                                if marked && armed.swap(false, Ordering::SeqCst) {
                                     held_since = Some(Instant::now());
                                 }
                             }
@@ -739,14 +742,14 @@ impl ReplyHoldingProxy {
 /// once that reply comes, and replays are refused all along.
 #[tokio::test]
 async fn a_login_answers_without_waiting_for_its_completion() {
-    let proxy = ReplyHoldingProxy::start(SHARED_REDIS).await;
+    let proxy = ReplyHoldingProxy::start(SHARED_REDIS, b"done:").await;
     let sso = Sso::start(&proxy.url, TestDb::sqlite(), &[]).await;
     // A first login loads the completion script, so the armed one is EVALSHA.
     assert_eq!(
         sso.login(&gcgc(&claims("warm"))).await.status(),
         StatusCode::OK
     );
-    done_marks_reach(SHARED_REDIS, &sso, 1).await;
+    done_marks_reach(SHARED_REDIS, &sso.prefix, 1).await;
 
     let token = gcgc(&claims("two-round-trips"));
     proxy.armed.store(true, Ordering::SeqCst);
@@ -759,9 +762,86 @@ async fn a_login_answers_without_waiting_for_its_completion() {
     );
     // Before the completion's reply, and after it, the token is used.
     assert_eq!(sso.login(&token).await.status(), StatusCode::UNAUTHORIZED);
-    done_marks_reach(SHARED_REDIS, &sso, 2).await;
+    done_marks_reach(SHARED_REDIS, &sso.prefix, 2).await;
     assert_eq!(sso.login(&token).await.status(), StatusCode::UNAUTHORIZED);
     tests::services::clear_redis_prefix(SHARED_REDIS, &sso.prefix);
+}
+
+/// A client that leaves mid-login does not undo it: the login runs to its
+/// end (its record, its API token, its mark). A request whose client left
+/// gets no access line, so the login writes one line of its own, with the
+/// request's id and its user.
+#[tokio::test]
+async fn a_login_whose_client_left_runs_to_its_end_and_says_so() {
+    let proxy = ReplyHoldingProxy::start(SHARED_REDIS, b"pending:").await;
+    let db = TestDb::sqlite();
+    let prefix = format!("tms-test-{}:", uuid_simple());
+    let (process, base) = start_function(
+        "sso-login",
+        &[
+            ("SSO_JWT_SECRET", SSO_SECRET),
+            ("REDIS_URL", &proxy.url),
+            ("REDIS_KEY_PREFIX", &prefix),
+            ("DATABASE_URL", &db.url),
+        ],
+    )
+    .await;
+    let token = gcgc(&claims("client-left"));
+    let login = || {
+        client()
+            .post(format!("{base}/api/v1/auth/login/sso"))
+            .json(&json!({ "token": token }))
+    };
+    proxy.armed.store(true, Ordering::SeqCst);
+    // The claim's reply is held longer than this client waits.
+    let left = login().timeout(Duration::from_millis(100)).send().await;
+    assert!(left.is_err_and(|e| e.is_timeout()));
+    while !proxy.delivered.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The login ran to its end: its record is written, and the token is
+    // used. (Its mark stays pending: the claim's reply came as late as the
+    // proxy held it, too late for the completion's budget.)
+    let Database::Sqlite(records) = Database::open_sqlite(&db.url).await.unwrap() else {
+        unreachable!("a sqlite: URL")
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sso_logins")
+        .fetch_one(&records)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the login was not recorded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let replay = login().send().await.unwrap();
+    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
+    let stderr = process.stop().await;
+    assert!(!stderr.contains(&token), "the token reached the log");
+    let completed: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "login completed after its client left")
+        .collect();
+    assert_eq!(completed.len(), 1, "{stderr}");
+    let request_id = completed[0]["request_id"].as_str().unwrap();
+    assert!(
+        uuid::Uuid::parse_str(request_id).is_ok(),
+        "{}",
+        completed[0]
+    );
+    let users: Vec<i64> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|l| l["user_id"].as_i64())
+        .collect();
+    assert_eq!(
+        users,
+        [completed[0]["user_id"].as_i64().unwrap()],
+        "{stderr}"
+    );
+    tests::services::clear_redis_prefix(SHARED_REDIS, &prefix);
 }
 
 #[tokio::test]
