@@ -5,6 +5,8 @@
 # scenarios on them, and attaches `perf record` to each function for its
 # whole life. Prints each function's hottest symbols (self time) and leaves
 # the recordings in target/profiling/perf/ for `perf report -i ...`.
+# Beside it, `perf stat` counts each function's system calls and context
+# switches, printed per request that process served (its access lines).
 # The figures the bench prints during a profile are slowed by perf: read
 # them from `make bench`, not from here.
 set -euo pipefail
@@ -30,11 +32,18 @@ attach() {
     [ -e "$out/.bench-done" ] && return 0
     sleep 0.01
   done
+  # Where the kernel offers no syscall tracepoints, only the profile.
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pid" \
+    -o "$out/$name.stat" >/dev/null 2>&1 &
   perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$pid" \
     -o "$out/$name.data" >/dev/null 2>&1 || true
+  wait
+  # This process's requests: the log's access lines up to its exit (a later
+  # process of the same name appends to it).
+  grep -c '"target":"access"' "$out/work/$name.log" >"$out/$name.requests" 2>/dev/null || true
 }
 for name in "${FUNCTION_NAMES[@]}"; do attach "$name" & done
-BENCH_BIN_DIR=$bin "$bin/tms-bench" | grep -E '^(==|/health|sso-login|conversations)' || true
+BENCH_BIN_DIR=$bin BENCH_WORK_DIR=$out/work "$bin/tms-bench" | grep -E '^(==|/health|sso-login|conversations)' || true
 touch "$out/.bench-done"
 wait
 for name in "${FUNCTION_NAMES[@]}"; do
@@ -43,4 +52,17 @@ for name in "${FUNCTION_NAMES[@]}"; do
   echo "== $name: hottest symbols, self time ($out/$name.data)"
   perf report -i "$out/$name.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null |
     grep -E '^ +[0-9]' | sed -E 's/ +- +- *$//; s/ +$//' | head -40 || true  # head closes the pipe early (SIGPIPE)
+done
+
+# System calls and context switches per request, each function's first process.
+echo
+echo "== system calls and context switches per request (perf stat; each function's first process)"
+for name in "${FUNCTION_NAMES[@]}"; do
+  requests=$(cat "$out/$name.requests" 2>/dev/null || true)
+  [ -s "$out/$name.stat" ] && [ "${requests:-0}" -gt 0 ] || continue
+  awk -F, -v name="$name" -v requests="$requests" '
+    $3 == "raw_syscalls:sys_enter" { calls = $1 }
+    $3 == "context-switches" { switches = $1 }
+    END { if (calls != "" && calls != "<not supported>") printf "%-14s %8d requests  %6.2f system calls  %6.2f context switches per request\n", name, requests, calls / requests, switches / requests }
+  ' "$out/$name.stat"
 done

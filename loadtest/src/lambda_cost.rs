@@ -1,7 +1,13 @@
 //! What an invocation costs on AWS Lambda (arm64), from its wall time: the
 //! bill is the request fee and the duration, rounded up to 1 ms, times the
 //! memory size. `make bench` prints it per route from the one-connection
-//! p50 under an injected store latency (BENCHMARKS.md).
+//! p50 under an injected store latency (BENCHMARKS.md). Beside it, what the
+//! invocation's access line costs in CloudWatch Logs, billed per byte.
+
+use std::time::SystemTime;
+
+use shared::Config;
+use shared::metrics::{AccessEntry, AccessLog};
 
 /// Where the prices below come from, and when they were read.
 pub const PRICE_SOURCE: &str =
@@ -10,6 +16,42 @@ pub const PRICE_SOURCE: &str =
 pub const ARM64_USD_PER_GB_SECOND: f64 = 0.000_013_333_4;
 /// Request price, USD per million requests.
 pub const USD_PER_MILLION_REQUESTS: f64 = 0.20;
+
+/// Where the log price comes from, and when it was read.
+pub const LOGS_PRICE_SOURCE: &str = "Amazon CloudWatch pricing page, Lambda logs to CloudWatch Logs Standard, \
+     first tier (the first 10 TB a month), as of 2026-12 (us-east-1)";
+/// USD per GB of log data ingested.
+pub const LOGS_USD_PER_GB: f64 = 0.50;
+/// A GB as AWS bills it.
+const GB: f64 = 1024.0 * 1024.0 * 1024.0;
+/// The stack `make deploy-aws` deploys by default (xtask's `STACK_NAME`):
+/// the functions' names and the metrics' namespace are made from it.
+const STACK: &str = "tms-chat";
+
+/// USD per million requests that each write `bytes` of log.
+pub fn logs_usd_per_million(bytes: usize) -> f64 {
+    bytes as f64 * 1e6 / GB * LOGS_USD_PER_GB
+}
+
+/// The bytes of the access line that `function`'s invocation writes on
+/// Lambda for `entry` (its CloudWatch EMF metadata and its newline
+/// included), rendered by the functions' own code with the settings
+/// template.yaml gives them. Lambda's own START, END and REPORT lines come
+/// on top.
+pub fn lambda_access_line_bytes(function: &str, entry: &AccessEntry<'_>) -> anyhow::Result<usize> {
+    let vars = [
+        ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_NAME", format!("{STACK}-{function}")),
+        ("METRICS_NAMESPACE", format!("TMS/{STACK}")),
+        ("DATABASE_URL", "postgres://db/tms".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    let config = Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let line = AccessLog::new(&config).line(entry, SystemTime::now());
+    Ok(line.to_string().len() + 1)
+}
 
 /// Billed duration of an invocation of `wall_ms`: rounded up to the next
 /// whole millisecond, at least one.
@@ -95,6 +137,35 @@ Resources:
         assert_eq!(template_memory_mb(TEMPLATE, "sso-login"), Some(512));
         assert_eq!(template_memory_mb(TEMPLATE, "missing"), Some(256));
         assert_eq!(template_memory_mb("Resources:\n", "health"), None);
+    }
+
+    #[test]
+    fn logs_are_billed_by_the_byte() {
+        assert!((logs_usd_per_million(1074) - 0.50).abs() < 0.001);
+        let entry = AccessEntry {
+            request_id: "1322d753-4c55-464e-956d-39dbec2e7165",
+            method: "POST",
+            route: "/api/v1/auth/login/sso",
+            path: "/api/v1/auth/login/sso",
+            status: 200,
+            latency_ms: 2.5,
+            outcome: Some(sso_login::outcome::SUCCEEDED),
+            user_id: Some(123_456),
+            cold_start: false,
+        };
+        let on_lambda = lambda_access_line_bytes("sso-login", &entry).unwrap();
+        let elsewhere = AccessLog::new(
+            &Config::from_vars(
+                &[("DATABASE_URL".to_owned(), "postgres://db/tms".to_owned())].into(),
+            )
+            .unwrap(),
+        )
+        .line(&entry, SystemTime::now())
+        .to_string()
+        .len()
+            + 1;
+        // The EMF metadata that makes the line metrics on Lambda is most of it.
+        assert!(on_lambda > 2 * elsewhere, "{on_lambda} against {elsewhere}");
     }
 
     #[test]

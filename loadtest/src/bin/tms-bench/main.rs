@@ -56,10 +56,17 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let bin_dir =
         PathBuf::from(std::env::var("BENCH_BIN_DIR").unwrap_or_else(|_| "target/release".into()));
-    let work = std::env::temp_dir().join(format!("tms-bench-{}", std::process::id()));
+    // BENCH_WORK_DIR: kept afterwards, with the functions' logs (make
+    // profile counts their requests there).
+    let kept = std::env::var_os("BENCH_WORK_DIR").map(PathBuf::from);
+    let work = kept
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("tms-bench-{}", std::process::id())));
     std::fs::create_dir_all(&work)?;
     let result = Bench::new(&rt, bin_dir, work.clone()).and_then(|mut b| b.run());
-    let _ = std::fs::remove_dir_all(&work);
+    if kept.is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     result
 }
 

@@ -3,6 +3,7 @@ use std::net::SocketAddr;
 use loadtest::function_process::FunctionProcess;
 use loadtest::lambda_cost;
 use loadtest::latency_proxy::{self, LatencyProxy};
+use shared::metrics::{AccessEntry, Outcome};
 
 use super::conversations_data::ConversationsData;
 use super::login::{claim_p50, upsert_round_trip};
@@ -76,7 +77,7 @@ impl Bench<'_> {
             (redis_proxy.port, pg_proxy.port),
             bound_of(2.0),
         )?;
-        self.lambda_costs(&far, each_way);
+        self.lambda_costs(&far, each_way)?;
         Ok(())
     }
 
@@ -204,8 +205,9 @@ impl Bench<'_> {
 
     /// What each route costs per million invocations on Lambda (arm64), at
     /// the wall time it took with the injected latency: at 128 MB and at
-    /// template.yaml's memory size for its function.
-    fn lambda_costs(&mut self, far: &RouteP50s, each_way: f64) {
+    /// template.yaml's memory size for its function; and what its access
+    /// line costs in CloudWatch Logs.
+    fn lambda_costs(&mut self, far: &RouteP50s, each_way: f64) -> anyhow::Result<()> {
         let template = std::fs::read_to_string("template.yaml").unwrap_or_default();
         let mut lines = vec![
             String::new(),
@@ -218,28 +220,92 @@ impl Bench<'_> {
                 lambda_cost::PRICE_SOURCE
             ),
             format!(
-                "{:<22} | {:>9} | {:>6} | {:>10} | {:>22}",
-                "route", "p50", "billed", "128 MB", "template.yaml's memory"
+                "and its access line in CloudWatch Logs, as Lambda writes it (CloudWatch EMF included; \
+                 Lambda's own START, END and REPORT lines come on top): ${:.2} per GB ({})",
+                lambda_cost::LOGS_USD_PER_GB,
+                lambda_cost::LOGS_PRICE_SOURCE
+            ),
+            format!(
+                "{:<22} | {:>9} | {:>6} | {:>10} | {:>22} | {:>20}",
+                "route", "p50", "billed", "128 MB", "template.yaml's memory", "its access line"
             ),
         ];
-        for (route, function, wall) in [
-            ("/health", "health", far.health),
-            ("sso-login", "sso-login", far.login),
-            ("conversations list", "conversations", far.list),
-            ("conversations create", "conversations", far.create),
-        ] {
+        for (route, function, wall, request) in routes_at(far) {
+            let line_bytes = access_line_bytes(function, request, wall)?;
             let at_template = match lambda_cost::template_memory_mb(&template, function) {
                 Some(mb) => format!("${:.4} at {mb} MB", lambda_cost::usd_per_million(wall, mb)),
                 None => "no MemorySize read".into(),
             };
             lines.push(format!(
-                "{route:<22} | {wall:>6.3} ms | {:>3} ms | {:>10} | {at_template:>22}",
+                "{route:<22} | {wall:>6.3} ms | {:>3} ms | {:>10} | {at_template:>22} | {:>20}",
                 lambda_cost::billed_ms(wall),
                 format!("${:.4}", lambda_cost::usd_per_million(wall, 128)),
+                format!(
+                    "${:.4} ({line_bytes} B)",
+                    lambda_cost::logs_usd_per_million(line_bytes)
+                ),
             ));
         }
         self.appendix.extend(lines);
+        Ok(())
     }
+}
+
+/// A route's successful request: method, path, status, outcome.
+type Request = (&'static str, &'static str, u16, Option<Outcome>);
+
+/// Each route: its name, its function, its p50 in `far`, its request.
+fn routes_at(far: &RouteP50s) -> [(&'static str, &'static str, f64, Request); 4] {
+    let login = (
+        "POST",
+        sso_login::ROUTE,
+        200,
+        Some(sso_login::outcome::SUCCEEDED),
+    );
+    let list = (
+        "GET",
+        "/api/v1/conversations",
+        200,
+        Some(conversations::outcome::LISTED),
+    );
+    let create = (
+        "POST",
+        "/api/v1/conversations",
+        201,
+        Some(conversations::outcome::CREATED),
+    );
+    [
+        (
+            "/health",
+            "health",
+            far.health,
+            ("GET", "/health", 200, None),
+        ),
+        ("sso-login", "sso-login", far.login, login),
+        ("conversations list", "conversations", far.list, list),
+        ("conversations create", "conversations", far.create, create),
+    ]
+}
+
+/// The bytes of the access line that `function` writes on Lambda for
+/// `request` answered in `wall` ms (the user's id as long as a real one).
+fn access_line_bytes(function: &str, request: Request, wall: f64) -> anyhow::Result<usize> {
+    let (method, path, status, outcome) = request;
+    lambda_cost::lambda_access_line_bytes(
+        function,
+        &AccessEntry {
+            request_id: "1322d753-4c55-464e-956d-39dbec2e7165",
+            method,
+            route: path,
+            path,
+            status,
+            latency_ms: wall,
+            outcome,
+            // Every route but /health has a user.
+            user_id: outcome.map(|_| 123_456),
+            cold_start: false,
+        },
+    )
 }
 
 /// Redis on this port of 127.0.0.1 (the store, or its proxy).
