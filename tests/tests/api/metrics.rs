@@ -220,40 +220,32 @@ async fn conversations_created_and_listed_are_outcomes_with_their_caller() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let listed = client()
-        .get(format!("{base}/api/v1/conversations"))
-        .header("Authorization", &bearer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listed.status(), 200);
-    let missing = client()
-        .get(format!("{base}/api/v1/conversations/999999"))
-        .header("Authorization", &bearer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
-    let anonymous = client()
-        .get(format!("{base}/api/v1/conversations"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(anonymous.status(), 401);
+    // A GET of `path`, with the caller's token or none: its status and request id.
+    let get = async |path: &str, bearer: Option<&str>| {
+        let mut request = client().get(format!("{base}{path}"));
+        if let Some(bearer) = bearer {
+            request = request.header("Authorization", bearer);
+        }
+        let r = request.send().await.unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        (r.status(), id)
+    };
+    let (listed, listed_id) = get("/api/v1/conversations", Some(&bearer)).await;
+    assert_eq!(listed, 200);
+    let (missing, missing_id) = get("/api/v1/conversations/999999", Some(&bearer)).await;
+    assert_eq!(missing, 404);
+    let (anonymous, anonymous_id) = get("/api/v1/conversations", None).await;
+    assert_eq!(anonymous, 401);
     // Signed out everywhere: the token is refused, and its line says whose.
     sso_login::sessions::end_sessions_of(&pool, "metrics-conversations")
         .await
         .unwrap();
-    let ended = client()
-        .get(format!("{base}/api/v1/conversations"))
-        .header("Authorization", &bearer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ended.status(), 401);
-    let id_of = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().unwrap().to_owned();
-    let (created_id, listed_id) = (id_of(&created), id_of(&listed));
-    let (missing_id, anonymous_id, ended_id) = (id_of(&missing), id_of(&anonymous), id_of(&ended));
+    let (ended, ended_id) = get("/api/v1/conversations", Some(&bearer)).await;
+    assert_eq!(ended, 401);
+    let created_id = created.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let stderr = process.stop().await;
     // Each line names the caller whose token passed, whatever the answer.
     for request_id in [&created_id, &listed_id, &missing_id, &ended_id] {

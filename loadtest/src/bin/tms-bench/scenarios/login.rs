@@ -225,8 +225,8 @@ impl Bench<'_> {
             "sso-login's CPU per login, {per_login:.1} us: its store work alone {:.1} us ({} logins' claim, \
              record and completion by its own code, {CONCURRENCY} at a time on one thread, no HTTP, no tokens; \
              {:.1} us without the completion) + /health's {per_health:.1} us (an HTTP exchange) = {floor:.1} us, \
-             {:.2} x /health besides verifying and signing tokens; the rest, {:.1} us, is the tokens, the login's \
-             log line, the JSON and the login's task (from unrounded figures)",
+             {:.2} x /health besides verifying and signing tokens; the rest, {:.1} us, is the tokens, the JSON \
+             and the login's task (from unrounded figures)",
             stores.cpu_us_per_login,
             stores.logins,
             without_completion.cpu_us_per_login,
