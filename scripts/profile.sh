@@ -35,12 +35,16 @@ attach() {
   # Where the kernel offers no syscall tracepoints, only the profile.
   perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pid" \
     -o "$out/$name.stat" >/dev/null 2>&1 &
+  # This process's requests: the log's access lines when it exits (a later
+  # process of the same name appends to the same log), counted at once
+  # rather than after perf has written its files.
+  (
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.01; done
+    grep -c '"target":"access"' "$out/work/$name.log" >"$out/$name.requests" 2>/dev/null || true
+  ) &
   perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$pid" \
     -o "$out/$name.data" >/dev/null 2>&1 || true
   wait
-  # This process's requests: the log's access lines up to its exit (a later
-  # process of the same name appends to it).
-  grep -c '"target":"access"' "$out/work/$name.log" >"$out/$name.requests" 2>/dev/null || true
 }
 for name in "${FUNCTION_NAMES[@]}"; do attach "$name" & done
 BENCH_BIN_DIR=$bin BENCH_WORK_DIR=$out/work "$bin/tms-bench" | grep -E '^(==|/health|sso-login|conversations)' || true
@@ -59,10 +63,16 @@ echo
 echo "== system calls and context switches per request (perf stat; each function's first process)"
 for name in "${FUNCTION_NAMES[@]}"; do
   requests=$(cat "$out/$name.requests" 2>/dev/null || true)
-  [ -s "$out/$name.stat" ] && [ "${requests:-0}" -gt 0 ] || continue
+  [ "${requests:-0}" -gt 0 ] || continue
+  # Counts are numbers, or perf's "<not supported>" / "<not counted>".
   awk -F, -v name="$name" -v requests="$requests" '
-    $3 == "raw_syscalls:sys_enter" { calls = $1 }
-    $3 == "context-switches" { switches = $1 }
-    END { if (calls != "" && calls != "<not supported>") printf "%-14s %8d requests  %6.2f system calls  %6.2f context switches per request\n", name, requests, calls / requests, switches / requests }
-  ' "$out/$name.stat"
+    index($3, "raw_syscalls:sys_enter") == 1 { calls = $1 }
+    index($3, "context-switches") == 1 { switches = $1 }
+    END {
+      if (calls ~ /^[0-9]+$/ && switches ~ /^[0-9]+$/)
+        printf "%-14s %8d requests  %6.2f system calls  %6.2f context switches per request\n", name, requests, calls / requests, switches / requests
+      else
+        printf "%-14s not counted (perf stat: no syscall tracepoints or no permission)\n", name
+    }
+  ' "$out/$name.stat" 2>/dev/null || echo "$name: not counted (perf stat left no figures)"
 done

@@ -57,7 +57,8 @@ fn main() -> anyhow::Result<()> {
     let bin_dir =
         PathBuf::from(std::env::var("BENCH_BIN_DIR").unwrap_or_else(|_| "target/release".into()));
     // BENCH_WORK_DIR: kept afterwards, with the functions' logs (make
-    // profile counts their requests there).
+    // profile counts their requests there). Give a new or empty directory:
+    // the logs are appended to.
     let kept = std::env::var_os("BENCH_WORK_DIR").map(PathBuf::from);
     let work = kept
         .clone()

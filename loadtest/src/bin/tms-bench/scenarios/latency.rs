@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use loadtest::function_process::FunctionProcess;
 use loadtest::lambda_cost;
@@ -77,7 +78,7 @@ impl Bench<'_> {
             (redis_proxy.port, pg_proxy.port),
             bound_of(2.0),
         )?;
-        self.lambda_costs(&far, each_way)?;
+        self.lambda_costs(&far, each_way);
         Ok(())
     }
 
@@ -207,7 +208,7 @@ impl Bench<'_> {
     /// the wall time it took with the injected latency: at 128 MB and at
     /// template.yaml's memory size for its function; and what its access
     /// line costs in CloudWatch Logs.
-    fn lambda_costs(&mut self, far: &RouteP50s, each_way: f64) -> anyhow::Result<()> {
+    fn lambda_costs(&mut self, far: &RouteP50s, each_way: f64) {
         let template = std::fs::read_to_string("template.yaml").unwrap_or_default();
         let mut lines = vec![
             String::new(),
@@ -221,7 +222,7 @@ impl Bench<'_> {
             ),
             format!(
                 "and its access line in CloudWatch Logs, as Lambda writes it (CloudWatch EMF included; \
-                 Lambda's own START, END and REPORT lines come on top): ${:.2} per GB ({})",
+                 Lambda's own START, END and REPORT lines come on top): ${:.2} per GB of 2^30 bytes ({})",
                 lambda_cost::LOGS_USD_PER_GB,
                 lambda_cost::LOGS_PRICE_SOURCE
             ),
@@ -231,7 +232,13 @@ impl Bench<'_> {
             ),
         ];
         for (route, function, wall, request) in routes_at(far) {
-            let line_bytes = access_line_bytes(function, request, wall)?;
+            let line_cost = match access_line_bytes(function, request, wall) {
+                Ok(bytes) => format!(
+                    "${:.4} ({bytes} B)",
+                    lambda_cost::logs_usd_per_million(bytes)
+                ),
+                Err(e) => format!("n/a: {e}"),
+            };
             let at_template = match lambda_cost::template_memory_mb(&template, function) {
                 Some(mb) => format!("${:.4} at {mb} MB", lambda_cost::usd_per_million(wall, mb)),
                 None => "no MemorySize read".into(),
@@ -240,14 +247,10 @@ impl Bench<'_> {
                 "{route:<22} | {wall:>6.3} ms | {:>3} ms | {:>10} | {at_template:>22} | {:>20}",
                 lambda_cost::billed_ms(wall),
                 format!("${:.4}", lambda_cost::usd_per_million(wall, 128)),
-                format!(
-                    "${:.4} ({line_bytes} B)",
-                    lambda_cost::logs_usd_per_million(line_bytes)
-                ),
+                line_cost,
             ));
         }
         self.appendix.extend(lines);
-        Ok(())
     }
 }
 
@@ -291,6 +294,8 @@ fn routes_at(far: &RouteP50s) -> [(&'static str, &'static str, f64, Request); 4]
 /// `request` answered in `wall` ms (the user's id as long as a real one).
 fn access_line_bytes(function: &str, request: Request, wall: f64) -> anyhow::Result<usize> {
     let (method, path, status, outcome) = request;
+    // As a measured latency prints: down to the nanosecond.
+    let latency_ms = Duration::from_nanos((wall * 1e6).round() as u64 + 321).as_secs_f64() * 1e3;
     lambda_cost::lambda_access_line_bytes(
         function,
         &AccessEntry {
@@ -299,7 +304,7 @@ fn access_line_bytes(function: &str, request: Request, wall: f64) -> anyhow::Res
             route: path,
             path,
             status,
-            latency_ms: wall,
+            latency_ms,
             outcome,
             // Every route but /health has a user.
             user_id: outcome.map(|_| 123_456),
