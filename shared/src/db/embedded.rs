@@ -6,7 +6,7 @@
 //! parent opens it with these pieces (`Database::open_sqlite`).
 
 use std::fs::{File, TryLockError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -19,8 +19,9 @@ use sqlx::sqlite::{
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The file used when `DATABASE_URL` is unset, in the temporary directory.
 const FILE_NAME: &str = "tms-chat.sqlite3";
-/// After the database's path: the file whose lock a migrating process holds.
-const MIGRATION_LOCK_SUFFIX: &str = "-migrations.lock";
+/// After the database's path: the file whose lock a process opening or
+/// migrating the database holds.
+const LOCK_SUFFIX: &str = "-migrations.lock";
 
 /// As `db`'s PostgreSQL migration files, for `migrations/sqlite/`.
 pub(super) const MIGRATION_FILES: &[(i64, &str, &str)] = &[
@@ -72,12 +73,9 @@ pub async fn run_sqlite<T>(
 /// Held while this process migrates the file: sqlx's migrator takes no lock
 /// on SQLite, and two processes that open a fresh file at once (`make run`
 /// and `make token` started together) would both apply its first
-/// migrations, and one would fail ("table already exists"). An advisory
-/// lock on a file beside the database, never on the database itself:
-/// closing any descriptor of that file would drop the POSIX locks SQLite
-/// holds on it in this process. Waits up to `wait` for another holder.
-/// None for a database in memory (no file: [`open`] connects at once,
-/// which creates a file database's file).
+/// migrations, and one would fail ("table already exists"). Waits up to
+/// `wait` for another holder. None for a database in memory (no file:
+/// [`open`] connects at once, which creates a file database's file).
 pub(super) async fn lock_for_migrations(
     pool: &SqlitePool,
     wait: Duration,
@@ -86,8 +84,19 @@ pub(super) async fn lock_for_migrations(
     if !database.is_file() {
         return Ok(None);
     }
-    let mut path = database.into_os_string();
-    path.push(MIGRATION_LOCK_SUFFIX);
+    hold_lock_beside(&database, wait, "migrating")
+        .await
+        .map(Some)
+}
+
+/// An advisory lock (`flock`) on a file beside `database`, shared by
+/// whoever opens or migrates it: never on the database itself, since
+/// closing any descriptor of that file would drop the POSIX locks SQLite
+/// holds on it in this process. `doing`: what a holder is said to be
+/// doing when it holds the lock too long.
+async fn hold_lock_beside(database: &Path, wait: Duration, doing: &str) -> anyhow::Result<File> {
+    let mut path = database.as_os_str().to_owned();
+    path.push(LOCK_SUFFIX);
     let path = PathBuf::from(path);
     let lock = File::options()
         .create(true)
@@ -98,12 +107,12 @@ pub(super) async fn lock_for_migrations(
     let deadline = Instant::now() + wait;
     loop {
         match lock.try_lock() {
-            Ok(()) => return Ok(Some(lock)),
+            Ok(()) => return Ok(lock),
             Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(TryLockError::WouldBlock) => anyhow::bail!(
-                "something else (another process or pool) has been migrating the embedded database for over {wait:?} (it holds {})",
+                "something else (another process or pool) has been {doing} the embedded database for over {wait:?} (it holds {})",
                 path.display()
             ),
             Err(TryLockError::Error(e)) => {
@@ -124,6 +133,13 @@ pub(super) async fn open(url: &str, busy_timeout: Duration) -> anyhow::Result<Sq
         .busy_timeout(busy_timeout);
     // An in-memory database lives as long as its one connection.
     let in_memory = url.contains(":memory:");
+    // The first connection to a fresh file turns it to WAL, which SQLite
+    // may refuse at once ("database is locked") while another process
+    // opens or migrates it: one at a time, under the migrations' lock.
+    let _opening = match in_memory {
+        true => None,
+        false => Some(hold_lock_beside(options.get_filename(), OPEN_TIMEOUT, "opening").await?),
+    };
     SqlitePoolOptions::new()
         .max_connections(if in_memory { 1 } else { 4 })
         .min_connections(u32::from(in_memory))
