@@ -92,8 +92,8 @@ pub(super) async fn lock_for_migrations(
 /// An advisory lock (`flock`) on a file beside `database`, shared by
 /// whoever opens or migrates it: never on the database itself, since
 /// closing any descriptor of that file would drop the POSIX locks SQLite
-/// holds on it in this process. `doing`: what a holder is said to be
-/// doing when it holds the lock too long.
+/// holds on it in this process. `doing`: what this process is about to do
+/// (for the error when another holds the lock too long).
 async fn hold_lock_beside(database: &Path, wait: Duration, doing: &str) -> anyhow::Result<File> {
     let mut path = database.as_os_str().to_owned();
     path.push(LOCK_SUFFIX);
@@ -112,7 +112,7 @@ async fn hold_lock_beside(database: &Path, wait: Duration, doing: &str) -> anyho
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(TryLockError::WouldBlock) => anyhow::bail!(
-                "something else (another process or pool) has been {doing} the embedded database for over {wait:?} (it holds {})",
+                "cannot start {doing} the embedded database: something else (another process or pool) has held {} for over {wait:?}",
                 path.display()
             ),
             Err(TryLockError::Error(e)) => {
@@ -136,9 +136,10 @@ pub(super) async fn open(url: &str, busy_timeout: Duration) -> anyhow::Result<Sq
     // The first connection to a fresh file turns it to WAL, which SQLite
     // may refuse at once ("database is locked") while another process
     // opens or migrates it: one at a time, under the migrations' lock.
-    let _opening = match in_memory {
-        true => None,
-        false => Some(hold_lock_beside(options.get_filename(), OPEN_TIMEOUT, "opening").await?),
+    let _opening = if in_memory {
+        None
+    } else {
+        Some(hold_lock_beside(options.get_filename(), OPEN_TIMEOUT, "opening").await?)
     };
     SqlitePoolOptions::new()
         .max_connections(if in_memory { 1 } else { 4 })
