@@ -276,3 +276,8 @@ pub async fn run_script(db: &shared::db::Database, script: &str) -> u64 {
         sqlite(pool) => sqlx::raw_sql(script).execute(pool).await.unwrap().rows_affected(),
     )
 }
+
+/// The JSON lines of a process's stderr (its log), anything else skipped.
+pub fn json_lines(stderr: &str) -> impl Iterator<Item = serde_json::Value> + '_ {
+    stderr.lines().filter_map(|l| serde_json::from_str(l).ok())
+}

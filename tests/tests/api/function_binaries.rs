@@ -165,9 +165,7 @@ async fn the_access_log_is_json_with_route_status_latency_and_id_and_no_token() 
         !stderr.contains(token) && !stderr.contains("secret-bearer"),
         "{stderr}"
     );
-    let line: Value = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let line: Value = json_lines(&stderr)
         .find(|v| v["request_id"] == request_id.as_str())
         .unwrap_or_else(|| panic!("no access line for {request_id}: {stderr}"));
     assert_eq!(line["route"], "/health");

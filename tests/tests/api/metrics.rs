@@ -31,9 +31,7 @@ fn login_event(token: &str) -> Value {
 
 /// The one JSON line of stderr that logs `request_id`.
 fn line_of(stderr: &str, request_id: &str) -> Value {
-    let lines: Vec<Value> = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let lines: Vec<Value> = json_lines(stderr)
         .filter(|v| v["request_id"] == request_id && v["target"] == "access")
         .collect();
     assert_eq!(lines.len(), 1, "one line for {request_id}: {stderr}");
@@ -150,11 +148,8 @@ async fn on_lambda_each_login_writes_one_emf_line_with_its_outcome() {
     for request_id in [&replay_id, &invalid_id] {
         assert!(line_of(&stderr, request_id).get("user_id").is_none());
     }
-    let lines = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok());
     assert!(
-        lines
+        json_lines(&stderr)
             .filter(|line| line.get("user_id").is_some())
             .all(|line| line["target"] == "access"),
         "a login's user in a line besides its access line: {stderr}"

@@ -603,13 +603,6 @@ async fn a_database_behind_the_code_is_a_503_not_a_500() {
     tests::services::clear_redis_prefix(crate::sso::SHARED_REDIS, &prefix);
 }
 
-/// The JSON lines of a function's stderr.
-fn json_lines(stderr: &str) -> impl Iterator<Item = Value> + '_ {
-    stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-}
-
 /// `/health/ready` of the health binary on the given Redis.
 async fn readiness(redis_url: &str) -> (StatusCode, Value) {
     let (health, base) = start_function("health", &[("REDIS_URL", redis_url)]).await;

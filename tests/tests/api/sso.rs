@@ -819,9 +819,7 @@ async fn a_login_whose_client_left_runs_to_its_end_and_says_so() {
     assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
     let stderr = process.stop().await;
     assert!(!stderr.contains(&token), "the token reached the log");
-    let completed: Vec<Value> = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let completed: Vec<Value> = json_lines(&stderr)
         .filter(|l| l["message"] == "login completed after its client left")
         .collect();
     assert_eq!(completed.len(), 1, "{stderr}");
@@ -831,9 +829,7 @@ async fn a_login_whose_client_left_runs_to_its_end_and_says_so() {
         "{}",
         completed[0]
     );
-    let users: Vec<i64> = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let users: Vec<i64> = json_lines(&stderr)
         .filter_map(|l| l["user_id"].as_i64())
         .collect();
     assert_eq!(
