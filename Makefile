@@ -11,7 +11,7 @@ SHELL := /bin/bash
 USER_ID ?= local-user
 SSO_SUB ?= local-user
 
-.PHONY: help run test test-under-load test-no-sdk fmt lint check migrate sign-out-user migrate-large fleet token sso-token watch check-watch verify verify-local bench profile chaos openapi schemathesis fuzz
+.PHONY: help run test test-under-load test-no-sdk fmt lint check migrate sign-out-user migrate-large fleet token sso-token watch check-watch verify verify-local bench profile instructions chaos openapi schemathesis fuzz
 
 ## help: list every target with what it does (also what bare `make` does)
 help:
@@ -87,6 +87,10 @@ bench:
 ## profile: make bench's load on binaries with symbols, perf attached: each function's hottest code
 profile:
 	@scripts/profile.sh
+
+## instructions: make bench's login load under callgrind: instructions per request of /health and the login, the same from run to run
+instructions:
+	@scripts/instructions.sh
 
 ## chaos: faults under load, single-use invariants checked (CHAOS_SECONDS_PER_FAULT=2 in CI; 20 for a long run)
 CHAOS_SECONDS_PER_FAULT ?= 2

@@ -10,7 +10,8 @@
 #                                server, and the packages below. scripts/test.sh
 #                                sources it with `all`.
 #   scripts/services.sh bench    all, and wrk and pgbench for make bench
-#                                (`bench perf`: and perf, for make profile).
+#                                (`bench perf`: and perf, for make profile;
+#                                `bench valgrind`: and valgrind, for make instructions).
 #   scripts/services.sh python   only the Python packages of the template checks
 #                                (tests/templates): pytest, cfn-lint,
 #                                aws-sam-translator, PyYAML. make check-templates.
@@ -118,7 +119,8 @@ _svc_all() {
 }
 
 # What `make bench` and `make profile` run besides the servers: the load
-# generator, pgbench (PostgreSQL's package), and perf for `make profile`.
+# generator, pgbench (PostgreSQL's package), perf for `make profile` and
+# valgrind for `make instructions`.
 _svc_bench() {
   _svc_all || return 1
   command -v wrk >/dev/null || _svc_apt_install wrk || return 1
@@ -127,6 +129,9 @@ _svc_bench() {
   if [ "${1:-}" = perf ] && ! command -v perf >/dev/null; then
     _svc_apt_install linux-perf || return 1
   fi
+  if [ "${1:-}" = valgrind ] && ! command -v callgrind_control >/dev/null; then
+    _svc_apt_install valgrind || return 1
+  fi
   return 0
 }
 
@@ -134,5 +139,5 @@ case "${1:-all}" in
   all) _svc_all ;;
   python) _svc_python ;;
   bench) _svc_bench "${2:-}" ;;
-  *) _svc_fail "usage: scripts/services.sh [all|python|bench [perf]]" ;;
+  *) _svc_fail "usage: scripts/services.sh [all|python|bench [perf|valgrind]]" ;;
 esac
