@@ -12,6 +12,7 @@ pub mod config_error;
 pub mod cors;
 pub mod db;
 pub mod error;
+pub mod hmac_keys;
 pub mod host;
 pub mod http;
 pub mod log_writer;

@@ -82,7 +82,9 @@ pub fn key_id(secret: &[u8]) -> String {
         .chain_update(b"tms-chat api token key id\0")
         .chain_update(secret)
         .finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = format!("{digest:x}");
+    hex.truncate(16);
+    hex
 }
 
 /// A freshly issued API token.
@@ -100,6 +102,9 @@ impl ApiTokens {
 
     /// Signs with `secret`; `previous` secrets only verify (a key rotation).
     pub fn with_previous(secret: &[u8], previous: &[&[u8]], lifetime: Duration) -> Self {
+        for key in std::iter::once(&secret).chain(previous) {
+            crate::hmac_keys::prepare(key);
+        }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[API_ISSUER]);
         validation.set_audience(&[API_AUDIENCE]);
@@ -338,7 +343,8 @@ mod tests {
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.kid.as_deref(), Some(key_id(KEY).as_str()));
         assert_eq!(tokens.signing_key_id(), key_id(KEY));
-        assert_eq!(key_id(KEY).len(), 16);
+        // Tokens already issued carry it: it never changes for a key.
+        assert_eq!(key_id(KEY), "36a79983f5cc0433");
         assert_ne!(key_id(KEY), key_id(OLD));
         assert!(!token.contains(std::str::from_utf8(KEY).unwrap()));
         let claims = tokens.verify(&token).unwrap();

@@ -12,6 +12,7 @@
 //! a storm of them costs the identity provider at most one fetch per
 //! [`JWKS_MIN_REFRESH`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex, RwLock};
 use std::time::{Duration, Instant};
@@ -83,8 +84,9 @@ pub struct SsoVerifier(Arc<Inner>);
 
 struct Inner {
     keys: Keys,
-    issuer: Option<String>,
-    audience: Option<String>,
+    /// The checks of the keys' algorithms (HS256 for the secret; RS256 and
+    /// ES256 from a key set), each built once.
+    validations: Vec<Validation>,
 }
 
 enum Keys {
@@ -95,39 +97,54 @@ enum Keys {
 impl SsoVerifier {
     /// The verifier the settings describe (`production`: a JWKS is fetched over HTTPS only).
     pub fn from_settings(sso: &SsoSettings, app_env: AppEnv) -> Self {
-        let keys = match &sso.keys {
+        let (keys, algorithms) = match &sso.keys {
             SsoKeys::Secret(secret) => {
-                Keys::Secret(DecodingKey::from_secret(secret.expose().as_bytes()))
+                shared::hmac_keys::prepare(secret.expose().as_bytes());
+                let key = DecodingKey::from_secret(secret.expose().as_bytes());
+                (Keys::Secret(key), &[Algorithm::HS256][..])
             }
-            SsoKeys::JwksUrl(url) => Keys::Jwks(Arc::new(JwksCache::new(
-                url.clone(),
-                app_env == AppEnv::Production,
-            ))),
+            SsoKeys::JwksUrl(url) => {
+                let cache = JwksCache::new(url.clone(), app_env == AppEnv::Production);
+                (
+                    Keys::Jwks(Arc::new(cache)),
+                    &[Algorithm::RS256, Algorithm::ES256][..],
+                )
+            }
         };
-        Self(Arc::new(Inner {
-            keys,
-            issuer: sso.issuer.clone(),
-            audience: sso.audience.clone(),
-        }))
+        let validations = algorithms
+            .iter()
+            .map(|algorithm| validation(*algorithm, sso))
+            .collect();
+        Self(Arc::new(Inner { keys, validations }))
     }
 
     /// Verifies a GCGC token.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
-        // An unknown or absent `alg` (including "none") fails to parse here.
-        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Invalid)?;
+        // Exactly the key's algorithm: an HS256 token "signed" with an RSA
+        // public key, or any other swap, is refused. An unknown or absent
+        // `alg` (including "none") fails to parse.
         let (algorithm, key) = match &self.0.keys {
-            Keys::Secret(key) => (Algorithm::HS256, key.clone()),
+            // The validation's one algorithm is the secret's: jsonwebtoken
+            // refuses any other `alg` as it reads the header.
+            Keys::Secret(key) => (Algorithm::HS256, Cow::Borrowed(key)),
             Keys::Jwks(cache) => {
+                let header =
+                    jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Invalid)?;
                 let kid = header.kid.as_deref().ok_or(VerifyError::Invalid)?;
-                cache.key(kid).await?
+                let (algorithm, key) = cache.key(kid).await?;
+                if header.alg != algorithm {
+                    return Err(VerifyError::Invalid);
+                }
+                (algorithm, Cow::Owned(key))
             }
         };
-        // Exactly the key's algorithm: an HS256 token "signed" with an RSA
-        // public key, or any other swap, is refused.
-        if header.alg != algorithm {
-            return Err(VerifyError::Invalid);
-        }
-        let claims = jsonwebtoken::decode::<SsoClaims>(token, &key, &self.validation(algorithm))
+        let validation = self
+            .0
+            .validations
+            .iter()
+            .find(|v| v.algorithms == [algorithm])
+            .ok_or(VerifyError::Invalid)?;
+        let claims = jsonwebtoken::decode::<SsoClaims>(token, &key, validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => VerifyError::Expired,
                 ErrorKind::ImmatureSignature => VerifyError::NotYetValid,
@@ -159,31 +176,32 @@ impl SsoVerifier {
             signed_part,
         })
     }
+}
 
-    fn validation(&self, algorithm: Algorithm) -> Validation {
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        // A configured issuer or audience must be in the token, not merely
-        // match when present.
-        let mut required = vec!["exp", "sub"];
-        match &self.0.issuer {
-            Some(iss) => {
-                validation.set_issuer(&[iss]);
-                required.push("iss");
-            }
-            None => validation.iss = None,
+/// The checks of a token signed with `algorithm`, by the settings.
+fn validation(algorithm: Algorithm, sso: &SsoSettings) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_nbf = true;
+    // A configured issuer or audience must be in the token, not merely
+    // match when present.
+    let mut required = vec!["exp", "sub"];
+    match &sso.issuer {
+        Some(iss) => {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
         }
-        match &self.0.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
-        validation
+        None => validation.iss = None,
     }
+    match &sso.audience {
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation
 }
 
 type KeyMap = HashMap<String, (Algorithm, DecodingKey)>;

@@ -214,15 +214,10 @@ impl ReplayStore {
 /// A token's replay key without the deployment's prefix: from `jti` when
 /// present, else from the token's signed part (see [`ReplayStore::key`]).
 fn token_key(token: &VerifiedToken) -> String {
-    let hex = |bytes: &[u8]| {
-        Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    // `{:x}` of the digest: its hex in one write, not a string per byte.
     match token.claims.jti.as_deref().filter(|j| !j.is_empty()) {
-        Some(jti) => format!("sso:jti:{}", hex(jti.as_bytes())),
-        None => format!("sso:token:{}", hex(token.signed_part.as_bytes())),
+        Some(jti) => format!("sso:jti:{:x}", Sha256::digest(jti)),
+        None => format!("sso:token:{:x}", Sha256::digest(&token.signed_part)),
     }
 }
 
@@ -260,6 +255,16 @@ mod tests {
         assert!(by_jti.starts_with("tms:sso:jti:") && by_jti.len() == "tms:sso:jti:".len() + 64);
         assert!(by_token.starts_with("tms:sso:token:"));
         assert!(!by_jti.contains("abc-123") && !by_token.contains("payload"));
+        // The marks and the database's records already written use these
+        // names: SHA-256 in lowercase hex, never another spelling.
+        assert_eq!(
+            by_jti,
+            "tms:sso:jti:5942d94f524882e0f29bf0a1e5a6dcc952eea1c0c21dd3588a3fc7db9716db0c"
+        );
+        assert_eq!(
+            by_token,
+            "tms:sso:token:7c1b543af11f4e390b0a795ea0bb25d5c6fdced0d433df460b6684be9eaacfec"
+        );
         assert_eq!(
             store.key(&token(Some(""), "eyJhbGciOiJIUzI1NiJ9.payload")),
             by_token
