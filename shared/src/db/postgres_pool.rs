@@ -21,7 +21,6 @@
 //! then runs it in one round trip; behind a transaction-mode pooler nothing
 //! is named and nothing is set for the session (see [`PgSession::query`]).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -108,8 +107,11 @@ pub(super) fn io_error_within(error: &(dyn std::error::Error + 'static)) -> bool
 pub struct PgSession {
     client: Client,
     pooler: Pooler,
-    /// Statements prepared on this session, by their text (direct mode only).
-    prepared: HashMap<String, Statement>,
+    /// Statements prepared on this session, with their text (direct mode
+    /// only). A list, not a map: a few statements, found by comparing their
+    /// lengths first, where a map hashed the whole text of each statement
+    /// run (about 2,000 instructions a login, `make instructions`).
+    prepared: Vec<(String, Statement)>,
 }
 
 /// Behind a transaction-mode pooler, what a session would set once is set
@@ -168,8 +170,9 @@ impl PgSession {
     ) -> Result<(Vec<Row>, u64), tokio_postgres::Error> {
         match self.pooler {
             Pooler::None => {
-                let statement = match self.prepared.get(sql) {
-                    Some(statement) => statement.clone(),
+                let known = self.prepared.iter().find(|(text, _)| text == sql);
+                let statement = match known {
+                    Some((_, statement)) => statement.clone(),
                     None => {
                         let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
                         // Boxed, as a connect is (`acquire_unbounded`): once per
@@ -178,7 +181,7 @@ impl PgSession {
                         if self.prepared.len() >= MAX_PREPARED {
                             self.prepared.clear();
                         }
-                        self.prepared.insert(sql.to_owned(), statement.clone());
+                        self.prepared.push((sql.to_owned(), statement.clone()));
                         statement
                     }
                 };
@@ -449,7 +452,7 @@ impl Shared {
         Ok(PgSession {
             client,
             pooler: target.pooler,
-            prepared: HashMap::new(),
+            prepared: Vec::new(),
         })
     }
 
