@@ -88,7 +88,7 @@ bench:
 profile:
 	@scripts/profile.sh
 
-## instructions: make bench's login load under callgrind: instructions per request of /health and the login, the same from run to run
+## instructions: make bench's login load under callgrind: instructions per request of /health and the login, within about 1 % from run to run
 instructions:
 	@scripts/instructions.sh
 

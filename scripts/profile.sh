@@ -13,11 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
 source scripts/services.sh bench perf
-echo "profile: building with symbols (cargo's progress below)" >&2
 # shellcheck source=scripts/functions.sh
 source scripts/functions.sh
-cargo build --profile profiling "${DEPLOY_BUILD_ARGS[@]}"
-cargo build --profile profiling -p loadtest --bin tms-bench --bin tms-ceiling
+build_with_symbols profile
 out=target/profiling/perf
 rm -rf "$out" && mkdir -p "$out"
 bin=$(pwd)/target/profiling

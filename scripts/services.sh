@@ -129,8 +129,9 @@ _svc_bench() {
   if [ "${1:-}" = perf ] && ! command -v perf >/dev/null; then
     _svc_apt_install linux-perf || return 1
   fi
-  if [ "${1:-}" = valgrind ] && ! command -v callgrind_control >/dev/null; then
-    _svc_apt_install valgrind || return 1
+  if [ "${1:-}" = valgrind ]; then
+    command -v callgrind_control >/dev/null || _svc_apt_install valgrind || return 1
+    command -v ss >/dev/null || _svc_apt_install iproute2 || return 1
   fi
   return 0
 }

@@ -2,8 +2,8 @@
 //!
 //! jsonwebtoken makes an HMAC key from the secret's bytes for every token it
 //! signs or verifies: the key's two padded blocks hashed, then dropped.
-//! That was about a tenth of a login's instructions (`make instructions`):
-//! the login verifies one token and signs another. [`prepare`] keeps the
+//! That was about 5,200 instructions a token (`make instructions`), and a
+//! login verifies one token and signs another. [`prepare`] keeps the
 //! prepared key of each secret this process signs or verifies with (the API
 //! tokens' secrets, the identity provider's shared secret), and the crypto
 //! provider installed here hands jsonwebtoken those keys. Everything else
@@ -14,7 +14,7 @@ use std::sync::{Arc, LazyLock, RwLock};
 
 use aws_lc_rs::hmac;
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, aws_lc};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
 
 /// Secrets kept at most: a process has a few (the signing one, the
 /// previous ones of a rotation, the identity provider's); a bound keeps a
@@ -22,13 +22,16 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 const MAX_KEYS: usize = 16;
 
 /// A secret, and its key prepared.
-type PreparedKey = (Box<[u8]>, Arc<hmac::Key>);
+struct PreparedKey {
+    secret: Box<[u8]>,
+    key: Arc<hmac::Key>,
+}
 
 static KEYS: RwLock<Vec<PreparedKey>> = RwLock::new(Vec::new());
 
 static PROVIDER: LazyLock<CryptoProvider> = LazyLock::new(|| CryptoProvider {
-    signer_factory: signer,
-    verifier_factory: verifier,
+    signer_factory,
+    verifier_factory,
     ..aws_lc::DEFAULT_PROVIDER.clone()
 });
 
@@ -41,26 +44,27 @@ static INSTALLED: LazyLock<bool> = LazyLock::new(|| PROVIDER.install_default().i
 /// Prepares `secret`'s HS256 key for every later token signed or verified
 /// with it in this process.
 pub fn prepare(secret: &[u8]) {
-    if !*INSTALLED {
-        return;
-    }
-    let mut keys = KEYS.write().unwrap_or_else(|p| p.into_inner());
-    if keys.len() < MAX_KEYS && !keys.iter().any(|(s, _)| **s == *secret) {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-        keys.push((secret.into(), Arc::new(key)));
+    if *INSTALLED {
+        keep(secret);
     }
 }
 
-/// Whether this process's tokens use the prepared keys.
-pub fn installed() -> bool {
-    *INSTALLED
+/// Keeps `secret`'s prepared key (once, and up to [`MAX_KEYS`]).
+fn keep(secret: &[u8]) {
+    let mut keys = KEYS.write().unwrap_or_else(|p| p.into_inner());
+    if keys.len() < MAX_KEYS && !keys.iter().any(|k| *k.secret == *secret) {
+        keys.push(PreparedKey {
+            secret: secret.into(),
+            key: Arc::new(hmac::Key::new(hmac::HMAC_SHA256, secret)),
+        });
+    }
 }
 
 fn prepared(secret: &[u8]) -> Option<Arc<hmac::Key>> {
     let keys = KEYS.read().unwrap_or_else(|p| p.into_inner());
     keys.iter()
-        .find(|(s, _)| **s == *secret)
-        .map(|(_, key)| Arc::clone(key))
+        .find(|k| *k.secret == *secret)
+        .map(|k| Arc::clone(&k.key))
 }
 
 struct PreparedHs256(Arc<hmac::Key>);
@@ -90,11 +94,14 @@ impl JwtVerifier for PreparedHs256 {
     }
 }
 
-fn signer(
+// Only an HMAC key of HS256: jsonwebtoken's own refuses an RSA or EC key
+// for HMAC (their bytes could equal a prepared secret), and so does this.
+fn signer_factory(
     algorithm: &Algorithm,
     key: &EncodingKey,
 ) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
     if *algorithm == Algorithm::HS256
+        && key.family() == AlgorithmFamily::Hmac
         && let Some(key) = prepared(key.as_bytes())
     {
         return Ok(Box::new(PreparedHs256(key)));
@@ -102,11 +109,12 @@ fn signer(
     (aws_lc::DEFAULT_PROVIDER.signer_factory)(algorithm, key)
 }
 
-fn verifier(
+fn verifier_factory(
     algorithm: &Algorithm,
     key: &DecodingKey,
 ) -> jsonwebtoken::errors::Result<Box<dyn JwtVerifier>> {
     if *algorithm == Algorithm::HS256
+        && key.family() == AlgorithmFamily::Hmac
         && let Ok(secret) = key.try_get_as_bytes()
         && let Some(key) = prepared(secret)
     {
@@ -131,14 +139,7 @@ mod tests {
     /// and verifies only what that key signed.
     #[test]
     fn a_prepared_key_signs_and_verifies_as_jsonwebtokens_own() {
-        let mut keys = KEYS.write().unwrap_or_else(|p| p.into_inner());
-        if !keys.iter().any(|(s, _)| **s == *PREPARED) {
-            keys.push((
-                PREPARED.into(),
-                Arc::new(hmac::Key::new(hmac::HMAC_SHA256, PREPARED)),
-            ));
-        }
-        drop(keys);
+        keep(PREPARED);
         assert!(prepared(PREPARED).is_some() && prepared(OTHER).is_none());
         let reference = |secret: &[u8]| {
             (aws_lc::DEFAULT_PROVIDER.signer_factory)(
@@ -148,12 +149,13 @@ mod tests {
             .unwrap()
         };
         let message = b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3In0";
-        let by_prepared = signer(&Algorithm::HS256, &EncodingKey::from_secret(PREPARED))
+        let by_prepared = signer_factory(&Algorithm::HS256, &EncodingKey::from_secret(PREPARED))
             .unwrap()
             .try_sign(message)
             .unwrap();
         assert_eq!(by_prepared, reference(PREPARED).try_sign(message).unwrap());
-        let verifier = verifier(&Algorithm::HS256, &DecodingKey::from_secret(PREPARED)).unwrap();
+        let verifier =
+            verifier_factory(&Algorithm::HS256, &DecodingKey::from_secret(PREPARED)).unwrap();
         assert!(verifier.verify(message, &by_prepared).is_ok());
         let by_other = reference(OTHER).try_sign(message).unwrap();
         assert!(verifier.verify(message, &by_other).is_err());
@@ -161,8 +163,11 @@ mod tests {
         forged[0] ^= 1;
         assert!(verifier.verify(message, &forged).is_err());
         assert!(verifier.verify(b"another message", &by_prepared).is_err());
+        // An RSA or EC key whose bytes are a prepared secret is no HMAC key.
+        assert!(verifier_factory(&Algorithm::HS256, &DecodingKey::from_rsa_der(PREPARED)).is_err());
+        assert!(signer_factory(&Algorithm::HS256, &EncodingKey::from_ec_der(PREPARED)).is_err());
         // Another algorithm with the same secret is jsonwebtoken's own.
-        let hs384 = signer(&Algorithm::HS384, &EncodingKey::from_secret(PREPARED)).unwrap();
+        let hs384 = signer_factory(&Algorithm::HS384, &EncodingKey::from_secret(PREPARED)).unwrap();
         assert_eq!(hs384.algorithm(), Algorithm::HS384);
     }
 
@@ -179,10 +184,12 @@ mod tests {
     #[test]
     fn the_provider_is_installed_when_prepare_comes_first() {
         const CHILD: &str = "HMAC_KEYS_TEST_CHILD";
-        let name = "hmac_keys::tests::the_provider_is_installed_when_prepare_comes_first";
+        // The test's name as the harness knows it: without the crate's.
+        let module = module_path!().split_once("::").unwrap().1;
+        let name = format!("{module}::the_provider_is_installed_when_prepare_comes_first");
         if std::env::var_os(CHILD).is_none() {
             let output = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", name, "--nocapture", "--test-threads=1"])
+                .args(["--exact", &name, "--nocapture", "--test-threads=1"])
                 .env(CHILD, "1")
                 .output()
                 .unwrap();
@@ -195,7 +202,7 @@ mod tests {
             return;
         }
         prepare(PREPARED);
-        assert!(installed());
+        assert!(*INSTALLED);
         assert!(prepared(PREPARED).is_some());
         let claims = Claims {
             sub: "7".into(),

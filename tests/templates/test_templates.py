@@ -77,7 +77,7 @@ SCRIPTS_CHECKED = [
     "scripts/test.sh", "scripts/services.sh", "scripts/tool.sh", "scripts/watch.sh",
     "scripts/lambda-env.sh", "scripts/check-watch.sh", "scripts/bench.sh", "scripts/check-templates.sh",
     "scripts/browser.sh", "scripts/fetch-ca-bundles.sh", "scripts/schemathesis.sh", "scripts/fuzz.sh",
-    "scripts/profile.sh", "scripts/test-under-load.sh",
+    "scripts/profile.sh", "scripts/instructions.sh", "scripts/test-under-load.sh",
     ".ci/run",
 ]
 
