@@ -16,13 +16,15 @@ use sso_login::replay::{Claim, ClaimError, ReplayStore};
 use sso_login::users::{self, Recorded};
 use sso_login::verify::{SsoClaims, VerifiedToken};
 
-use crate::{bench_user, thread_cpu};
+use crate::{bench_user, thread_cpu, thread_system_cpu};
 
 /// What the run did.
 pub struct StoreWork {
     pub logins: u64,
     /// The thread's CPU (user and system) per login, µs.
     pub cpu_us_per_login: f64,
+    /// Of it, the kernel's (the messages' system calls and wake-ups), µs.
+    pub system_us_per_login: f64,
 }
 
 /// A run of the store work: `clients` logins at a time for `run`, each on
@@ -80,7 +82,7 @@ impl Run<'_> {
             done??;
         }
 
-        let cpu_before = thread_cpu()?;
+        let (cpu_before, system_before) = (thread_cpu()?, thread_system_cpu()?);
         let deadline = Instant::now() + self.run;
         let per_client =
             futures_util::future::try_join_all((0..self.clients).map(async |client| {
@@ -101,11 +103,16 @@ impl Run<'_> {
                 anyhow::Ok(n)
             }))
             .await?;
-        let cpu = thread_cpu()? - cpu_before;
+        let (cpu, system) = (
+            thread_cpu()? - cpu_before,
+            thread_system_cpu()? - system_before,
+        );
         let logins: u64 = per_client.iter().sum();
+        let per_login = |d: Duration| d.as_secs_f64() * 1e6 / logins.max(1) as f64;
         Ok(StoreWork {
             logins,
-            cpu_us_per_login: cpu.as_secs_f64() * 1e6 / logins.max(1) as f64,
+            cpu_us_per_login: per_login(cpu),
+            system_us_per_login: per_login(system),
         })
     }
 }
@@ -185,6 +192,9 @@ mod tests {
             .unwrap();
             assert!(work.logins > 0);
             assert!(work.cpu_us_per_login > 0.0);
+            // The kernel's share of the thread's CPU (rusage's split is
+            // estimated from ticks: none may fall on it in a short run).
+            assert!(work.system_us_per_login <= work.cpu_us_per_login * 1.01);
             let expected = work.logins + u64::from(clients);
 
             let (recorded, users) = recorded_logins_and_users(&db.url).await;

@@ -13,6 +13,8 @@ use crate::load::Load;
 #[derive(Default, Clone, Copy)]
 pub struct Cpu {
     pub function: u64,
+    /// Of `function`, the kernel's (stime): its system calls and wake-ups.
+    pub function_system: u64,
     pub redis: u64,
     pub postgres: u64,
     pub load_generator: u64,
@@ -28,6 +30,7 @@ pub struct Watch {
 
 pub struct CpuSnapshot {
     function: u64,
+    function_system: u64,
     redis: u64,
     postgres: u64,
     machine_busy: u64,
@@ -46,8 +49,10 @@ impl Bench<'_> {
 
 impl Watch {
     pub fn snapshot(&self) -> CpuSnapshot {
+        let (function, function_system) = self.function.map_or((0, 0), proc_user_and_system_ticks);
         CpuSnapshot {
-            function: self.function.map_or(0, |p| proc_ticks(p, false)),
+            function: function + function_system,
+            function_system,
             redis: proc_ticks(self.redis, false),
             postgres: postgres_ticks(self.postgres),
             machine_busy: machine_busy_ticks(),
@@ -61,6 +66,7 @@ impl CpuSnapshot {
     pub fn since(&self, before: &CpuSnapshot, load_secs: f64) -> Cpu {
         Cpu {
             function: self.function.saturating_sub(before.function),
+            function_system: self.function_system.saturating_sub(before.function_system),
             redis: self.redis.saturating_sub(before.redis),
             postgres: self.postgres.saturating_sub(before.postgres),
             load_generator: (load_secs * clock_ticks_per_sec()).round() as u64,
@@ -71,20 +77,33 @@ impl CpuSnapshot {
 
 /// utime + stime of a process (all its threads), with its reaped children's.
 fn proc_ticks(pid: u32, with_children: bool) -> u64 {
+    let fields = proc_cpu_fields(pid);
+    // utime, stime, cutime, cstime.
+    let own = fields[0] + fields[1];
+    if with_children {
+        own + fields[2] + fields[3]
+    } else {
+        own
+    }
+}
+
+/// utime and stime of a process (all its threads), apart.
+fn proc_user_and_system_ticks(pid: u32) -> (u64, u64) {
+    let fields = proc_cpu_fields(pid);
+    (fields[0], fields[1])
+}
+
+/// utime, stime, cutime and cstime of a process (zeros once it is gone).
+fn proc_cpu_fields(pid: u32) -> [u64; 4] {
     let Some(stat) = stat_after_command(pid) else {
-        return 0;
+        return [0; 4];
     };
     let fields: Vec<u64> = stat
         .split_whitespace()
         .map(|f| f.parse().unwrap_or(0))
         .collect();
     // After the command: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
-    let own = fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0);
-    if with_children {
-        own + fields.get(13).unwrap_or(&0) + fields.get(14).unwrap_or(&0)
-    } else {
-        own
-    }
+    std::array::from_fn(|i| fields.get(11 + i).copied().unwrap_or(0))
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
@@ -157,6 +176,11 @@ fn machine_busy_ticks() -> u64 {
 /// The function's CPU per request of a load run, in µs.
 pub fn function_cpu_us(load: &Load) -> f64 {
     cpu_us_per_request(load, load.cpu.function)
+}
+
+/// Of [`function_cpu_us`], the kernel's, in µs.
+pub fn function_system_us(load: &Load) -> f64 {
+    cpu_us_per_request(load, load.cpu.function_system)
 }
 
 /// `ticks` of CPU (a process's, from a load run's [`Cpu`]) per request of

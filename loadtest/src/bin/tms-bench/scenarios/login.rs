@@ -2,19 +2,26 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use loadtest::function_process::FunctionProcess;
+use loadtest::login_store_work::StoreWork;
 use loadtest::{login_store_work, redis_load, statement_sharing};
 use sqlx::Connection;
 
 use crate::load::{
     LOGIN_LUA, Load, ONE_CONNECTION_TOKENS, best_of, p50, pgbench, pgbench_sql, wrk,
 };
-use crate::processes::{cpu_us_per_request_of, function_cpu_us, settled_children};
+use crate::processes::{
+    cpu_us_per_request_of, function_cpu_us, function_system_us, settled_children,
+};
 use crate::report::{Row, Target};
 use crate::served::db_pool_size;
 use crate::{Bench, CONCURRENCY, LOGIN_USERS, ROUNDS, RUN_SECS, SSO_SECRET};
 
 /// GCGC tokens minted per second of a login run (each is single-use).
 const TOKENS_PER_SEC: u32 = 25_000;
+
+/// Milliseconds each connection of the paced /health run waits between an
+/// answer and its next request (wrk's `delay()`: whole milliseconds).
+const PACE_MS: u32 = 2;
 
 /// Connections shared by the load's senders in the sharing note: four
 /// senders each.
@@ -233,6 +240,92 @@ impl Bench<'_> {
             floor / per_health,
             per_login - floor,
         ));
+        self.login_cpu_in_kernel(&login, &health, &stores);
+        self.health_at_the_logins_rate(&login)?;
+        Ok(())
+    }
+
+    /// The login's CPU and /health's apart, user space and kernel (a note),
+    /// and what of the login's budget its kernel part, its stores' clients
+    /// and its HTTP exchange leave to its tokens: `stores`, the login's
+    /// store work alone.
+    fn login_cpu_in_kernel(&mut self, login: &Load, health: &Load, stores: &StoreWork) {
+        let (per_login, per_health) = (function_cpu_us(login), function_cpu_us(health));
+        let (login_system, health_system) = (function_system_us(login), function_system_us(health));
+        let (login_user, health_user) = (per_login - login_system, per_health - health_system);
+        let stores_user = stores.cpu_us_per_login - stores.system_us_per_login;
+        // A login's user space holds at least an HTTP exchange's (as
+        // /health's) and its store work's (by the same clients).
+        let least = login_system + health_user + stores_user;
+        self.notes.push(format!(
+            "sso-login's CPU apart, user space and kernel (stime: system calls and wake-ups; Linux splits \
+             a process's CPU by its ticks): a login {per_login:.1} us, {login_system:.1} of it the kernel's \
+             ({:.0} %), {login_user:.1} in user space; a /health request {per_health:.1} us, \
+             {health_system:.1} of it the kernel's ({:.0} %), {health_user:.1} in user space; the store work \
+             alone {:.1} us, {:.1} of it the kernel's, {stores_user:.1} in user space. The login's kernel \
+             part + /health's user space (its HTTP exchange) + the store work's user space (its clients) = \
+             {least:.1} us, {:.2} x /health before its tokens",
+            100.0 * login_system / per_login,
+            100.0 * health_system / per_health,
+            stores.cpu_us_per_login,
+            stores.system_us_per_login,
+            least / per_health,
+        ));
+    }
+
+    /// /health at the login's rate rather than as fast as it goes (a note):
+    /// an HTTP exchange's CPU per request depends on the rate, since below
+    /// saturation each request wakes the function's thread rather than
+    /// finding it awake (as pgbench's paced runs show for PostgreSQL). wrk
+    /// has no rate option: its connections each wait [`PACE_MS`] between an
+    /// answer and the next request, as many as give about the login's rate.
+    /// The run (of [`ROUNDS`]) where the function spent the least per request.
+    fn health_at_the_logins_rate(&mut self, login: &Load) -> anyhow::Result<()> {
+        let pg_url = self.pg.url();
+        let health = self.serve("health", &[("DATABASE_URL", &pg_url)])?;
+        let script = self.write(
+            "paced.lua",
+            &format!("function delay()\n  return {PACE_MS}\nend\n"),
+        )?;
+        let url = format!("http://127.0.0.1:{}/health", health.port);
+        let no_arg = PathBuf::new();
+        let run = |connections: u32| {
+            wrk(
+                &url,
+                connections,
+                RUN_SECS,
+                &[],
+                Some((&script, &no_arg)),
+                self.watch(Some(&health)),
+            )
+        };
+        // A first run finds the rate a connection keeps (wrk's timers are
+        // late by a fraction of a millisecond), and warms the function up.
+        let guess = paced_connections(login.per_sec, 1000.0 / f64::from(PACE_MS));
+        let per_connection = run(guess)?.per_sec / f64::from(guess);
+        anyhow::ensure!(
+            per_connection > 0.0,
+            "the paced /health run answered nothing"
+        );
+        let connections = paced_connections(login.per_sec, per_connection);
+        let mut paced: Option<Load> = None;
+        for _ in 0..ROUNDS {
+            let run = run(connections)?;
+            if paced.is_none_or(|p| function_cpu_us(&run) < function_cpu_us(&p)) {
+                paced = Some(run);
+            }
+        }
+        let paced = paced.expect("rounds");
+        let (per_login, per_health) = (function_cpu_us(login), function_cpu_us(&paced));
+        self.notes.push(format!(
+            "/health at about the login's rate ({connections} connections, each waiting {PACE_MS} ms between an \
+             answer and its next request): {:.0}/s, the function's CPU {per_health:.1} us per request, \
+             {:.1} of it the kernel's; a login ({:.0}/s) {per_login:.1} us, {:.2} x that",
+            paced.per_sec,
+            function_system_us(&paced),
+            login.per_sec,
+            per_login / per_health,
+        ));
         Ok(())
     }
 
@@ -356,4 +449,24 @@ pub(super) async fn upsert_round_trip(pg_url: &str) -> anyhow::Result<f64> {
         Ok(())
     })
     .await
+}
+
+/// The paced /health run's connections for `per_sec` when each connection
+/// sends `per_connection` requests a second.
+fn paced_connections(per_sec: f64, per_connection: f64) -> u32 {
+    ((per_sec / per_connection).round() as u32).clamp(1, 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::paced_connections;
+
+    #[test]
+    fn paced_connections_give_about_the_rate_asked() {
+        // 17,000/s at 370 a second each: 46 connections (45.9).
+        assert_eq!(paced_connections(17_000.0, 370.0), 46);
+        // Never none, and never past wrk's sensible count.
+        assert_eq!(paced_connections(10.0, 500.0), 1);
+        assert_eq!(paced_connections(1e9, 1.0), 1000);
+    }
 }
