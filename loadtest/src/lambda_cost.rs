@@ -27,6 +27,9 @@ pub const GB: f64 = 1024.0 * 1024.0 * 1024.0;
 /// The stack `make deploy-aws` deploys by default (xtask's `STACK_NAME`):
 /// the functions' names and the metrics' namespace are made from it.
 const STACK: &str = "tms-chat";
+/// A Lambda request id (a UUID, as long as every real one): the sample
+/// access lines' bytes count it.
+pub const SAMPLE_REQUEST_ID: &str = "1322d753-4c55-464e-956d-39dbec2e7165";
 
 /// USD per million requests that each write `bytes` of log.
 pub fn logs_usd_per_million(bytes: usize) -> f64 {
@@ -160,7 +163,7 @@ Resources:
     fn logs_are_billed_by_the_byte() {
         assert!((logs_usd_per_million(1074) - 0.50).abs() < 0.001);
         let entry = AccessEntry {
-            request_id: "1322d753-4c55-464e-956d-39dbec2e7165",
+            request_id: SAMPLE_REQUEST_ID,
             method: "POST",
             route: "/api/v1/auth/login/sso",
             path: "/api/v1/auth/login/sso",

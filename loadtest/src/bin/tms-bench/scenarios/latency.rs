@@ -299,7 +299,7 @@ fn access_line_bytes(function: &str, request: Request, wall: f64) -> anyhow::Res
     lambda_cost::lambda_access_line_bytes(
         function,
         &AccessEntry {
-            request_id: "1322d753-4c55-464e-956d-39dbec2e7165",
+            request_id: lambda_cost::SAMPLE_REQUEST_ID,
             method,
             route: path,
             path,
