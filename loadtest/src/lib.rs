@@ -60,10 +60,12 @@ pub fn thread_system_cpu() -> anyhow::Result<Duration> {
     // SAFETY: `usage` is a valid rusage for the call to fill.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
     anyhow::ensure!(rc == 0, "getrusage: {}", std::io::Error::last_os_error());
-    Ok(Duration::new(
-        usage.ru_stime.tv_sec as u64,
-        usage.ru_stime.tv_usec as u32 * 1000,
-    ))
+    Ok(timeval_duration(usage.ru_stime))
+}
+
+/// A rusage time as a [`Duration`].
+pub fn timeval_duration(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
 }
 
 /// What the modules' tests share.

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use loadtest::function_process::FunctionProcess;
+use loadtest::timeval_duration;
 use serde_json::json;
 use testkit::services::PgServer;
 
@@ -68,21 +69,19 @@ impl Bench<'_> {
         reference_script: &Path,
     ) -> anyhow::Result<()> {
         let postgres_us = |load: &Load| cpu_us_per_request(load, load.cpu.postgres);
-        let mut paced: Option<Load> = None;
-        for _ in 0..ROUNDS {
-            let run = pgbench(
-                &self.pg,
-                reference_script,
-                CONCURRENCY,
-                RUN_SECS,
-                Some(function.per_sec),
-                self.watch(None),
-            )?;
-            if paced.is_none_or(|p| postgres_us(&run) < postgres_us(&p)) {
-                paced = Some(run);
-            }
-        }
-        let paced = paced.expect("rounds");
+        let paced = cheapest_of(
+            || {
+                pgbench(
+                    &self.pg,
+                    reference_script,
+                    CONCURRENCY,
+                    RUN_SECS,
+                    Some(function.per_sec),
+                    self.watch(None),
+                )
+            },
+            postgres_us,
+        )?;
         self.notes.push(format!(
             "{name}: PostgreSQL's CPU per request {:.1} us from the function at {:.0}/s; from pgbench of the same SQL \
              at that rate {:.1} us ({:.0}/s), as fast as pgbench goes {:.1} us ({:.0}/s)",
@@ -157,6 +156,22 @@ impl Bench<'_> {
     }
 }
 
+/// Of [`ROUNDS`] runs of `run`, the one with the least `cost`: a paced
+/// run's figure (other processes only ever add to a run's costs).
+pub fn cheapest_of(
+    mut run: impl FnMut() -> anyhow::Result<Load>,
+    cost: impl Fn(&Load) -> f64,
+) -> anyhow::Result<Load> {
+    let mut cheapest: Option<Load> = None;
+    for _ in 0..ROUNDS {
+        let load = run()?;
+        if cheapest.is_none_or(|c| cost(&load) < cost(&c)) {
+            cheapest = Some(load);
+        }
+    }
+    Ok(cheapest.expect("rounds"))
+}
+
 pub fn best_of(best: Option<(Load, Load)>, reference: Load, function: Load) -> (Load, Load) {
     match best {
         None => (reference, function),
@@ -211,8 +226,8 @@ fn measured(mut command: Command, watch: &Watch) -> anyhow::Result<(String, Cpu)
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{command:?} failed: {out}{err}"
     );
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let load_secs = tv(usage.ru_utime) + tv(usage.ru_stime);
+    let load_secs =
+        (timeval_duration(usage.ru_utime) + timeval_duration(usage.ru_stime)).as_secs_f64();
     Ok((out, after.since(&before, load_secs)))
 }
 
