@@ -32,10 +32,66 @@ where
     command
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, below the kernel's ephemeral range.
+///
+/// Not one the kernel hands out (binding port 0): an outgoing connection
+/// takes its local port from that range, so such a port can be taken
+/// before the server it was picked for binds it (chaos saw a function fail
+/// with "Address already in use" while another answered on its port), and
+/// a connect to it can reach itself (TCP simultaneous open). Below the
+/// range only an explicit bind takes a port: each pick is random and
+/// checked free on every address.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let below = ephemeral_range_start();
+    let span = u64::from(below.saturating_sub(FIRST_PICKED_PORT));
+    for _ in 0..1000 {
+        if span == 0 {
+            break;
+        }
+        // A fresh RandomState is seeded anew: random enough across processes.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = FIRST_PICKED_PORT + (random % span) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// The lowest port [`free_port`] picks: above the machine's usual services
+/// (PostgreSQL 5432, Redis 6379, brokers, databases).
+const FIRST_PICKED_PORT: u16 = 20_000;
+
+/// The first port of the kernel's ephemeral range (Linux's
+/// `ip_local_port_range`; its default where it cannot be read).
+fn ephemeral_range_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_free_port_is_below_the_ephemeral_range_and_bindable() {
+        let below = ephemeral_range_start();
+        for _ in 0..20 {
+            let port = free_port();
+            assert!(
+                (FIRST_PICKED_PORT..below).contains(&port),
+                "{port} not in {FIRST_PICKED_PORT}..{below}"
+            );
+            // Free on every address, as a function binds it.
+            std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+        }
+    }
 }
