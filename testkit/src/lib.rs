@@ -45,10 +45,9 @@ pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let below = ephemeral_range_start();
     let span = u64::from(below.saturating_sub(FIRST_PICKED_PORT));
-    for _ in 0..1000 {
-        if span == 0 {
-            break;
-        }
+    // No room below the range (an unusual ip_local_port_range): no tries.
+    let tries = if span == 0 { 0 } else { 1000 };
+    for _ in 0..tries {
         // A fresh RandomState is seeded anew: random enough across processes.
         let random = std::collections::hash_map::RandomState::new()
             .build_hasher()
